@@ -1,0 +1,206 @@
+"""The audio front-end, defined once: 40 log mel-filterbank energies, 0-7500 Hz, at 16 kHz.
+
+Every consumer (training, evaluation, estimation, the Core ML graph, the streaming app) derives its
+features from :class:`FrontEndConfig` and :class:`LogMel`, so a change here changes them all together
+and a checkpoint records exactly which front-end it was trained with.
+
+Framing: 25 ms Hann window (periodic, 400 samples), 10 ms hop (160 samples), no centre padding, so a
+signal of ``n`` samples gives ``1 + (n - 400) // 160`` frames and frame ``t`` covers samples
+``[160 t, 160 t + 400)``. Energies are the power spectrum (|X|^2 of the 400-point DFT) projected on a
+Slaney-normalised mel filterbank (librosa's default), and the features are ``log(energy + LOG_FLOOR)``
+with the natural log. The floor (1e-6) keeps digital silence finite (log 1e-6 = -13.8) and keeps float32
+round-off of near-silent frames from turning into large log differences.
+
+Two ways to compute the same numbers:
+- ``method="fft"``: ``torch.fft.rfft``; fast, used offline (training, estimation, benchmarks).
+- ``method="dft"``: the DFT as a strided convolution with fixed cosine/sine kernels; it only uses ops
+  that Core ML has (conv, mul, add, matmul, log), so it is the form traced into the ``.mlpackage``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+LOG_FLOOR = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEndConfig:
+    """Front-end parameters; stored in checkpoints and in package metadata, compared on load."""
+
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    fmin_hz: float = 0.0
+    fmax_hz: float = 7_500.0
+    log_floor: float = LOG_FLOOR
+    window: str = "hann"
+    mel_norm: str = "slaney"
+    htk: bool = False
+    center: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FrontEndConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def mismatches(self, other: FrontEndConfig) -> list[str]:
+        """Names and values of the parameters that differ, for a clear refusal message."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}: {mine[k]!r} != {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the whole-signal call yields for ``num_samples`` samples (0 if shorter than a window)."""
+        if num_samples < self.win_length:
+            return 0
+        return 1 + (num_samples - self.win_length) // self.hop_length
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+DEFAULT_FRONTEND = FrontEndConfig()
+
+
+class FrontEndMismatchError(ValueError):
+    """A checkpoint or package was made with front-end parameters other than the expected ones."""
+
+
+def check_frontend(expected: FrontEndConfig, found: dict | FrontEndConfig, what: str) -> None:
+    """Refuse ``found`` (from a checkpoint or package named by ``what``) unless it equals ``expected``."""
+    found_cfg = found if isinstance(found, FrontEndConfig) else FrontEndConfig.from_dict(found)
+    diff = expected.mismatches(found_cfg)
+    if diff:
+        raise FrontEndMismatchError(f"{what} was made with other front-end parameters: " + "; ".join(diff))
+
+
+def mel_matrix(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """The [n_mels, n_fft // 2 + 1] filterbank, taken from librosa so both sides agree by construction."""
+    import librosa
+
+    return librosa.filters.mel(
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin_hz,
+        fmax=cfg.fmax_hz,
+        htk=cfg.htk,
+        norm=cfg.mel_norm,
+        dtype=np.float32,
+    )
+
+
+def hann_window(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` zero-padded (centred) to ``n_fft``, as librosa does."""
+    n = np.arange(cfg.win_length)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
+    pad_left = (cfg.n_fft - cfg.win_length) // 2
+    return np.pad(window, (pad_left, cfg.n_fft - cfg.win_length - pad_left)).astype(np.float32)
+
+
+def dft_kernels(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """Windowed real-DFT kernels [2 * n_bins, 1, n_fft]: cosines then sines, for a strided Conv1d."""
+    n_bins = cfg.n_fft // 2 + 1
+    n = np.arange(cfg.n_fft)
+    k = np.arange(n_bins)[:, None]
+    angle = 2.0 * np.pi * k * n / cfg.n_fft
+    window = hann_window(cfg).astype(np.float64)
+    kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window], axis=0)
+    return kernels[:, None, :].astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Audio [batch, samples] (float32, 16 kHz) -> log-mel features [batch, frames, n_mels]."""
+
+    def __init__(self, cfg: FrontEndConfig = DEFAULT_FRONTEND, method: str = "fft") -> None:
+        super().__init__()
+        if method not in ("fft", "dft"):
+            raise ValueError(f"method must be 'fft' or 'dft', not {method!r}")
+        self.cfg = cfg
+        self.method = method
+        self.n_bins = cfg.n_fft // 2 + 1
+        self.register_buffer("mel", torch.from_numpy(mel_matrix(cfg)).T.contiguous(), persistent=False)
+        self.register_buffer("window", torch.from_numpy(hann_window(cfg)), persistent=False)
+        if method == "dft":
+            self.register_buffer("kernels", torch.from_numpy(dft_kernels(cfg)), persistent=False)
+
+    def power_spectrum(self, audio: torch.Tensor) -> torch.Tensor:
+        """[batch, samples] -> |DFT|^2 [batch, frames, n_bins]."""
+        cfg = self.cfg
+        if self.method == "dft":
+            spec = nn.functional.conv1d(audio.unsqueeze(1), self.kernels, stride=cfg.hop_length)
+            real, imag = spec[:, : self.n_bins], spec[:, self.n_bins :]
+            return (real * real + imag * imag).transpose(1, 2)
+        frames = audio.unfold(-1, cfg.n_fft, cfg.hop_length) * self.window
+        spec = torch.fft.rfft(frames, n=cfg.n_fft)
+        return spec.real.square() + spec.imag.square()
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.shape[-1] < self.cfg.win_length:
+            return audio.new_zeros((*audio.shape[:-1], 0, self.cfg.n_mels))
+        energy = torch.matmul(self.power_spectrum(audio), self.mel)
+        return torch.log(energy + self.cfg.log_floor)
+
+
+_DEFAULT_LOGMEL: LogMel | None = None
+
+
+def log_mel(audio: np.ndarray, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """Whole-signal features of one mono 16 kHz signal: [frames, n_mels] float32 (numpy in, numpy out)."""
+    global _DEFAULT_LOGMEL
+    if cfg == DEFAULT_FRONTEND:
+        if _DEFAULT_LOGMEL is None:
+            _DEFAULT_LOGMEL = LogMel(cfg)
+        module = _DEFAULT_LOGMEL
+    else:
+        module = LogMel(cfg)
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        return module(x)[0].numpy()
+
+
+class StreamingLogMel:
+    """Feeds audio in chunks of any size; yields exactly the frames of the whole-signal call.
+
+    It keeps the samples that the next frame still needs (at most ``win_length - hop_length`` plus
+    whatever did not fill a hop), so memory stays bounded however long the stream runs.
+    """
+
+    def __init__(self, cfg: FrontEndConfig = DEFAULT_FRONTEND, method: str = "fft") -> None:
+        self.cfg = cfg
+        self.module = LogMel(cfg, method=method)
+        self.reset()
+
+    def reset(self) -> None:
+        self._tail = np.zeros(0, dtype=np.float32)
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Append ``chunk``; return the newly complete frames [k, n_mels] (k may be 0)."""
+        cfg = self.cfg
+        buffer = np.concatenate([self._tail, np.asarray(chunk, dtype=np.float32).reshape(-1)])
+        n_frames = cfg.num_frames(len(buffer))
+        if n_frames == 0:
+            self._tail = buffer
+            return np.zeros((0, cfg.n_mels), dtype=np.float32)
+        with torch.no_grad():
+            used = (n_frames - 1) * cfg.hop_length + cfg.win_length
+            frames = self.module(torch.from_numpy(buffer[:used])[None])[0].numpy()
+        self._tail = buffer[n_frames * cfg.hop_length :]
+        return frames
+
+    def stream(self, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            frames = self.push(chunk)
+            if len(frames):
+                yield frames
