@@ -1,0 +1,80 @@
+"""The models stream exactly as they run offline, and padding never leaks into results."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.models import RRModel
+
+
+def _chunked(model, x, sizes):
+    state = model.initial_state(x.shape[0])
+    i = 0
+    for n in sizes:
+        out, state = model.forward_chunk(x[:, i : i + n], state)
+        i += n
+    assert i == x.shape[1]
+    return out
+
+
+def _random_chunking(total, rng):
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(int(min(rng.integers(1, 40), total - sum(sizes))))
+    return sizes
+
+
+@pytest.mark.parametrize("model_type", ["tclstm", "lstm"])
+@pytest.mark.parametrize("units", [16, 32, 64])
+def test_chunked_equals_whole(model_type, units):
+    torch.manual_seed(units)
+    model = RRModel(model_type, units).eval()
+    model.set_feature_stats(torch.randn(40), torch.rand(40) + 0.5)
+    x = torch.randn(3, 250, 40)
+    rng = np.random.default_rng(units)
+    with torch.no_grad():
+        whole = model(x)
+        for _ in range(3):
+            sizes = _random_chunking(250, rng)
+            chunked = _chunked(model, x, sizes)
+            for a, b in zip(whole, chunked, strict=True):
+                assert torch.allclose(a, b, atol=1e-5), (sizes[:5], (a - b).abs().max())
+        one_by_one = _chunked(model, x, [1] * 250)
+        assert torch.allclose(whole.rr_z, one_by_one.rr_z, atol=1e-5)
+
+
+def test_padding_does_not_change_outputs():
+    torch.manual_seed(0)
+    model = RRModel("tclstm", 32).eval()
+    a, b = torch.randn(1, 120, 40), torch.randn(1, 200, 40)
+    padded = torch.zeros(2, 200, 40)
+    padded[0, :120], padded[1] = a[0], b[0]
+    with torch.no_grad():
+        batch = model(padded, torch.tensor([120, 200]))
+        alone_a, alone_b = model(a), model(b)
+    for field in range(4):
+        assert torch.allclose(batch[field][0], alone_a[field][0], atol=1e-5)
+        assert torch.allclose(batch[field][1], alone_b[field][0], atol=1e-5)
+
+
+def test_architecture_matches_the_paper():
+    model = RRModel("tclstm", 32)
+    assert model.conv.kernel_size == (3,) and model.conv.out_channels == 40  # as many filters as features
+    assert model.lstm.hidden_size == 32 and model.lstm.num_layers == 1
+    assert model.breath_embedding[0].out_features == 32
+    assert model.noise_embedding[0].out_features == 8  # a quarter of the size
+    assert model.breath_head.out_features == 3 and model.noise_head.out_features == 2
+    assert RRModel("lstm", 32).conv is None
+
+
+def test_count_head_scales_with_duration():
+    """Same frames repeated: the mean embedding is the same, so the count doubles with the duration."""
+    torch.manual_seed(0)
+    model = RRModel("lstm", 16).eval()
+    model.set_label_stats(20.0, 5.0)
+    with torch.no_grad():
+        model.rc_rate_head.bias.fill_(10.0)  # keep the rate positive whatever the input
+        x = torch.zeros(1, 300, 40)
+        short, long = model(x[:, :150]), model(x)
+    # all-zero input: the LSTM reaches a fixed point quickly, so per-frame outputs are near constant
+    assert float(long.rc) == pytest.approx(2 * float(short.rc), rel=0.05)

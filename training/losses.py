@@ -1,0 +1,106 @@
+"""The paper's multi-task loss: CCC cost, weighted cross-entropy, focal loss, dynamic weight averaging.
+
+- CCC cost: ``1 - CCC(pred, true)`` over the batch (Lin's concordance correlation), for RR and RC, mixed
+  by ``alpha``. It rewards agreement in both correlation and scale, which is what the paper reports.
+- Weighted cross-entropy for breath (3 classes) and noise (2 classes), class weights from the training
+  frequencies (``n / (k * count)``, so a balanced set gets weight 1 everywhere).
+- Focal loss on breath (Lin et al. 2017): ``-(1 - p_t)^g log p_t``, weighted like the cross-entropy.
+- Dynamic weight averaging (Liu et al. 2019): each task's weight follows how fast its loss fell over the
+  last two epochs, ``K softmax(L_k(t-1) / L_k(t-2) / T)``; the first two epochs weigh all tasks 1.
+- The convex mixture: ``beta`` regression, ``gamma`` breath CE, ``kappa`` breath focal, the rest noise CE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from training.config import TrainConfig
+
+TASKS = ("regression", "breath_ce", "breath_focal", "noise_ce")
+
+
+def ccc(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation coefficient (population moments)."""
+    pred_mean, true_mean = pred.mean(), true.mean()
+    covariance = ((pred - pred_mean) * (true - true_mean)).mean()
+    denominator = pred.var(unbiased=False) + true.var(unbiased=False) + (pred_mean - true_mean) ** 2
+    return 2.0 * covariance / denominator.clamp_min(1e-8)
+
+
+def ccc_cost(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    return 1.0 - ccc(pred, true)
+
+
+def class_weights(counts: list[int] | torch.Tensor) -> torch.Tensor:
+    """``n / (k * count_c)`` per class; classes absent from training get weight 0 (nothing to learn)."""
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``w[y] * -log softmax(logits)[y]`` normalised by the sum of the weights (as torch does)."""
+    return nn.functional.cross_entropy(logits, target, weight=weights)
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, focus: float = 2.0
+) -> torch.Tensor:
+    log_p = torch.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
+    w = weights[target]
+    loss = -w * (1.0 - log_p.exp()) ** focus * log_p
+    return loss.sum() / w.sum().clamp_min(1e-8)
+
+
+class DynamicWeightAverage:
+    """Task weights from the ratio of each task's mean loss over the two previous epochs."""
+
+    def __init__(self, tasks: tuple[str, ...] = TASKS, temperature: float = 2.0) -> None:
+        self.tasks = tasks
+        self.temperature = temperature
+        self.history: list[dict[str, float]] = []
+
+    def weights(self) -> dict[str, float]:
+        if len(self.history) < 2:
+            return dict.fromkeys(self.tasks, 1.0)
+        last, before = self.history[-1], self.history[-2]
+        ratios = {t: last[t] / before[t] if before[t] > 0 else 1.0 for t in self.tasks}
+        exps = {t: math.exp(r / self.temperature) for t, r in ratios.items()}
+        total = sum(exps.values())
+        return {t: len(self.tasks) * e / total for t, e in exps.items()}
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        self.history.append(dict(mean_losses))
+
+
+class MultiTaskLoss:
+    """Per-batch task losses and their DWA-weighted convex mixture."""
+
+    def __init__(self, cfg: TrainConfig, breath_weights: torch.Tensor, noise_weights: torch.Tensor) -> None:
+        self.cfg = cfg
+        self.breath_weights = breath_weights
+        self.noise_weights = noise_weights
+        self.mixture = {
+            "regression": cfg.beta,
+            "breath_ce": cfg.gamma,
+            "breath_focal": cfg.kappa,
+            "noise_ce": cfg.noise_weight,
+        }
+
+    def task_losses(self, outputs, rr_z, rc, breath, noisy) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        regression = cfg.alpha * ccc_cost(outputs.rr_z, rr_z) + (1 - cfg.alpha) * ccc_cost(outputs.rc, rc)
+        return {
+            "regression": regression,
+            "breath_ce": weighted_cross_entropy(outputs.breath_logits, breath, self.breath_weights),
+            "breath_focal": focal_loss(outputs.breath_logits, breath, self.breath_weights, cfg.focal_gamma),
+            "noise_ce": weighted_cross_entropy(outputs.noise_logits, noisy, self.noise_weights),
+        }
+
+    def total(self, losses: dict[str, torch.Tensor], dwa_weights: dict[str, float]) -> torch.Tensor:
+        return sum(self.mixture[t] * dwa_weights[t] * losses[t] for t in TASKS)

@@ -1,0 +1,162 @@
+"""The paper's multi-task models: TC-LSTM (causal Conv1d -> LSTM) and the plain LSTM.
+
+Shape of the network (Kumar, Mitra et al. 2021, Fig. 2):
+
+    log-mel [B, T, 40] -> standardise -> (TC-LSTM only) causal Conv1d(40, 40, k=3) + ReLU
+        -> LSTM(units) -> mean over time ------+--> breath embedding (units) -> RR, RC, breath class
+                                                 +--> noise embedding (units / 4) -> noisy / clean
+
+Two choices make the model stream exactly as it runs offline:
+- the time convolution is causal (left context only), so a frame never needs the future;
+- the sequence summary is the mean of the LSTM outputs, kept as a running sum and count, so the heads
+  can be read after every chunk and give the answer for "all the audio since the last reset".
+
+RR comes out standardised (``(rr - mean) / std`` of the training labels, undone by the caller that
+holds the normalisation). RC is a count, which grows with the length of what was heard, so its head
+predicts breaths per minute and multiplies by the elapsed minutes; a mean-pooled embedding alone
+cannot know how long the segment was.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from training.frontend import DEFAULT_FRONTEND
+
+
+class StreamState(NamedTuple):
+    """Everything a chunk forward needs from the previous chunk; zeros mean "reset"."""
+
+    conv_context: torch.Tensor  # [B, n_mels, kernel - 1] last standardised frames (unused by LSTM)
+    lstm_h: torch.Tensor  # [1, B, units]
+    lstm_c: torch.Tensor  # [1, B, units]
+    pool_sum: torch.Tensor  # [B, units] sum of LSTM outputs since reset
+    pool_count: torch.Tensor  # [B, 1] frames since reset
+
+
+class ModelOutputs(NamedTuple):
+    rr_z: torch.Tensor  # [B] standardised RR
+    rc: torch.Tensor  # [B] respiration count (breath cycles)
+    breath_logits: torch.Tensor  # [B, 3] none, normal, heavy
+    noise_logits: torch.Tensor  # [B, 2] clean, noisy
+
+
+class RRModel(nn.Module):
+    def __init__(
+        self,
+        model_type: str = "tclstm",
+        units: int = 32,
+        n_mels: int = DEFAULT_FRONTEND.n_mels,
+        conv_kernel: int = 3,
+        frames_per_second: float = DEFAULT_FRONTEND.frames_per_second,
+    ) -> None:
+        super().__init__()
+        if model_type not in ("tclstm", "lstm"):
+            raise ValueError(f"model_type must be 'tclstm' or 'lstm', not {model_type!r}")
+        self.model_type = model_type
+        self.units = units
+        self.n_mels = n_mels
+        self.conv_kernel = conv_kernel
+        self.frames_per_minute = 60.0 * frames_per_second
+        # Feature standardisation, set from the training data (see set_feature_stats).
+        self.register_buffer("feat_mean", torch.zeros(n_mels))
+        self.register_buffer("feat_std", torch.ones(n_mels))
+        # Label normalisation of RR and of RC's per-minute rate (see set_label_stats).
+        self.register_buffer("rr_mean", torch.tensor(15.0))
+        self.register_buffer("rr_std", torch.tensor(5.0))
+        self.conv = nn.Conv1d(n_mels, n_mels, conv_kernel) if model_type == "tclstm" else None
+        self.lstm = nn.LSTM(n_mels, units, batch_first=True)
+        self.breath_embedding = nn.Sequential(nn.Linear(units, units), nn.ReLU())
+        self.rr_head = nn.Linear(units, 1)
+        self.rc_rate_head = nn.Linear(units, 1)
+        self.breath_head = nn.Linear(units, 3)
+        noise_units = max(1, units // 4)
+        self.noise_embedding = nn.Sequential(nn.Linear(units, noise_units), nn.ReLU())
+        self.noise_head = nn.Linear(noise_units, 2)
+
+    # -- normalisation ------------------------------------------------------------------------------
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp_min(1e-3))
+
+    def set_label_stats(self, rr_mean: float, rr_std: float) -> None:
+        self.rr_mean.fill_(rr_mean)
+        self.rr_std.fill_(max(rr_std, 1e-3))
+
+    def rr_to_bpm(self, rr_z: torch.Tensor) -> torch.Tensor:
+        return rr_z * self.rr_std + self.rr_mean
+
+    # -- shared pieces -------------------------------------------------------------------------------
+    def _heads(self, pooled: torch.Tensor, count: torch.Tensor) -> ModelOutputs:
+        """Heads on the mean LSTM output; ``count`` [B, 1] is the number of frames it averages."""
+        breath = self.breath_embedding(pooled)
+        rr_z = self.rr_head(breath).squeeze(-1)
+        # breaths/min (through the same normalisation as RR) times the minutes heard
+        rc_rate = torch.relu(self.rc_rate_head(breath).squeeze(-1) * self.rr_std + self.rr_mean)
+        rc = rc_rate * count.squeeze(-1) / self.frames_per_minute
+        noise = self.noise_embedding(pooled)
+        return ModelOutputs(rr_z, rc, self.breath_head(breath), self.noise_head(noise))
+
+    def initial_state(self, batch: int = 1, device: torch.device | None = None) -> StreamState:
+        zeros = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
+        return StreamState(
+            conv_context=zeros(batch, self.n_mels, self.conv_kernel - 1),
+            lstm_h=zeros(1, batch, self.units),
+            lstm_c=zeros(1, batch, self.units),
+            pool_sum=zeros(batch, self.units),
+            pool_count=zeros(batch, 1),
+        )
+
+    # -- whole sequences -----------------------------------------------------------------------------
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> ModelOutputs:
+        """features [B, T, n_mels] (padded at the end), lengths [B] valid frames (all T if None).
+
+        Padding sits after the valid frames and every layer is causal, so valid outputs never see
+        padding; the mean pool masks it out.
+        """
+        batch, steps, _ = features.shape
+        x = (features - self.feat_mean) / self.feat_std
+        if self.conv is not None:
+            x = x.transpose(1, 2)
+            x = nn.functional.pad(x, (self.conv_kernel - 1, 0))  # causal: zeros = reset state
+            x = torch.relu(self.conv(x)).transpose(1, 2)
+        out, _ = self.lstm(x)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, device=features.device)
+        mask = (torch.arange(steps, device=features.device)[None, :] < lengths[:, None]).to(out.dtype)
+        count = mask.sum(dim=1, keepdim=True)
+        pooled = (out * mask.unsqueeze(-1)).sum(dim=1) / count.clamp_min(1.0)
+        return self._heads(pooled, count)
+
+    # -- streaming -----------------------------------------------------------------------------------
+    def forward_chunk(
+        self, features: torch.Tensor, state: StreamState
+    ) -> tuple[ModelOutputs, StreamState]:
+        """Process the next frames [B, t, n_mels] (t >= 1) given the state after the previous ones.
+
+        Returns the outputs for everything since the last reset and the new state. Feeding a
+        sequence in any chunking gives the outputs of :meth:`forward` on the whole sequence.
+        """
+        x = (features - self.feat_mean) / self.feat_std
+        conv_context = state.conv_context
+        if self.conv is not None:
+            xt = torch.cat([conv_context, x.transpose(1, 2)], dim=2)
+            conv_context = xt[:, :, xt.shape[2] - (self.conv_kernel - 1) :]
+            x = torch.relu(self.conv(xt)).transpose(1, 2)
+        out, (h, c) = self.lstm(x, (state.lstm_h, state.lstm_c))
+        pool_sum = state.pool_sum + out.sum(dim=1)
+        pool_count = state.pool_count + out.shape[1]
+        outputs = self._heads(pool_sum / pool_count.clamp_min(1.0), pool_count)
+        return outputs, StreamState(conv_context, h, c, pool_sum, pool_count)
+
+    def describe(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "units": self.units,
+            "n_mels": self.n_mels,
+            "conv_kernel": self.conv_kernel,
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }

@@ -1,0 +1,165 @@
+"""Training, as a plain loop you can read top to bottom.
+
+    examples -> feature & label normalisation -> for each epoch: shuffled batches, multi-task loss with
+    dynamic weight averaging, Adam step -> validation CCC of RR -> keep the best epoch -> early stop
+
+Everything random is seeded from ``cfg.seed``, and torch runs deterministic CPU kernels, so the same
+data and config give the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import save_checkpoint
+from training.config import TrainConfig
+from training.dataset import Example, batches, feature_stats, load_examples
+from training.frontend import DEFAULT_FRONTEND
+from training.losses import TASKS, DynamicWeightAverage, MultiTaskLoss, ccc, class_weights
+from training.manifest import BREATH_CLASSES
+from training.models import RRModel
+
+
+class TrainingDataError(ValueError):
+    """The corpus cannot be trained on (e.g. no training or validation segments)."""
+
+
+@torch.no_grad()
+def predict(model: RRModel, examples: Sequence[Example], batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Per-example predictions in the examples' order: rr_bpm, respiration_count, breath_probs, noise_prob."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {
+        "rr_bpm": [],
+        "respiration_count": [],
+        "breath_probs": [],
+        "noise_prob": [],
+    }
+    for batch in batches(examples, batch_size):
+        out = model(batch.features, batch.lengths)
+        parts["rr_bpm"].append(model.rr_to_bpm(out.rr_z).numpy())
+        parts["respiration_count"].append(out.rc.numpy())
+        parts["breath_probs"].append(torch.softmax(out.breath_logits, -1).numpy())
+        parts["noise_prob"].append(torch.softmax(out.noise_logits, -1)[:, 1].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def validation_ccc(model: RRModel, examples: Sequence[Example]) -> float:
+    pred = predict(model, examples)["rr_bpm"]
+    true = np.array([e.segment.rr_bpm for e in examples], dtype=np.float32)
+    return float(ccc(torch.from_numpy(pred), torch.from_numpy(true)))
+
+
+def train(
+    cfg: TrainConfig,
+    corpus_dirs: Sequence[Path | str],
+    out_path: Path | str,
+    progress: bool = True,
+    train_examples: Sequence[Example] | None = None,
+    val_examples: Sequence[Example] | None = None,
+) -> dict:
+    """Train on the ``train`` split of ``corpus_dirs``, select on ``val``, save the best to ``out_path``."""
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(cfg.seed)
+    if train_examples is None:
+        train_examples = load_examples(corpus_dirs, ["train"], progress=progress)
+    if val_examples is None:
+        val_examples = load_examples(corpus_dirs, ["val"], progress=progress)
+    if not train_examples:
+        raise TrainingDataError(f"no 'train' segments in {', '.join(map(str, corpus_dirs))}")
+    if not val_examples:
+        raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
+
+    # -- normalisation and class weights from the training split only
+    model = RRModel(cfg.model_type, cfg.units, DEFAULT_FRONTEND.n_mels, cfg.conv_kernel)
+    model.set_feature_stats(*feature_stats(train_examples))
+    rr = np.array([e.segment.rr_bpm for e in train_examples])
+    model.set_label_stats(float(rr.mean()), float(rr.std()))
+    breath_counts = [sum(e.segment.breath_class == c for e in train_examples) for c in BREATH_CLASSES]
+    noise_counts = [sum(e.segment.noisy == k for e in train_examples) for k in (0, 1)]
+    loss_fn = MultiTaskLoss(cfg, class_weights(breath_counts), class_weights(noise_counts))
+    dwa = DynamicWeightAverage(TASKS, cfg.dwa_temperature)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+    best = {"val_ccc_rr": -np.inf, "epoch": -1, "state": None}
+    history = []
+    started = time.monotonic()
+    for epoch in range(cfg.max_epochs):
+        model.train()
+        weights = dwa.weights()
+        sums = dict.fromkeys(TASKS, 0.0)
+        n_batches = 0
+        bar = tqdm(
+            batches(train_examples, cfg.batch_size, rng),
+            disable=not progress,
+            leave=False,
+            total=-(-len(train_examples) // cfg.batch_size),
+            desc=f"epoch {epoch + 1}",
+        )
+        for batch in bar:
+            out = model(batch.features, batch.lengths)
+            rr_z = (batch.rr_bpm - model.rr_mean) / model.rr_std
+            losses = loss_fn.task_losses(out, rr_z, batch.respiration_count, batch.breath, batch.noisy)
+            loss = loss_fn.total(losses, weights)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            for t in TASKS:
+                sums[t] += float(losses[t].detach())
+            n_batches += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        mean_losses = {t: sums[t] / max(n_batches, 1) for t in TASKS}
+        dwa.end_epoch(mean_losses)
+        val_ccc = validation_ccc(model, val_examples)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "val_ccc_rr": val_ccc,
+                **mean_losses,
+                "dwa": weights,
+                "elapsed_s": round(time.monotonic() - started, 1),
+            }
+        )
+        if progress:
+            print(
+                f"epoch {epoch + 1:3d}  loss {sum(mean_losses.values()):.3f}  val CCC(RR) {val_ccc:.3f}"
+                + ("  *" if val_ccc > best["val_ccc_rr"] else ""),
+                flush=True,
+            )
+        if val_ccc > best["val_ccc_rr"]:
+            best = {
+                "val_ccc_rr": val_ccc,
+                "epoch": epoch + 1,
+                "state": {k: v.clone() for k, v in model.state_dict().items()},
+            }
+        elif epoch + 1 - best["epoch"] >= cfg.patience:
+            break
+        if cfg.max_train_minutes and time.monotonic() - started > 60 * cfg.max_train_minutes:
+            break
+
+    model.load_state_dict(best["state"])
+    summary = {
+        "best_epoch": best["epoch"],
+        "val_ccc_rr": best["val_ccc_rr"],
+        "epochs_run": len(history),
+        "train_seconds": round(time.monotonic() - started, 1),
+        "history": history,
+        "data": {
+            "corpora": [str(c) for c in corpus_dirs],
+            "train_segments": len(train_examples),
+            "val_segments": len(val_examples),
+            "train_participants": len({e.segment.participant for e in train_examples}),
+            "breath_counts": dict(zip(BREATH_CLASSES, breath_counts, strict=True)),
+            "noisy_counts": dict(zip(("clean", "noisy"), noise_counts, strict=True)),
+            "sources": sorted({e.segment.source for e in train_examples}),
+        },
+    }
+    save_checkpoint(out_path, model, cfg, DEFAULT_FRONTEND, summary)
+    return summary
