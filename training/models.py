@@ -8,8 +8,9 @@ Shape of the network (Kumar, Mitra et al. 2021, Fig. 2):
 
 Two choices make the model stream exactly as it runs offline:
 - the time convolution is causal (left context only), so a frame never needs the future;
-- the sequence summary is the mean of the LSTM outputs, kept as a running sum and count, so the heads
-  can be read after every chunk and give the answer for "all the audio since the last reset".
+- the sequence summary is the mean of the LSTM outputs, kept as a running mean and count, so the heads
+  can be read after every chunk and give the answer for "all the audio since the last reset". (A mean
+  rather than a sum keeps the state near 1 in magnitude, which survives Core ML's fp16 state storage.)
 
 RR comes out standardised (``(rr - mean) / std`` of the training labels, undone by the caller that
 holds the normalisation). RC is a count, which grows with the length of what was heard, so its head
@@ -33,7 +34,7 @@ class StreamState(NamedTuple):
     conv_context: torch.Tensor  # [B, n_mels, kernel - 1] last standardised frames (unused by LSTM)
     lstm_h: torch.Tensor  # [1, B, units]
     lstm_c: torch.Tensor  # [1, B, units]
-    pool_sum: torch.Tensor  # [B, units] sum of LSTM outputs since reset
+    pool_mean: torch.Tensor  # [B, units] mean of the LSTM outputs since reset
     pool_count: torch.Tensor  # [B, 1] frames since reset
 
 
@@ -106,7 +107,7 @@ class RRModel(nn.Module):
             conv_context=zeros(batch, self.n_mels, self.conv_kernel - 1),
             lstm_h=zeros(1, batch, self.units),
             lstm_c=zeros(1, batch, self.units),
-            pool_sum=zeros(batch, self.units),
+            pool_mean=zeros(batch, self.units),
             pool_count=zeros(batch, 1),
         )
 
@@ -144,13 +145,14 @@ class RRModel(nn.Module):
         conv_context = state.conv_context
         if self.conv is not None:
             xt = torch.cat([conv_context, x.transpose(1, 2)], dim=2)
-            conv_context = xt[:, :, xt.shape[2] - (self.conv_kernel - 1) :]
+            conv_context = xt[:, :, -(self.conv_kernel - 1) :]
             x = torch.relu(self.conv(xt)).transpose(1, 2)
         out, (h, c) = self.lstm(x, (state.lstm_h, state.lstm_c))
-        pool_sum = state.pool_sum + out.sum(dim=1)
-        pool_count = state.pool_count + out.shape[1]
-        outputs = self._heads(pool_sum / pool_count.clamp_min(1.0), pool_count)
-        return outputs, StreamState(conv_context, h, c, pool_sum, pool_count)
+        # frames in this chunk as a tensor op (not a Python int), so tracing keeps no shape arithmetic
+        pool_count = state.pool_count + torch.ones_like(out[:, :, :1]).sum(dim=1)
+        pool_mean = (state.pool_mean * state.pool_count + out.sum(dim=1)) / pool_count
+        outputs = self._heads(pool_mean, pool_count)
+        return outputs, StreamState(conv_context, h, c, pool_mean, pool_count)
 
     def describe(self) -> dict:
         return {
