@@ -55,13 +55,19 @@ class DspConfig:
 
     frame_s: float = 0.064
     hop_s: float = 0.025
-    band_edges_hz: tuple[float, ...] = (100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
+    band_edges_hz: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
     lowpass_hz: float = 1.5
     min_rate_bpm: float = MIN_RATE_BPM
     max_rate_bpm: float = MAX_RATE_BPM
     max_lag_fraction: float = 0.75  # longest lag as a share of the signal: enough overlap to trust
     # Doubling the period needs the even multiples to beat the odd ones by this much autocorrelation.
     half_period_margin: float = 0.05
+    shape_weight: float = 0.5
+    shape_mode: str = "mean"
+    halve_margin: float = 0.05
+    double_margin: float = 0.05
+    compress: str | float = "log"
+    lag_slack: float = 1.1
 
 
 DEFAULT_CONFIG = DspConfig()
@@ -87,7 +93,10 @@ def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple
     )
     # Floor relative to the loudest band's typical power: an empty band becomes flat, not log(0).
     floor = 1e-6 * max(float(np.median(power, axis=1).max()), 1e-30)
-    return np.log(power + floor), sample_rate / hop
+    if cfg.compress == "log":
+        return np.log(power + floor), sample_rate / hop
+    floored = power + floor
+    return (floored / np.median(floored, axis=1, keepdims=True)) ** cfg.compress, sample_rate / hop
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
@@ -122,32 +131,40 @@ def _parabolic(r: np.ndarray, i: int) -> tuple[float, float]:
 def combined_autocorrelation(
     audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: DspConfig = DEFAULT_CONFIG
 ) -> tuple[np.ndarray, float, int, int]:
-    """The periodicity-weighted mean autocorrelation of the band envelopes.
+    """The autocorrelation whose peaks are breathing periods: loudness and spectral shape, mixed.
 
     Returns ``(r, env_rate_hz, min_lag, max_lag)``; ``r`` is all zeros when no band varies.
     """
     env, env_rate = band_envelopes(audio, sample_rate, cfg)
     n = env.shape[1]
     min_lag = int(math.floor(env_rate * 60.0 / cfg.max_rate_bpm))
-    max_lag = min(int(math.ceil(env_rate * 60.0 / cfg.min_rate_bpm)), int(cfg.max_lag_fraction * n))
+    max_lag = min(int(math.ceil(cfg.lag_slack * env_rate * 60.0 / cfg.min_rate_bpm)), int(cfg.max_lag_fraction * n))
     sos = signal.butter(2, cfg.lowpass_hz, fs=env_rate, output="sos")
-    total = np.zeros(max_lag + 1)
-    weight_sum = 0.0
+    bands = []
     for band in env:
         x = signal.detrend(band)
         if float(np.std(x)) < 1e-6:  # flat: an empty band or silence
             continue
         x = signal.sosfiltfilt(sos, x)
         std = float(np.std(x))
-        if std < 1e-9:
-            continue
-        r = _autocorrelation(x / std, max_lag)
-        weight = max(float(r[min_lag:].max()), 0.0) ** 2
-        total += weight * r
-        weight_sum += weight
-    if weight_sum > 0.0:
-        total /= weight_sum
-    return total, env_rate, min_lag, max_lag
+        if std > 1e-9:
+            bands.append(x / std)
+    if not bands:
+        return np.zeros(max_lag + 1), env_rate, min_lag, max_lag
+    x = np.stack(bands)
+    acfs = np.stack([_autocorrelation(b, max_lag) for b in x])
+    weights = np.maximum(acfs[:, min_lag:].max(axis=1), 0.0) ** 2
+    loudness = (weights @ acfs) / weights.sum() if weights.sum() > 0 else acfs.mean(axis=0)
+    if len(x) < 2 or cfg.shape_weight == 0.0:
+        return loudness, env_rate, min_lag, max_lag
+    shape = x - x.mean(axis=0)
+    if cfg.shape_mode == "vector":
+        r = sum(_autocorrelation(b, max_lag) * float(b @ b) for b in shape)
+        shape_r = r / float((shape * shape).sum()) if float((shape * shape).sum()) > 0 else 0 * loudness
+    else:
+        shape_r = np.mean([_autocorrelation(b, max_lag) for b in shape if np.std(b) > 1e-9], axis=0)
+    mixed = (1.0 - cfg.shape_weight) * loudness + cfg.shape_weight * shape_r
+    return mixed, env_rate, min_lag, max_lag
 
 
 def estimate_rr_dsp(
@@ -176,22 +193,54 @@ def estimate_rr_dsp(
         best = int(min_lag + np.argmax(r[min_lag : max_lag + 1]))
     else:
         best = int(peaks[np.argmax(r[peaks])])
+    best = _resolve_octave(r, best, min_lag, cfg)
     lag, height = _parabolic(r, best)
-    lag, height = _check_half_period(r, lag, height, cfg)
     return DspEstimate(60.0 * env_rate / lag, float(np.clip(height, 0.0, 1.0)))
 
 
-def _check_half_period(r: np.ndarray, lag: float, height: float, cfg: DspConfig) -> tuple[float, float]:
-    """Double ``lag`` when the even multiples of it correlate clearly better than the odd ones."""
-    odd = [v for v in (height, _peak_near(r, 3 * lag)) if math.isfinite(v)]
-    even = [v for v in (_peak_near(r, 2 * lag), _peak_near(r, 4 * lag)) if math.isfinite(v)]
-    if not even:
-        return lag, height
-    if np.mean(even) - np.mean(odd) > cfg.half_period_margin:
-        lo, hi = int(math.floor(2 * lag * 0.85)), int(math.ceil(2 * lag * 1.15))
-        best = lo + int(np.argmax(r[lo : hi + 1]))
-        return _parabolic(r, best)
-    return lag, height
+def _local_peak(r: np.ndarray, lag: float, min_lag: int, tolerance: float = 0.15) -> int | None:
+    """Index of the highest local maximum within ``lag * (1 +/- tolerance)``, or None."""
+    lo = max(int(math.floor(lag * (1 - tolerance))), min_lag, 1)
+    hi = min(int(math.ceil(lag * (1 + tolerance))), len(r) - 2)
+    if hi < lo:
+        return None
+    i = lo + int(np.argmax(r[lo : hi + 1]))
+    return i if r[i] >= r[i - 1] and r[i] >= r[i + 1] else None
+
+
+def _multiples_mean(r: np.ndarray, lags: list[float], count: int) -> float:
+    values = [_peak_near(r, lag) for lag in lags[:count]]
+    return float(np.mean(values))
+
+
+def _resolve_octave(r: np.ndarray, best: int, min_lag: int, cfg: DspConfig) -> int:
+    """Halve or double the best lag when the multiples say it is twice or half the period.
+
+    Lag ``P`` against ``P / 2``: if ``P / 2`` is the period, the odd multiples of ``P / 2``
+    (``P / 2, 3 P / 2``) correlate as well as the even ones (``P, 2 P``); if ``P`` is the period
+    (inhale and exhale alike), the odd ones are weaker. The same test decides doubling.
+    Both sides use the same number of multiples, so the decay of the autocorrelation with lag does
+    not favour either.
+    """
+    for _ in range(2):
+        half = _local_peak(r, best / 2, min_lag)
+        if half is None:
+            break
+        count = 2 if 2 * best * 1.15 < len(r) else 1
+        odd = _multiples_mean(r, [half, 3 * half], count)
+        even = _multiples_mean(r, [best, 2 * best], count)
+        if odd >= even - cfg.halve_margin:
+            best = half
+        else:
+            break
+    double = _local_peak(r, 2 * best, min_lag)
+    if double is not None:
+        count = 2 if 4 * best * 1.15 < len(r) else 1
+        odd = _multiples_mean(r, [best, 3 * best], count)
+        even = _multiples_mean(r, [double, 4 * best], count)
+        if even > odd + cfg.double_margin:
+            best = double
+    return best
 
 
 def dsp_run(

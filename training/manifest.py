@@ -10,7 +10,8 @@ Columns (the first eleven are a contract other tools rely on; more may follow):
   (fractional where a cycle is cut by the segment's edges).
 - ``breath_class``: none | normal | heavy (see :func:`breath_class_for`); ``noisy``: 0 | 1.
 - ``stage``: workout stage 1-4, or empty when not recorded under the protocol.
-- ``participant, gender, environment (indoor|outdoor), source``.
+- ``participant``, ``gender`` (female|male|other, or empty when unknown), ``environment`` (indoor|outdoor),
+  ``source``.
 - ``split``: train | val | test (by participant: nobody is in two splits), empty before splitting.
 - ``snr_db``: SNR of added background noise, empty for none / unknown.
 - ``recording``: an id shared by all segments of one recording (recording-level evaluation).
@@ -21,8 +22,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,14 +85,16 @@ class Segment:
             raise ManifestError(f"{prefix}end_s ({self.end_s}) must be after start_s ({self.start_s})")
         if not (0.0 <= self.rr_bpm <= 120.0):
             raise ManifestError(f"{prefix}rr_bpm {self.rr_bpm} outside 0-120")
-        if self.respiration_count < 0:
-            raise ManifestError(f"{prefix}respiration_count {self.respiration_count} is negative")
+        if not (math.isfinite(self.respiration_count) and self.respiration_count >= 0):
+            raise ManifestError(f"{prefix}respiration_count {self.respiration_count} must be finite and >= 0")
         if self.breath_class not in BREATH_CLASSES:
             raise ManifestError(f"{prefix}breath_class {self.breath_class!r} not one of {BREATH_CLASSES}")
         if self.noisy not in (0, 1):
             raise ManifestError(f"{prefix}noisy must be 0 or 1, not {self.noisy!r}")
         if self.stage is not None and self.stage not in (1, 2, 3, 4):
             raise ManifestError(f"{prefix}stage {self.stage} outside 1-4")
+        if self.gender not in GENDERS:
+            raise ManifestError(f"{prefix}gender {self.gender!r} not one of {GENDERS}")
         if self.environment not in ENVIRONMENTS:
             raise ManifestError(f"{prefix}environment {self.environment!r} not one of {ENVIRONMENTS}")
         if self.split not in (*SPLITS, ""):
@@ -105,7 +109,9 @@ def _format(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        # 10 significant digits: millisecond boundaries survive in recordings up to ~100 days long, and
+        # rates like 100/7 read back within 1e-9 (6 digits lost the milliseconds past 1000 s).
+        return f"{value:.10g}"
     return str(value)
 
 
@@ -126,29 +132,42 @@ def write_manifest(segments: Iterable[Segment], corpus_dir: Path | str) -> Path:
     return out
 
 
-def _parse_row(raw: dict[str, str], where: str) -> Segment:
+_REQUIRED = object()
+
+
+def _field(
+    raw: dict[str, str], column: str, parse: Callable[[str], Any] | None, where: str, default: Any = None
+) -> Any:
+    """One cell, parsed; an unparsable value names the row and the column (``parse`` None = keep text)."""
+    text = (raw.get(column) or "").strip()
+    if not text:
+        if default is _REQUIRED:
+            raise ManifestError(f"{where}: {column} is empty")
+        return default
     try:
-        stage = raw.get("stage", "").strip()
-        snr = (raw.get("snr_db") or "").strip()
-        seg = Segment(
-            path=raw["path"].strip(),
-            start_s=float(raw["start_s"]),
-            end_s=float(raw["end_s"]),
-            rr_bpm=float(raw["rr_bpm"]),
-            respiration_count=float(raw["respiration_count"]),
-            breath_class=raw["breath_class"].strip(),
-            noisy=int(raw["noisy"]),
-            stage=int(stage) if stage else None,
-            participant=raw.get("participant", "").strip(),
-            gender=raw.get("gender", "").strip(),
-            environment=raw.get("environment", "").strip() or "indoor",
-            source=raw.get("source", "").strip(),
-            split=(raw.get("split") or "").strip(),
-            snr_db=float(snr) if snr else None,
-            recording=(raw.get("recording") or "").strip(),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ManifestError(f"{where}: cannot parse row ({exc})") from exc
+        return parse(text) if parse else text
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {column} {text!r} is not a valid value ({exc})") from exc
+
+
+def _parse_row(raw: dict[str, str], where: str) -> Segment:
+    seg = Segment(
+        path=_field(raw, "path", None, where, default=""),
+        start_s=_field(raw, "start_s", float, where, default=_REQUIRED),
+        end_s=_field(raw, "end_s", float, where, default=_REQUIRED),
+        rr_bpm=_field(raw, "rr_bpm", float, where, default=_REQUIRED),
+        respiration_count=_field(raw, "respiration_count", float, where, default=_REQUIRED),
+        breath_class=_field(raw, "breath_class", None, where, default=""),
+        noisy=_field(raw, "noisy", int, where, default=_REQUIRED),
+        stage=_field(raw, "stage", int, where),
+        participant=_field(raw, "participant", None, where, default=""),
+        gender=_field(raw, "gender", None, where, default=""),
+        environment=_field(raw, "environment", None, where, default="indoor"),
+        source=_field(raw, "source", None, where, default=""),
+        split=_field(raw, "split", None, where, default=""),
+        snr_db=_field(raw, "snr_db", float, where),
+        recording=_field(raw, "recording", None, where, default=""),
+    )
     seg.validate(where)
     return seg
 

@@ -122,41 +122,37 @@ def write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def valid_wav_bytes(tmp_path: Path) -> bytes:
-    path = tmp_path / "valid.wav"
-    sf.write(path, tone(440.0, 16_000), 16_000, subtype="PCM_16")
-    return path.read_bytes()
+def write_audio(path: Path, x: np.ndarray, subtype: str = "FLOAT") -> Path:
+    sf.write(path, x, 16_000, subtype=subtype)
+    return path
 
 
+def truncated_header(tmp: Path) -> Path:
+    whole = write_audio(tmp / "valid.wav", tone(440.0, 16_000), subtype="PCM_16").read_bytes()
+    return write_bytes(tmp / "truncated.wav", whole[:20])
+
+
+# case -> (make the file in a folder, the problem the message must name)
 BAD_INPUTS = {
     "empty": (lambda tmp: write_bytes(tmp / "empty.wav", b""), "empty file"),
-    "truncated_header": (
-        lambda tmp: write_bytes(tmp / "truncated.wav", valid_wav_bytes(tmp)[:20]),
-        "not readable as audio",
-    ),
+    "truncated_header": (truncated_header, "not readable as audio"),
     "non_audio": (
         lambda tmp: write_bytes(tmp / "notes.wav", b"These are meeting notes, not audio.\n" * 50),
         "not readable as audio",
     ),
     "header_only": (
-        lambda tmp: (sf.write(tmp / "no_frames.wav", np.zeros(0, np.float32), 16_000), tmp / "no_frames.wav")[1],
+        lambda tmp: write_audio(tmp / "no_frames.wav", np.zeros(0, np.float32)),
         "no audio samples",
     ),
     "all_nan": (
-        lambda tmp: (
-            sf.write(tmp / "nan.wav", np.full(32_000, np.nan, np.float32), 16_000, subtype="FLOAT"),
-            tmp / "nan.wav",
-        )[1],
+        lambda tmp: write_audio(tmp / "nan.wav", np.full(32_000, np.nan, np.float32)),
         "all samples are NaN",
     ),
     "silent": (
-        lambda tmp: (sf.write(tmp / "silent.flac", np.zeros(32_000, np.float32), 16_000), tmp / "silent.flac")[1],
+        lambda tmp: write_audio(tmp / "silent.flac", np.zeros(32_000, np.float32), "PCM_16"),
         "silent",
     ),
-    "too_short": (
-        lambda tmp: (sf.write(tmp / "short.wav", tone(440.0, 16_000, 0.5), 16_000), tmp / "short.wav")[1],
-        "too short",
-    ),
+    "too_short": (lambda tmp: write_audio(tmp / "short.wav", tone(440.0, 16_000, 0.5)), "too short"),
     "missing": (lambda tmp: tmp / "absent.wav", "no such file"),
 }
 

@@ -25,7 +25,7 @@ RATE = 16_000
 
 
 def speech_like(rng: np.random.Generator, duration_s: float = 3.0) -> np.ndarray:
-    """Voiced syllables: a gliding harmonic source (f0 100-220 Hz) through two moving formants, with pauses."""
+    """Voiced syllables: a gliding harmonic source (f0 100-220 Hz) through two formants, with pauses."""
     n = int(duration_s * RATE)
     t = np.arange(n) / RATE
     f0 = 150 + 60 * np.sin(2 * np.pi * 0.7 * t) + 10 * rng.standard_normal(n).cumsum() / np.sqrt(n)

@@ -1,0 +1,89 @@
+"""Command line of the Core ML tools.
+
+    python -m coreml export [--checkpoint CKPT] --out PATH.mlpackage [--variant explicit|stateful]
+                            [--chunk-samples 1600] [--precision float32|float16]
+    python -m coreml verify PATH.mlpackage --audio FILE... [--checkpoint CKPT]
+    python -m coreml cost PATH.mlpackage [--json]
+
+Errors in the input (a bad checkpoint, a package with an unknown op, audio that cannot be decoded) print
+one line naming the problem and exit with status 2; a verification outside tolerance exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _export(args: argparse.Namespace) -> int:
+    from coreml.export import export_package
+
+    out = export_package(args.out, args.checkpoint, args.variant, args.chunk_samples, args.precision)
+    print(f"wrote {out} ({args.variant}, {args.precision}, {args.chunk_samples}-sample chunks)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from coreml.verify import format_table, passes, verify
+
+    results, info = verify(args.package, args.audio, args.checkpoint)
+    print(format_table(results, info))
+    failed = [r for r in results if not passes(r, info["variant"], info["precision"])]
+    print(f"\n{len(results) - len(failed)} of {len(results)} files within tolerance")
+    return 1 if failed else 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from coreml.cost import cost_report, format_cost
+
+    report = cost_report(args.package)
+    print(json.dumps(report, indent=2) if args.json else format_cost(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coreml", description="Core ML export and checks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="convert a checkpoint to a streaming .mlpackage")
+    p.add_argument("--checkpoint", help="checkpoint (default: the model shipped in the package)")
+    p.add_argument("--out", required=True, help="output path, ending in .mlpackage")
+    p.add_argument("--variant", choices=["explicit", "stateful"], default="explicit")
+    p.add_argument("--chunk-samples", type=int, default=1600, help="samples per call (multiple of 160)")
+    p.add_argument("--precision", choices=["float32", "float16"], default="float32")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("verify", help="stream audio through a package with the interpreter, compare to torch")
+    p.add_argument("package")
+    p.add_argument("--audio", nargs="+", required=True, metavar="FILE")
+    p.add_argument("--checkpoint", help="the checkpoint the package was exported from (default: shipped)")
+    p.set_defaults(run=_verify)
+
+    p = sub.add_parser("cost", help="parameters, size on disk, op histogram, multiply-adds per second")
+    p.add_argument("package")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cost)
+
+    args = parser.parse_args(argv)
+    from coreml.export import ExportError
+    from coreml.interpreter import InterpreterError
+    from coreml.package import PackageError
+    from coreml.verify import VerifyError
+    from training.audio import AudioError
+    from training.checkpoint import CheckpointError
+
+    try:
+        return args.run(args)
+    except (
+        ExportError,
+        VerifyError,
+        PackageError,
+        InterpreterError,
+        AudioError,
+        CheckpointError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
