@@ -42,6 +42,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     AudioError,
     CorpusImportError,
     OSError,
+    ValueError,  # bad checkpoints, front-end mismatches, unusable corpora: all name the problem
 )
 
 
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data_commands(commands)
+    from training.cli_model import add_model_commands
+
+    add_model_commands(commands)
     return parser
 
 
