@@ -22,7 +22,6 @@ from backend.tokens import issue_token
 PG_ENV = "TEST_DATABASE_URL"
 
 
-
 @contextmanager
 def fresh_postgres_database(server_url: str) -> Iterator[str]:
     """CREATE a uniquely named database on the server of `server_url`, yield its URL, DROP it after."""
@@ -114,18 +113,39 @@ def sample_workout(**overrides: Any) -> dict[str, Any]:
                 "stage": 1,
                 "started_at": "2026-11-21T07:30:00-08:00",
                 "segments": [
-                    {"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 14.2, "respiration_count": 1.4,
-                     "breath_class": "normal", "breath_probs": [0.05, 0.9, 0.05], "noise_prob": 0.1},
-                    {"start_s": 6.0, "duration_s": 6.0, "rr_bpm": 15.0, "respiration_count": 1.5,
-                     "breath_class": "normal", "breath_probs": [0.1, 0.8, 0.1], "noise_prob": 0.2},
+                    {
+                        "start_s": 0.0,
+                        "duration_s": 6.0,
+                        "rr_bpm": 14.2,
+                        "respiration_count": 1.4,
+                        "breath_class": "normal",
+                        "breath_probs": [0.05, 0.9, 0.05],
+                        "noise_prob": 0.1,
+                    },
+                    {
+                        "start_s": 6.0,
+                        "duration_s": 6.0,
+                        "rr_bpm": 15.0,
+                        "respiration_count": 1.5,
+                        "breath_class": "normal",
+                        "breath_probs": [0.1, 0.8, 0.1],
+                        "noise_prob": 0.2,
+                    },
                 ],
             },
             {
                 "stage": 2,
                 "started_at": "2026-11-21T07:52:00-08:00",
                 "segments": [
-                    {"start_s": 54.0, "duration_s": 6.0, "rr_bpm": 38.5, "respiration_count": 3.85,
-                     "breath_class": "heavy", "breath_probs": [0.0, 0.1, 0.9], "noise_prob": 0.3},
+                    {
+                        "start_s": 54.0,
+                        "duration_s": 6.0,
+                        "rr_bpm": 38.5,
+                        "respiration_count": 3.85,
+                        "breath_class": "heavy",
+                        "breath_probs": [0.0, 0.1, 0.9],
+                        "noise_prob": 0.3,
+                    },
                 ],
             },
         ],

@@ -49,5 +49,3 @@ def alice(app: Flask) -> Api:
 def bob(app: Flask) -> Api:
     user_id, token = make_user(app, "bob", "Bob's iPhone")
     return Api(app, token, user_id)
-
-

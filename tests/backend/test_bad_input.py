@@ -26,6 +26,7 @@ def set_in(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None
         for part in path[:-1]:
             target = target[part]
         target[path[-1]] = value
+
     return apply
 
 
@@ -36,18 +37,35 @@ BAD_WORKOUTS = {
     "stages not a list": (("stages",), {"stage": 1}, "stages"),
     "activity unknown": (("activity",), "swimming", "activity"),
     "environment unknown": (("environment",), "space", "environment"),
-    "breath class unknown": (("stages", 0, "segments", 0, "breath_class"), "wheezy",
-                             "stages[0].segments[0].breath_class"),
+    "breath class unknown": (
+        ("stages", 0, "segments", 0, "breath_class"),
+        "wheezy",
+        "stages[0].segments[0].breath_class",
+    ),
     "pulse point unknown": (("pulse", 0, "point"), "during_2", "pulse[0].point"),
-    "probs not three": (("stages", 0, "segments", 0, "breath_probs"), [0.5, 0.5],
-                        "stages[0].segments[0].breath_probs"),
-    "probs do not sum to one": (("stages", 0, "segments", 0, "breath_probs"), [0.5, 0.5, 0.5],
-                                "stages[0].segments[0].breath_probs"),
-    "noise prob above one": (("stages", 0, "segments", 0, "noise_prob"), 1.5, "stages[0].segments[0].noise_prob"),
+    "probs not three": (
+        ("stages", 0, "segments", 0, "breath_probs"),
+        [0.5, 0.5],
+        "stages[0].segments[0].breath_probs",
+    ),
+    "probs do not sum to one": (
+        ("stages", 0, "segments", 0, "breath_probs"),
+        [0.5, 0.5, 0.5],
+        "stages[0].segments[0].breath_probs",
+    ),
+    "noise prob above one": (
+        ("stages", 0, "segments", 0, "noise_prob"),
+        1.5,
+        "stages[0].segments[0].noise_prob",
+    ),
     "empty model version": (("model_version",), "", "model_version"),
     # unknown fields, at any depth
     "unknown top-level field": (("heart_rate",), 70, "heart_rate"),
-    "unknown segment field": (("stages", 0, "segments", 0, "confidence"), 0.9, "stages[0].segments[0].confidence"),
+    "unknown segment field": (
+        ("stages", 0, "segments", 0, "confidence"),
+        0.9,
+        "stages[0].segments[0].confidence",
+    ),
     # ranges
     "rr above 80": (("stages", 0, "segments", 0, "rr_bpm"), 80.5, "stages[0].segments[0].rr_bpm"),
     "rr below 0": (("stages", 0, "segments", 0, "rr_bpm"), -1, "stages[0].segments[0].rr_bpm"),
@@ -60,12 +78,21 @@ BAD_WORKOUTS = {
     "naive stage start": (("stages", 1, "started_at"), "2026-11-21T07:52:00", "stages[1].started_at"),
     "naive measured_at": (("pulse", 2, "measured_at"), "2026-11-21T07:53:05", "pulse[2].measured_at"),
     # segment times outside the stage (60 s long)
-    "segment starts before the stage": (("stages", 0, "segments", 0, "start_s"), -0.5,
-                                        "stages[0].segments[0].start_s"),
-    "segment starts after the stage": (("stages", 0, "segments", 1, "start_s"), 60.0,
-                                       "stages[0].segments[1].start_s"),
-    "segment ends after the stage": (("stages", 1, "segments", 0, "duration_s"), 6.5,
-                                     "stages[1].segments[0].duration_s"),
+    "segment starts before the stage": (
+        ("stages", 0, "segments", 0, "start_s"),
+        -0.5,
+        "stages[0].segments[0].start_s",
+    ),
+    "segment starts after the stage": (
+        ("stages", 0, "segments", 1, "start_s"),
+        60.0,
+        "stages[0].segments[1].start_s",
+    ),
+    "segment ends after the stage": (
+        ("stages", 1, "segments", 0, "duration_s"),
+        6.5,
+        "stages[1].segments[0].duration_s",
+    ),
     "segment outside a short stage": (("stages", 0, "duration_s"), 10.0, "stages[0].segments[1].duration_s"),
     # duplicates
     "stage twice": (("stages", 1, "stage"), 1, "stages[1].stage"),
@@ -113,7 +140,9 @@ def test_missing_required_field(alice: Api, stored: tuple[str, dict], missing: s
     assert alice.get(url).json == before
 
 
-@pytest.mark.parametrize("raw", [b'{"started_at": "2026-11-21T07:30:00-08:00",', b"", b"{'single': 1}", b"nul"])
+@pytest.mark.parametrize(
+    "raw", [b'{"started_at": "2026-11-21T07:30:00-08:00",', b"", b"{'single': 1}", b"nul"]
+)
 def test_malformed_json_is_400_with_its_position(alice: Api, stored: tuple[str, dict], raw: bytes) -> None:
     url, before = stored
     response = alice.put(url, data=raw, headers={"Content-Type": "application/json"})
@@ -170,23 +199,41 @@ def test_bad_workout_id_in_the_path(alice: Api, url_tail: str, field: str) -> No
 @pytest.mark.parametrize("stage", ["0", "5", "two"])
 def test_stage_outside_1_to_4_in_the_path(alice: Api, stored: tuple[str, dict], stage: str) -> None:
     url, before = stored
-    body = {"started_at": "2026-11-21T07:58:00-08:00", "segments": [{"start_s": 0, "duration_s": 6, "rr_bpm": 20}]}
+    body = {
+        "started_at": "2026-11-21T07:58:00-08:00",
+        "segments": [{"start_s": 0, "duration_s": 6, "rr_bpm": 20}],
+    }
     problem = assert_problem(alice.post(f"{url}/stages/{stage}/segments", json=body), 422, "stage")
     assert problem["errors"][0]["in"] == "path"
     assert alice.get(url).json == before
 
 
 APPEND_CASES = {
-    "naive new stage start": (4, {"started_at": "2026-11-21T07:58:00",
-                                  "segments": [{"start_s": 0, "duration_s": 6, "rr_bpm": 20}]}, "started_at"),
-    "segment past a stored stage": (2, {"segments": [{"start_s": 56.0, "duration_s": 6.0, "rr_bpm": 20}]},
-                                    "segments[0].duration_s"),
-    "rr out of range": (1, {"segments": [{"start_s": 30, "duration_s": 6, "rr_bpm": 81}]}, "segments[0].rr_bpm"),
+    "naive new stage start": (
+        4,
+        {"started_at": "2026-11-21T07:58:00", "segments": [{"start_s": 0, "duration_s": 6, "rr_bpm": 20}]},
+        "started_at",
+    ),
+    "segment past a stored stage": (
+        2,
+        {"segments": [{"start_s": 56.0, "duration_s": 6.0, "rr_bpm": 20}]},
+        "segments[0].duration_s",
+    ),
+    "rr out of range": (
+        1,
+        {"segments": [{"start_s": 30, "duration_s": 6, "rr_bpm": 81}]},
+        "segments[0].rr_bpm",
+    ),
     "no segments": (1, {"segments": []}, "segments"),
     "unknown field": (1, {"segments": [{"start_s": 30, "duration_s": 6, "rr_bpm": 20}], "stage": 1}, "stage"),
-    "start differs from stored stage": (1, {"started_at": "2026-11-21T07:31:00-08:00",
-                                            "segments": [{"start_s": 30, "duration_s": 6, "rr_bpm": 20}]},
-                                        "started_at"),
+    "start differs from stored stage": (
+        1,
+        {
+            "started_at": "2026-11-21T07:31:00-08:00",
+            "segments": [{"start_s": 30, "duration_s": 6, "rr_bpm": 20}],
+        },
+        "started_at",
+    ),
 }
 
 
@@ -198,19 +245,24 @@ def test_bad_segment_append(alice: Api, stored: tuple[str, dict], case: str) -> 
     assert alice.get(url).json == before
 
 
-@pytest.mark.parametrize(("pulse", "field"), [
-    ([{"point": "after_3", "bpm": 300}], "pulse[0].bpm"),
-    ([{"point": "after_3", "bpm": 150, "measured_at": "2026-11-21T08:00:00"}], "pulse[0].measured_at"),
-    ([{"point": "after_3", "bpm": 150}, {"point": "after_3", "bpm": 151}], "pulse[1].point"),
-    ([{"point": "after_3", "bpm": "150"}], "pulse[0].bpm"),
-])
+@pytest.mark.parametrize(
+    ("pulse", "field"),
+    [
+        ([{"point": "after_3", "bpm": 300}], "pulse[0].bpm"),
+        ([{"point": "after_3", "bpm": 150, "measured_at": "2026-11-21T08:00:00"}], "pulse[0].measured_at"),
+        ([{"point": "after_3", "bpm": 150}, {"point": "after_3", "bpm": 151}], "pulse[1].point"),
+        ([{"point": "after_3", "bpm": "150"}], "pulse[0].bpm"),
+    ],
+)
 def test_bad_pulse_append(alice: Api, stored: tuple[str, dict], pulse: list, field: str) -> None:
     url, before = stored
     assert_problem(alice.post(f"{url}/pulse", json={"pulse": pulse}), 422, field)
     assert alice.get(url).json == before
 
 
-def test_a_failure_late_in_a_request_rolls_back_everything_before_it(alice: Api, stored: tuple[str, dict]) -> None:
+def test_a_failure_late_in_a_request_rolls_back_everything_before_it(
+    alice: Api, stored: tuple[str, dict]
+) -> None:
     """The first pulse point is new and would be inserted; the second conflicts, so neither is stored."""
     url, before = stored
     body = {"pulse": [{"point": "after_4", "bpm": 100}, {"point": "before_1", "bpm": 70}]}
@@ -218,10 +270,19 @@ def test_a_failure_late_in_a_request_rolls_back_everything_before_it(alice: Api,
     assert alice.get(url).json == before
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("limit=0", "limit"), ("limit=201", "limit"), ("limit=ten", "limit"), ("activity=swimming", "activity"),
-    ("from=2026-11-21T07:00:00", "from"), ("to=yesterday", "to"), ("cursor=%%%", "cursor"), ("colour=red", "colour"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=ten", "limit"),
+        ("activity=swimming", "activity"),
+        ("from=2026-11-21T07:00:00", "from"),
+        ("to=yesterday", "to"),
+        ("cursor=%%%", "cursor"),
+        ("colour=red", "colour"),
+    ],
+)
 def test_bad_query_parameters(alice: Api, query: str, field: str) -> None:
     problem = assert_problem(alice.get(f"/api/v1/workouts?{query}"), 422, field)
     assert problem["errors"][0]["in"] == "query"
@@ -247,5 +308,9 @@ def test_problem_lists_every_error_not_just_the_first(alice: Api, stored: tuple[
     body["pulse"][0]["bpm"] = 10
     body["extra"] = True
     problem = assert_problem(alice.put(url, json=body), 422, "stages[0].segments[0].rr_bpm")
-    assert {e["field"] for e in problem["errors"]} == {"stages[0].segments[0].rr_bpm", "pulse[0].bpm", "extra"}
+    assert {e["field"] for e in problem["errors"]} == {
+        "stages[0].segments[0].rr_bpm",
+        "pulse[0].bpm",
+        "extra",
+    }
     assert "(and 2 more)" in problem["detail"]

@@ -16,10 +16,16 @@ from backend.db import EXTENSION_KEY
 from backend.models import IdempotencyRecord, PulseReading, Segment, Workout
 
 THREADS = 8
-SEGMENTS = {"segments": [{"start_s": 12.0, "duration_s": 6.0, "rr_bpm": 16.0},
-                         {"start_s": 18.0, "duration_s": 6.0, "rr_bpm": 16.5}]}
-NEW_STAGE = {"started_at": "2026-11-21T07:55:00-08:00",
-             "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 33.0}]}
+SEGMENTS = {
+    "segments": [
+        {"start_s": 12.0, "duration_s": 6.0, "rr_bpm": 16.0},
+        {"start_s": 18.0, "duration_s": 6.0, "rr_bpm": 16.5},
+    ]
+}
+NEW_STAGE = {
+    "started_at": "2026-11-21T07:55:00-08:00",
+    "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 33.0}],
+}
 
 
 def count(api: Api, model: type, *where: Any) -> int:
@@ -52,8 +58,11 @@ def test_retry_with_the_same_key_replays_the_first_answer(alice: Api) -> None:
     first = alice.post(f"{url}/stages/1/segments", json=SEGMENTS, headers=key)
     again = alice.post(f"{url}/stages/1/segments", json=SEGMENTS, headers=key)
     assert first.status_code == again.status_code == 201
-    assert again.json == first.json == {"workout_id": url.rsplit("/", 1)[1], "stage": 1, "appended": 2,
-                                        "segment_count": 4}
+    assert (
+        again.json
+        == first.json
+        == {"workout_id": url.rsplit("/", 1)[1], "stage": 1, "appended": 2, "segment_count": 4}
+    )
     assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
     assert count(alice, Segment) == 5  # 3 from the PUT + 2, once
 
@@ -77,8 +86,11 @@ def test_same_key_with_a_different_body_is_rejected(alice: Api) -> None:
     assert response.status_code == 422
     assert response.content_type == "application/problem+json"
     assert response.json["type"].endswith("#problem-idempotency-key-reused")
-    assert response.json["errors"][0] == {"field": "Idempotency-Key", "in": "header",
-                                          "detail": "already used with a different body"}
+    assert response.json["errors"][0] == {
+        "field": "Idempotency-Key",
+        "in": "header",
+        "detail": "already used with a different body",
+    }
     # The same key on another endpoint or stage is a different request too.
     assert alice.post(f"{url}/stages/2/segments", json=SEGMENTS, headers=key).status_code == 422
     assert count(alice, Segment) == 5
@@ -103,8 +115,11 @@ def test_keys_belong_to_their_user(alice: Api, bob: Api) -> None:
 
 def test_bad_key_header_is_rejected(alice: Api) -> None:
     url = stored_workout(alice)
-    response = alice.post(f"{url}/pulse", json={"pulse": [{"point": "after_3", "bpm": 150}]},
-                          headers={"Idempotency-Key": "x" * 256})
+    response = alice.post(
+        f"{url}/pulse",
+        json={"pulse": [{"point": "after_3", "bpm": 150}]},
+        headers={"Idempotency-Key": "x" * 256},
+    )
     assert response.status_code == 422
     assert response.json["errors"][0]["field"] == "Idempotency-Key"
 
@@ -163,7 +178,9 @@ def test_concurrent_reuse_of_one_key_for_different_workouts(alice: Api) -> None:
 def test_concurrent_puts_of_a_new_workout_create_it_once(alice: Api) -> None:
     workout_id = uuid.uuid4()
     headers = alice.headers()
-    responses = at_once(alice, lambda c: c.put(workout_url(workout_id), json=sample_workout(), headers=headers))
+    responses = at_once(
+        alice, lambda c: c.put(workout_url(workout_id), json=sample_workout(), headers=headers)
+    )
     assert sorted(r.status_code for r in responses) == [200] * (THREADS - 1) + [201]
     assert count(alice, Workout) == 1
     assert count(alice, Segment) == 3 and count(alice, PulseReading) == 3

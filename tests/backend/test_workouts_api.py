@@ -63,9 +63,17 @@ def test_put_again_replaces_the_whole_workout(alice: Api) -> None:
     first = alice.get(workout_url(workout_id)).json
 
     replacement = sample_workout(
-        activity="hiit", environment="indoor", device="Watch",
-        stages=[{"stage": 3, "started_at": "2026-11-21T07:55:00-08:00", "duration_s": 30.0,
-                 "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 30.0}]}],
+        activity="hiit",
+        environment="indoor",
+        device="Watch",
+        stages=[
+            {
+                "stage": 3,
+                "started_at": "2026-11-21T07:55:00-08:00",
+                "duration_s": 30.0,
+                "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 30.0}],
+            }
+        ],
         pulse=[{"point": "after_3", "bpm": 140.5}],
     )
     replaced = alice.put(workout_url(workout_id), json=replacement)
@@ -73,10 +81,17 @@ def test_put_again_replaces_the_whole_workout(alice: Api) -> None:
     data = alice.get(workout_url(workout_id)).json
     assert data["activity"] == "hiit" and data["environment"] == "indoor" and data["device"] == "Watch"
     assert [s["stage"] for s in data["stages"]] == [3]
-    assert data["stages"][0]["segments"] == [{
-        "start_s": 0.0, "duration_s": 6.0, "rr_bpm": 30.0, "respiration_count": None, "breath_class": None,
-        "breath_probs": None, "noise_prob": None,
-    }]
+    assert data["stages"][0]["segments"] == [
+        {
+            "start_s": 0.0,
+            "duration_s": 6.0,
+            "rr_bpm": 30.0,
+            "respiration_count": None,
+            "breath_class": None,
+            "breath_probs": None,
+            "noise_prob": None,
+        }
+    ]
     assert data["pulse"] == [{"point": "after_3", "bpm": 140.5, "measured_at": None}]
     assert data["created_at"] == first["created_at"]
     assert datetime.fromisoformat(data["updated_at"]) > datetime.fromisoformat(first["updated_at"])
@@ -104,8 +119,11 @@ def test_append_segments_to_an_existing_and_a_new_stage(alice: Api) -> None:
     assert response.status_code == 201
     assert response.json == {"workout_id": str(workout_id), "stage": 1, "appended": 1, "segment_count": 3}
 
-    new_stage = {"started_at": "2026-11-21T07:58:00-08:00", "duration_s": 60.0,
-                 "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 20.0}]}
+    new_stage = {
+        "started_at": "2026-11-21T07:58:00-08:00",
+        "duration_s": 60.0,
+        "segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 20.0}],
+    }
     assert alice.post(f"{url}/stages/4/segments", json=new_stage).status_code == 201
 
     data = alice.get(url).json
@@ -117,8 +135,10 @@ def test_append_segments_to_an_existing_and_a_new_stage(alice: Api) -> None:
 def test_append_pulse(alice: Api) -> None:
     workout_id = uuid.uuid4()
     alice.put(workout_url(workout_id), json=sample_workout())
-    response = alice.post(f"{workout_url(workout_id)}/pulse",
-                          json={"pulse": [{"point": "after_4", "bpm": 101}, {"point": "after_3", "bpm": 149}]})
+    response = alice.post(
+        f"{workout_url(workout_id)}/pulse",
+        json={"pulse": [{"point": "after_4", "bpm": 101}, {"point": "after_3", "bpm": 149}]},
+    )
     assert response.status_code == 201
     assert response.json["appended"] == 2
     # Returned and stored in protocol order, whatever the order sent.
@@ -141,7 +161,9 @@ def test_appending_twice_without_a_key_is_a_conflict_not_a_duplicate(alice: Api)
 
 
 def test_appending_to_a_missing_workout_is_404(alice: Api) -> None:
-    response = alice.post(f"{workout_url(uuid.uuid4())}/pulse", json={"pulse": [{"point": "before_1", "bpm": 70}]})
+    response = alice.post(
+        f"{workout_url(uuid.uuid4())}/pulse", json={"pulse": [{"point": "before_1", "bpm": 70}]}
+    )
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"
 
@@ -149,8 +171,10 @@ def test_appending_to_a_missing_workout_is_404(alice: Api) -> None:
 def test_new_stage_needs_its_start_time(alice: Api) -> None:
     workout_id = uuid.uuid4()
     alice.put(workout_url(workout_id), json=sample_workout(stages=[]))
-    response = alice.post(f"{workout_url(workout_id)}/stages/3/segments",
-                          json={"segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 20.0}]})
+    response = alice.post(
+        f"{workout_url(workout_id)}/stages/3/segments",
+        json={"segments": [{"start_s": 0.0, "duration_s": 6.0, "rr_bpm": 20.0}]},
+    )
     assert response.status_code == 422
     assert response.json["errors"][0]["field"] == "started_at"
     assert count(alice, Stage) == 0

@@ -1,0 +1,57 @@
+"""Respira's trends service: Flask app factory.
+
+    gunicorn 'backend:create_app()'          # production (settings in gunicorn.conf.py)
+    flask --app backend run --debug          # development
+    flask --app backend db upgrade           # schema
+
+The backend only stores and summarises estimates; it never imports `training` or `coreml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from backend.config import load_config
+from backend.db import EXTENSION_KEY, Database, close_session
+from backend.ratelimit import AuthFailureLimiter
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; `config` overrides the environment (tests pass DATABASE_URL and limits here)."""
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # answer in the contract's field order
+
+    from backend.request_log import configure_logging, init_request_logging
+
+    configure_logging(app)
+    init_request_logging(app)
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        count = int(app.config["TRUSTED_PROXY_COUNT"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
+
+    app.extensions[EXTENSION_KEY] = Database(
+        app.config["DATABASE_URL"],
+        sqlite_busy_timeout_ms=int(app.config["SQLITE_BUSY_TIMEOUT_MS"]),
+        echo=bool(app.config["SQL_ECHO"]),
+    )
+    app.teardown_appcontext(close_session)
+
+    from backend.api import api
+    from backend.api.auth import LIMITER_KEY
+    from backend.cli import register_cli
+    from backend.health import bp as health_bp
+    from backend.problems import register_error_handlers
+
+    app.extensions[LIMITER_KEY] = AuthFailureLimiter(
+        app.config["AUTH_FAILURE_LIMIT"], app.config["RATELIMIT_STORAGE_URI"]
+    )
+    register_error_handlers(app)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(api)
+    register_cli(app)
+    return app

@@ -1,0 +1,130 @@
+"""`flask --app backend ...` commands: users, device tokens and database migrations.
+
+flask --app backend db upgrade                  # create or migrate the schema
+flask --app backend users create alice --password
+flask --app backend tokens create alice --label "Alice's iPhone"   # prints the token once
+flask --app backend tokens list alice
+flask --app backend tokens revoke alice --label "Alice's iPhone"   # or --id 3, or --all
+"""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend import migrate, tokens
+from backend.db import get_db
+from backend.models import ApiToken, User
+
+users_cli = AppGroup("users", help="Manage users.")
+tokens_cli = AppGroup("tokens", help="Manage device API tokens.")
+db_cli = AppGroup("db", help="Database migrations (Alembic).")
+
+
+def _user(session: Session, name: str) -> User:
+    user = session.scalars(select(User).where(User.name == name)).one_or_none()
+    if user is None:
+        raise click.ClickException(f"no user named {name!r}")
+    return user
+
+
+@users_cli.command("create")
+@click.argument("name")
+@click.option("--password", "ask_password", is_flag=True, help="Prompt for a dashboard password.")
+def create_user(name: str, ask_password: bool) -> None:
+    """Create user NAME (with --password, one that can also log in to the dashboard)."""
+    if not 1 <= len(name) <= 80:
+        raise click.BadParameter("must be 1-80 characters", param_hint="NAME")
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True) if ask_password else None
+    try:
+        with get_db().session(write=True) as session, session.begin():
+            user = User(name=name)
+            if password is not None:
+                user.set_password(password)
+            session.add(user)
+    except IntegrityError:
+        raise click.ClickException(f"user {name!r} already exists") from None
+    click.echo(f"created user {name!r}" + (" with a password" if password else ""))
+
+
+@users_cli.command("list")
+def list_users() -> None:
+    """List users."""
+    with get_db().session() as session:
+        for user in session.scalars(select(User).order_by(User.name)):
+            click.echo(f"{user.id}\t{user.name}\t{'password' if user.password_hash else '-'}")
+
+
+@tokens_cli.command("create")
+@click.argument("name")
+@click.option("--label", default=None, help='The device the token is for, e.g. "Alice\'s iPhone".')
+def create_token(name: str, label: str | None) -> None:
+    """Create an API token for user NAME and print it (it is shown only this once)."""
+    with get_db().session(write=True) as session, session.begin():
+        _, plaintext = tokens.issue_token(session, _user(session, name), label)
+    click.echo(plaintext)
+
+
+@tokens_cli.command("list")
+@click.argument("name")
+def list_tokens(name: str) -> None:
+    """List user NAME's tokens: id, prefix, label, created, last used, revoked."""
+    with get_db().session() as session:
+        user = _user(session, name)
+        for t in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)):
+            fields = (
+                t.id,
+                t.prefix + "...",
+                t.label or "-",
+                t.created_at.isoformat(timespec="seconds"),
+                t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never",
+                f"revoked {t.revoked_at.isoformat(timespec='seconds')}" if t.revoked_at else "live",
+            )
+            click.echo("\t".join(str(f) for f in fields))
+
+
+@tokens_cli.command("revoke")
+@click.argument("name")
+@click.option("--id", "token_id", type=int, default=None, help="Revoke the token with this id.")
+@click.option("--label", default=None, help="Revoke the tokens of this device.")
+@click.option("--all", "revoke_all", is_flag=True, help="Revoke every token of the user.")
+def revoke_token(name: str, token_id: int | None, label: str | None, revoke_all: bool) -> None:
+    """Revoke user NAME's tokens chosen by --id, --label or --all."""
+    if sum((token_id is not None, label is not None, revoke_all)) != 1:
+        raise click.UsageError("choose exactly one of --id, --label, --all")
+    with get_db().session(write=True) as session, session.begin():
+        count = tokens.revoke_tokens(session, _user(session, name), token_id=token_id, label=label)
+    if count == 0:
+        raise click.ClickException("no live token matched")
+    click.echo(f"revoked {count} token(s)")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    migrate.upgrade(get_db(), revision)
+    click.echo(f"database at {migrate.current_revision(get_db())}")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION ('base' empties it)."""
+    migrate.downgrade(get_db(), revision)
+    click.echo(f"database at {migrate.current_revision(get_db()) or 'base'}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Print the database's revision."""
+    click.echo(migrate.current_revision(get_db()) or "base (empty)")
+
+
+def register_cli(app: Flask) -> None:
+    for group in (users_cli, tokens_cli, db_cli):
+        app.cli.add_command(group)

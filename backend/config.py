@@ -1,0 +1,40 @@
+"""Configuration from the environment.
+
+`DATABASE_URL` picks the database (default: an SQLite file in the instance folder). Other settings are
+read from `RESPIRA_<NAME>` variables through Flask's `from_prefixed_env` (values parse as JSON when they
+can, so RESPIRA_MAX_CONTENT_LENGTH=2097152 is a number), then `create_app(overrides)` wins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": None,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,  # bytes; a workout with four full stages is a few tens of kB
+    "AUTH_FAILURE_LIMIT": "10 per minute",  # per client address, `limits` notation
+    "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://host:6379 to share counts across workers
+    "TOKEN_TOUCH_INTERVAL_S": 60,  # write a token's last_used_at at most this often
+    "SQLITE_BUSY_TIMEOUT_MS": 30_000,  # how long an SQLite writer waits for the lock
+    "TRUSTED_PROXY_COUNT": 0,  # reverse proxies in front whose X-Forwarded-For is believed
+    "LOG_LEVEL": "INFO",
+    "LOG_JSON": True,  # one JSON object per log line (request logs included)
+    "SQL_ECHO": False,
+}
+
+
+def load_config(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("RESPIRA")
+    if os.environ.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    if overrides:
+        app.config.update(overrides)
+    if not app.config["DATABASE_URL"]:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        app.config["DATABASE_URL"] = f"sqlite:///{Path(app.instance_path) / 'respira.sqlite3'}"

@@ -1,0 +1,182 @@
+"""Database engine, sessions and the one-transaction-per-request rule.
+
+Everything that talks to the database gets its `Session` from here, so the dialect quirks live in one
+place: SQLite needs foreign keys switched on, a busy timeout, and write transactions that take the write
+lock up front (`BEGIN IMMEDIATE`); otherwise two requests that both read and then write deadlock and one
+of them fails at once with "database is locked" instead of waiting its turn.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from flask import current_app, g
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+EXTENSION_KEY = "respira.db"
+log = logging.getLogger("respira.db")
+_WRITE_OPTION = "respira_write"
+
+# Deterministic constraint names, so Alembic migrations can refer to (and drop) them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An instant stored in UTC, returned as an aware UTC datetime on every database.
+
+    PostgreSQL's timestamptz keeps the instant but not the offset; SQLite keeps neither, so without this
+    a naive value would silently be read back as local time. Offsets worth keeping (a workout's local
+    clock) are stored in their own column.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored: the instant is ambiguous")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def normalize_database_url(url: str) -> str:
+    """Point bare PostgreSQL URLs at psycopg 3 (SQLAlchemy's default driver, psycopg2, is not installed)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """An engine plus two session factories: read sessions, and write sessions that lock up front."""
+
+    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 30_000, echo: bool = False) -> None:
+        self.url = normalize_database_url(url)
+        self.engine: Engine = create_engine(self.url, pool_pre_ping=True, echo=echo)
+        if self.engine.dialect.name == "sqlite":
+            _tune_sqlite(self.engine, busy_timeout_ms=sqlite_busy_timeout_ms)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, *, write: bool = False) -> Session:
+        """A new session; `write=True` for any transaction that may write (SQLite then locks at BEGIN)."""
+        return (self._write if write else self._read)()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """SQLAlchemy's documented recipe: let us emit BEGIN ourselves, and make it IMMEDIATE for writers."""
+    in_memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite must not start transactions on its own
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# ---- Flask glue: one session per request -------------------------------------------------------------
+
+
+def get_db() -> Database:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def get_session() -> Session:
+    """The request's session (a read session unless the view is `@transactional`)."""
+    if "db_session" not in g:
+        g.db_session = get_db().session()
+    return g.db_session
+
+
+def close_session(_exc: BaseException | None = None) -> None:
+    """Teardown: closing rolls back whatever was not committed, so a failed request changes nothing."""
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+class ConflictError(Exception):
+    """A unique constraint still failed after the retry: the request collides with stored data."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def transactional(view: F) -> F:
+    """Run a view in one write transaction: commit when it returns, roll back when it raises.
+
+    A unique-constraint race (two identical requests at once) is retried once from scratch: the second run
+    sees the winner's committed rows and answers as a retry would (replays an Idempotency-Key, replaces a
+    workout, or reports the conflict). Views must flush their writes before building the response.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(2):
+            close_session()
+            session = g.db_session = get_db().session(write=True)
+            try:
+                result = view(*args, **kwargs)
+                session.commit()
+                return result
+            except IntegrityError as exc:
+                session.rollback()
+                log.info("unique constraint hit, %s: %s", "giving up" if attempt else "retrying", exc.orig)
+                if attempt == 1:
+                    raise ConflictError(str(exc.orig)) from exc
+            except BaseException:
+                session.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]

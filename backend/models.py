@@ -1,0 +1,215 @@
+"""Typed SQLAlchemy 2 models: users, their device tokens, workouts with stages, RR segments and pulse.
+
+Value ranges and vocabularies are also CHECK constraints, so data that bypasses the API (imports, SQL
+consoles) still cannot hold an RR of 300 or a stage 7. Children are deleted by the database
+(ON DELETE CASCADE + passive_deletes) so replacing or deleting a workout never loads its segments.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from backend.db import Base, UTCDateTime, utcnow
+from backend.domain import (
+    PULSE_MAX_BPM,
+    PULSE_MIN_BPM,
+    RR_MAX_BPM,
+    RR_MIN_BPM,
+    Activity,
+    BreathClass,
+    Environment,
+    PulsePoint,
+    values,
+)
+
+
+def _one_of(column: str, enum_cls: type) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values(enum_cls))
+    return f"{column} IN ({quoted})"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    # Only people who log in to the dashboard have one; device access goes through ApiToken.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    workouts: Mapped[list[Workout]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return self.password_hash is not None and check_password_hash(self.password_hash, password)
+
+
+class ApiToken(Base):
+    """A bearer token for one device. Only the SHA-256 of the token is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart in lists
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Workout(Base):
+    __tablename__ = "workouts"
+    __table_args__ = (
+        # Per user, so one person's ids reveal nothing about another's, and an export re-imports cleanly.
+        UniqueConstraint("user_id", "uuid"),
+        Index("ix_workouts_user_started", "user_id", "started_at", "id"),
+        CheckConstraint(_one_of("activity", Activity), name="activity"),
+        CheckConstraint(_one_of("environment", Environment), name="environment"),
+        CheckConstraint("utc_offset_min BETWEEN -1440 AND 1440", name="utc_offset_min"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    utc_offset_min: Mapped[int] = mapped_column(Integer)  # the client's clock offset at started_at
+    local_date: Mapped[date] = mapped_column(Date)  # calendar day on the client's clock: weeks, date filters
+    activity: Mapped[str] = mapped_column(String(32))
+    environment: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(100))
+    device: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="workouts")
+    stages: Mapped[list[Stage]] = relationship(
+        back_populates="workout", cascade="all, delete-orphan", passive_deletes=True, order_by="Stage.stage"
+    )
+    pulse_readings: Mapped[list[PulseReading]] = relationship(
+        back_populates="workout",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="PulseReading.id",
+    )
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    __table_args__ = (
+        UniqueConstraint("workout_id", "stage"),
+        CheckConstraint("stage BETWEEN 1 AND 4", name="stage"),
+        CheckConstraint("duration_s > 0", name="duration_s"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workout_id: Mapped[int] = mapped_column(ForeignKey("workouts.id", ondelete="CASCADE"))
+    stage: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float] = mapped_column(Float)
+
+    workout: Mapped[Workout] = relationship(back_populates="stages")
+    segments: Mapped[list[Segment]] = relationship(
+        back_populates="stage", cascade="all, delete-orphan", passive_deletes=True, order_by="Segment.start_s"
+    )
+
+
+class Segment(Base):
+    """One RR estimate over a window of a stage; times are seconds from the stage start."""
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        # Two estimates cannot start at the same instant of a stage: a re-sent segment is a duplicate.
+        UniqueConstraint("stage_id", "start_s"),
+        CheckConstraint(f"rr_bpm >= {RR_MIN_BPM} AND rr_bpm <= {RR_MAX_BPM}", name="rr_bpm"),
+        CheckConstraint("start_s >= 0 AND duration_s > 0", name="times"),
+        CheckConstraint(_one_of("breath_class", BreathClass), name="breath_class"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No separate index: the unique (stage_id, start_s) index already serves lookups by stage.
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    start_s: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)
+    rr_bpm: Mapped[float] = mapped_column(Float)
+    respiration_count: Mapped[float | None] = mapped_column(Float)
+    breath_class: Mapped[str | None] = mapped_column(String(16))
+    prob_none: Mapped[float | None] = mapped_column(
+        Float
+    )  # breath_probs, one column each so SQL can use them
+    prob_normal: Mapped[float | None] = mapped_column(Float)
+    prob_heavy: Mapped[float | None] = mapped_column(Float)
+    noise_prob: Mapped[float | None] = mapped_column(Float)
+
+    stage: Mapped[Stage] = relationship(back_populates="segments")
+
+    @property
+    def breath_probs(self) -> list[float] | None:
+        probs = (self.prob_none, self.prob_normal, self.prob_heavy)
+        return None if any(p is None for p in probs) else [float(p) for p in probs]  # type: ignore[arg-type]
+
+
+class PulseReading(Base):
+    """Apple Watch pulse at one protocol point; at most one per point and workout."""
+
+    __tablename__ = "pulse_readings"
+    __table_args__ = (
+        UniqueConstraint("workout_id", "point"),
+        CheckConstraint(_one_of("point", PulsePoint), name="point"),
+        CheckConstraint(f"bpm >= {PULSE_MIN_BPM} AND bpm <= {PULSE_MAX_BPM}", name="bpm"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workout_id: Mapped[int] = mapped_column(ForeignKey("workouts.id", ondelete="CASCADE"))
+    point: Mapped[str] = mapped_column(String(16))
+    bpm: Mapped[float] = mapped_column(Float)
+    measured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    workout: Mapped[Workout] = relationship(back_populates="pulse_readings")
+
+
+class IdempotencyRecord(Base):
+    """The answer to a request sent with an Idempotency-Key, replayed when the same request comes again.
+
+    The row is inserted before the work is done, in the same transaction: a concurrent duplicate collides
+    on the unique (user_id, key) and, after the winner commits, replays the stored answer.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of method, path and canonical body
+    # Filled in before the transaction commits; never visible empty to another transaction.
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,234 @@
+"""Pydantic models of the API's JSON: request validation, response shapes and the OpenAPI schemas.
+
+Bodies are validated strictly (`"14.2"` is not a number, `true` is not an integer) and unknown fields are
+rejected, so a typo in a client never silently drops data. Timestamps must carry a UTC offset.
+Query and path parameters arrive as text, so their models convert ("5" -> 5) but still reject unknown names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from backend.domain import (
+    PULSE_MAX_BPM,
+    PULSE_MIN_BPM,
+    RR_MAX_BPM,
+    RR_MIN_BPM,
+    STAGE_DEFAULT_DURATION_S,
+    Activity,
+    BreathClass,
+    Environment,
+    PulsePoint,
+)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+StageNumber = Annotated[
+    int, Field(ge=1, le=4, description="1 before, 2 during, 3 right after, 4 cooling down")
+]
+# A calendar day on the workout's own clock (inclusive), or an exact instant with its offset.
+DateOrInstant = Annotated[AwareDatetime | date, Field(union_mode="left_to_right")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- workouts -----------------------------------------------------------------------------------------
+
+
+class Segment(Body):
+    start_s: float = Field(ge=0, description="Seconds from the stage start")
+    duration_s: float = Field(gt=0, le=3600)
+    rr_bpm: float = Field(ge=RR_MIN_BPM, le=RR_MAX_BPM, description="Respiratory rate, breaths per minute")
+    respiration_count: float | None = Field(default=None, ge=0)
+    breath_class: BreathClass | None = None
+    breath_probs: list[Probability] | None = Field(
+        default=None, min_length=3, max_length=3, description="P(none), P(normal), P(heavy)"
+    )
+    noise_prob: Probability | None = None
+
+
+class Stage(Body):
+    stage: StageNumber
+    started_at: AwareDatetime
+    duration_s: float = Field(default=STAGE_DEFAULT_DURATION_S, gt=0, le=3600)
+    segments: list[Segment] = Field(default_factory=list, max_length=2000)
+
+
+class Pulse(Body):
+    point: PulsePoint
+    bpm: float = Field(ge=PULSE_MIN_BPM, le=PULSE_MAX_BPM)
+    measured_at: AwareDatetime | None = None
+
+
+class WorkoutIn(Body):
+    started_at: AwareDatetime = Field(description="Start on the device's clock; its UTC offset is kept")
+    activity: Activity
+    environment: Environment
+    model_version: str = Field(min_length=1, max_length=100)
+    device: str | None = Field(default=None, max_length=100, description="Defaults to the token's label")
+    stages: list[Stage] = Field(default_factory=list, max_length=4)
+    pulse: list[Pulse] = Field(default_factory=list, max_length=6)
+
+
+class WorkoutOut(WorkoutIn):
+    """The stored workout in the shape it was sent, plus its id and bookkeeping times."""
+
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkoutSummary(BaseModel):
+    id: uuid.UUID
+    started_at: datetime
+    activity: Activity
+    environment: Environment
+    model_version: str
+    device: str | None
+    stages: list[int] = Field(description="Stage numbers present")
+    updated_at: datetime
+
+
+class WorkoutPage(BaseModel):
+    workouts: list[WorkoutSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class SegmentAppend(Body):
+    started_at: AwareDatetime | None = Field(default=None, description="Required when the stage is new")
+    duration_s: float | None = Field(default=None, gt=0, le=3600)
+    segments: list[Segment] = Field(min_length=1, max_length=2000)
+
+
+class SegmentAppendResult(BaseModel):
+    workout_id: uuid.UUID
+    stage: int
+    appended: int
+    segment_count: int = Field(description="Segments in the stage after this append")
+
+
+class PulseAppend(Body):
+    pulse: list[Pulse] = Field(min_length=1, max_length=6)
+
+
+class PulseAppendResult(BaseModel):
+    workout_id: uuid.UUID
+    appended: int
+    pulse: list[Pulse] = Field(description="Every pulse reading of the workout after this append")
+
+
+class WorkoutPath(Params):
+    workout_id: uuid.UUID
+
+
+class StagePath(Params):
+    workout_id: uuid.UUID
+    stage: StageNumber
+
+
+class WorkoutFilter(Params):
+    from_: DateOrInstant | None = Field(
+        default=None, alias="from", description="YYYY-MM-DD (workout's local day, inclusive) or an instant"
+    )
+    to: DateOrInstant | None = Field(
+        default=None, description="YYYY-MM-DD (workout's local day, inclusive) or an instant (exclusive)"
+    )
+    activity: Activity | None = None
+
+
+class WorkoutListQuery(WorkoutFilter):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+# ---- trends -------------------------------------------------------------------------------------------
+
+
+class Distribution(BaseModel):
+    """A box plot: quartiles by linear interpolation (Hyndman-Fan type 7), Tukey whiskers (1.5 IQR)."""
+
+    median: float | None
+    q1: float | None
+    q3: float | None
+    whisker_low: float | None
+    whisker_high: float | None
+    n: int
+    points: list[float] = Field(description="One value per workout, oldest first")
+    workout_ids: list[uuid.UUID] = Field(description="The workout of each point, aligned with `points`")
+
+
+class StageTrend(BaseModel):
+    stage: int
+    rr: Distribution = Field(description="Per-workout median RR in this stage")
+    pulse: Distribution = Field(description="Per-workout mean pulse at this stage's protocol points")
+
+
+class StageTrends(BaseModel):
+    stages: list[StageTrend]
+
+
+class RrPulsePair(BaseModel):
+    workout_id: uuid.UUID
+    started_at: datetime
+    rr_bpm: float
+    pulse_bpm: float
+
+
+class StagePairs(BaseModel):
+    stage: int
+    n: int
+    pearson_r: float | None = Field(description="Null with fewer than 2 pairs or no variation")
+    pairs: list[RrPulsePair]
+
+
+class RrVsPulse(BaseModel):
+    stages: list[StagePairs]
+
+
+class Week(BaseModel):
+    week: str = Field(description="ISO week, e.g. 2026-W47")
+    week_start: date
+    workouts: int
+    resting_rr_bpm: float | None = Field(description="Mean of per-workout stage-1 median RR")
+    peak_rr_bpm: float | None = Field(description="Mean of per-workout max(stage-2, stage-3 median RR)")
+    rr_recovery_bpm: float | None = Field(description="Mean of (stage-3 median RR - stage-4 median RR)")
+    hr_recovery_bpm: float | None = Field(description="Mean of (after_3 pulse - after_4 pulse)")
+    heavy_share: float | None = Field(description="Heavy segments / segments with a breath class")
+
+
+class WeeklyTrends(BaseModel):
+    weeks: list[Week]
+
+
+# ---- service ------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str
+
+
+class ProblemFieldError(BaseModel):
+    field: str
+    in_: str = Field(alias="in")
+    detail: str
+    pointer: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[ProblemFieldError] | None = None

@@ -1,0 +1,40 @@
+"""gunicorn settings for the Respira backend; gunicorn reads this file from the working directory.
+
+    gunicorn 'backend:create_app()'         # or just `gunicorn`, which uses wsgi_app below
+
+Environment: PORT or RESPIRA_BIND (where to listen), WEB_CONCURRENCY (workers; default 2 x CPUs + 1,
+gunicorn's rule of thumb for I/O-bound sync workers), RESPIRA_THREADS (threads per worker, default 1),
+FORWARDED_ALLOW_IPS (proxies whose X-Forwarded-* headers are trusted). Request logs are written by the
+app itself, one JSON object per line (backend/request_log.py), so gunicorn's access log stays off and its
+own messages are formatted as JSON too.
+"""
+
+import multiprocessing
+import os
+
+wsgi_app = "backend:create_app()"
+bind = os.environ.get("RESPIRA_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+threads = int(os.environ.get("RESPIRA_THREADS", "1"))
+timeout = 60  # a request that takes longer than this is stuck: the worker is replaced
+graceful_timeout = 30
+keepalive = 5
+max_requests = 2000  # recycle workers now and then; the jitter stops them all restarting at once
+max_requests_jitter = 200
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("RESPIRA_LOG_LEVEL", "info").lower()
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "backend.request_log.JsonFormatter"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    },
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+        "respira": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+    },
+}
