@@ -28,6 +28,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
 PRECISIONS = ("float32", "float16")
@@ -142,10 +143,11 @@ def test_frontend_float32_matches_torch_log_energies(frontend_packages):
 
 
 def test_frontend_float16_shows_the_quiet_audio_fault(frontend_packages):
-    """fp16 is computed in fp16: fine on loud audio, 10x past the fp32 tolerance on quiet breath.
+    """fp16 is computed in fp16: fine on loud audio, 25x past the fp32 tolerance on quiet breath.
 
     Quiet breath's power spectrum lies in fp16's subnormal range (< 6e-5), where only a few
-    significant bits are left, so its log energies go wrong by hundredths of a nat.
+    significant bits are left, so its log energies go wrong by ~0.04 nat; fp16 constants alone
+    (the rounded DFT kernels and log floor) with float32 arithmetic would account for ~0.013.
     """
     module, packages = frontend_packages
     loud, quiet = _breath_like_audio(3, 0.3), _breath_like_audio(4, 3e-4)
@@ -154,7 +156,7 @@ def test_frontend_float16_shows_the_quiet_audio_fault(frontend_packages):
     fp16, fp32 = packages["float16"], packages["float32"]
     assert psnr_db(loud_ref, fp16.predict({"audio": loud})["log_mel"]) >= 35.0
     assert np.max(np.abs(fp32.predict({"audio": quiet})["log_mel"] - quiet_ref)) <= 1e-3
-    assert np.max(np.abs(fp16.predict({"audio": quiet})["log_mel"] - quiet_ref)) > 1e-2
+    assert np.max(np.abs(fp16.predict({"audio": quiet})["log_mel"] - quiet_ref)) > 0.025
 
 
 # -- a TC-LSTM in miniature with explicit state: causal conv with context, LSTM, pooling, heads ----------
@@ -341,6 +343,8 @@ class SequenceLayers(nn.Module):
 
 
 LAYER_OUTPUTS = ["out", "h_out", "c_out", "bi", "conv", "image", "padded", "gelu"]
+# iOS 16 keeps LSTMs in fp32 even in fp16 programs (casts around them); iOS 17+ emits fp16 LSTMs
+LAYER_VARIANTS = {"float32": ct.target.iOS16, "float16": ct.target.iOS16, "float16_ios18": ct.target.iOS18}
 
 
 @pytest.fixture(scope="module")
@@ -353,19 +357,23 @@ def layer_packages(workdir):
         "c": torch.zeros(1, 2, 10),
         "img": torch.zeros(1, 2, 6, 5),
     }
-    return module, {
-        p: load_package(convert(module, examples, LAYER_OUTPUTS, workdir / f"layers_{p}.mlpackage", p))
-        for p in PRECISIONS
-    }
+    packages = {}
+    for variant, target in LAYER_VARIANTS.items():
+        path = workdir / f"layers_{variant}.mlpackage"
+        precision = variant.split("_")[0]
+        packages[variant] = load_package(convert(module, examples, LAYER_OUTPUTS, path, precision, target))
+    return module, packages
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-def test_sequence_layers_match_torch(layer_packages, precision):
+@pytest.mark.parametrize("variant", LAYER_VARIANTS)
+def test_sequence_layers_match_torch(layer_packages, variant):
     module, packages = layer_packages
-    model = packages[precision]
+    model = packages[variant]
     histogram = op_histogram(model.package)
     assert histogram["lstm"] == 2 and histogram["conv"] == 3
     assert {"pad", "layer_norm", "gelu", "transpose"} <= set(histogram)
+    lstm_dtypes = {op.outputs[0][1].dtype for op in model.package.operations if op.type == "lstm"}
+    assert lstm_dtypes == {"fp16" if variant == "float16_ios18" else "fp32"}
     rng = np.random.default_rng(2)
     inputs = {
         "x": rng.standard_normal((7, 2, 6)).astype(np.float32),
@@ -376,7 +384,7 @@ def test_sequence_layers_match_torch(layer_packages, precision):
     got = model.predict(inputs)
     reference = torch_outputs(module, inputs, LAYER_OUTPUTS)
     for name in LAYER_OUTPUTS:
-        assert_matches(reference[name], got[name], precision, name)
+        assert_matches(reference[name], got[name], variant.split("_")[0], name)
     bidirectional = [
         op for op in model.package.operations if op.type == "lstm" and "weight_ih_back" in op.inputs
     ]
@@ -621,6 +629,14 @@ def test_stateful_package_keeps_fp16_states_like_core_ml(stateful_packages, prec
     assert_matches(rounded[0][0], first_again["total_out"], precision, "fresh state")
     with pytest.raises(InputError, match=r"pass state=model.make_state\(\)"):
         model.predict({"x": chunks[0]})
+    # writes from outside the program are stored in the state's type too, as MLState does
+    other.write_state("total", np.full((1, 4), 0.1, np.float32))
+    assert other.read_state("total").dtype == np.float16
+    assert np.all(other.read_state("total") == np.float16(0.1))
+    with pytest.raises(InputError, match=r"state 'total' has shape \[1, 4\], got \[4\]"):
+        other.write_state("total", np.zeros(4))
+    with pytest.raises(InputError, match="no state named 'h'"):
+        other.read_state("h")
 
 
 # -- compressed weights --------------------------------------------------------------------------------------
@@ -682,9 +698,11 @@ def test_compressed_weights_are_decompressed(compressed_packages, tag, kind):
         if kind == "int8":  # per output channel symmetric: within half a step of max |w| / 127
             step = np.abs(original).max(axis=1, keepdims=True) / 127
             assert np.all(np.abs(restored - original) <= step * 0.5 + 1e-3 * step + 1e-7)
-        else:  # 16 centroids, each weight replaced by its nearest one
-            assert len(np.unique(restored)) <= 16
-            assert np.max(np.abs(restored - original)) < 0.1 * np.abs(original).max()
+        else:  # k-means with 16 centroids: each weight is replaced by its nearest centroid
+            centroids = np.unique(restored)
+            assert len(centroids) <= 16
+            nearest = centroids[np.argmin(np.abs(original[..., None] - centroids), axis=-1)]
+            np.testing.assert_array_equal(restored, nearest)
     x = np.random.default_rng(6).standard_normal((4, 16)).astype(np.float32)
     reference = torch_outputs(module, {"x": x}, ["y"])["y"]
     assert psnr_db(reference, model.predict({"x": x})["y"]) >= (35.0 if kind == "int8" else 20.0)
