@@ -35,11 +35,43 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cost(args: argparse.Namespace) -> int:
-    from coreml.cost import cost_report, format_cost
+def cost_summary(package_path: str) -> dict:
+    """The cost report plus per-second figures and the model's own parameter count (from metadata)."""
+    from coreml.cost import cost_report
+    from coreml.package import read_package
 
-    report = cost_report(args.package)
-    print(json.dumps(report, indent=2) if args.json else format_cost(report))
+    package = read_package(package_path)
+    report = cost_report(package).as_dict()
+    meta = package.metadata.user_defined
+    chunk = int(meta.get("respira.chunk_samples", 1600))
+    report["chunk_samples"] = chunk
+    report["calls_per_second"] = 16000 / chunk
+    report["multiply_adds_per_second_of_audio"] = round(report["multiply_adds"] * 16000 / chunk)
+    model = json.loads(meta.get("respira.model", "{}"))
+    report["model_parameters"] = model.get("parameters")
+    return report
+
+
+def _cost(args: argparse.Namespace) -> int:
+    report = cost_summary(args.package)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"package:                 {args.package}")
+    print(
+        f"size on disk:            {report['package_bytes'] / 1024:.0f} KiB "
+        f"(weights file {report['weight_file_bytes'] / 1024:.0f} KiB)"
+    )
+    print(
+        f"weights in the graph:    {report['n_weights']:,} "
+        f"(model parameters {report['model_parameters']:,}; the rest is the front-end's DFT and mel)"
+    )
+    print(
+        f"multiply-adds:           {report['multiply_adds']:,} per call of "
+        f"{report['chunk_samples']} samples, "
+        f"{report['multiply_adds_per_second_of_audio']:,} per second of audio"
+    )
+    print("ops (without const):     " + ", ".join(f"{k} {v}" for k, v in report["op_histogram"].items()))
     return 0
 
 
