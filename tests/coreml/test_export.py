@@ -1,0 +1,240 @@
+"""Export both variants of a small model, read them back with the interpreter, and check they stream
+like the torch model runs offline; plus metadata, reproducibility and the refusals of bad input."""
+
+import dataclasses
+import filecmp
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from coreml.cli import main as coreml_main
+from coreml.export import ExportError, export_package
+from coreml.interpreter import load_package
+from coreml.streaming import STATE_NAMES, offline_reference
+from coreml.verify import PackageStreamer, psnr_db
+from training.checkpoint import save_checkpoint
+from training.config import TrainConfig
+from training.frontend import DEFAULT_FRONTEND
+from training.models import RRModel
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _breath_like(seconds: float, rate_bpm: float, seed: int) -> np.ndarray:
+    """Noise bursts at ``rate_bpm`` with a soft envelope, plus a little background."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    envelope = np.clip(np.sin(2 * np.pi * rate_bpm / 60 * t), 0, None) ** 2
+    return (0.1 * envelope * rng.standard_normal(len(t)) + 0.002 * rng.standard_normal(len(t))).astype(
+        np.float32
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = RRModel("tclstm", 16)
+    # realistic feature statistics, so the heads see inputs of a sensible scale
+    from training.frontend import log_mel
+
+    feats = torch.from_numpy(log_mel(_breath_like(6, 15, 1)))
+    model.set_feature_stats(feats.mean(0), feats.std(0))
+    model.set_label_stats(18.0, 7.0)
+    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
+    save_checkpoint(
+        path, model, TrainConfig(units=16), summary={"val_ccc_rr": 0.5, "data": {"train_segments": 1}}
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def packages(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg")
+    return {
+        (variant, precision): export_package(
+            out / f"{variant}-{precision}.mlpackage", checkpoint, variant, 1600, precision
+        )
+        for variant, precision in [("explicit", "float32"), ("stateful", "float32"), ("explicit", "float16")]
+    }
+
+
+def _stream(package_path, audio):
+    streamer = PackageStreamer(load_package(package_path))
+    for i in range(0, len(audio), 1600):
+        out = streamer.push(audio[i : i + 1600])
+    return out
+
+
+def test_explicit_float32_streams_like_offline(packages, checkpoint):
+    from training.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    for seed, rate in [(2, 12.0), (3, 35.0)]:
+        audio = _breath_like(6.0, rate, seed)
+        got, ref = _stream(packages["explicit", "float32"], audio), offline_reference(model, audio)
+        assert abs(float(got["rr_bpm"][0]) - ref["rr_bpm"]) <= 0.05
+        assert np.abs(got["breath_probs"][0] - ref["breath_probs"]).max() <= 1e-4
+        assert abs(float(got["noise_prob"][0]) - ref["noise_prob"]) <= 1e-4
+
+
+def test_every_chunk_streams_like_offline_prefix(packages, checkpoint):
+    """Not only the final answer: after each chunk, the package equals torch on the audio so far."""
+    from training.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    audio = _breath_like(2.0, 20.0, 4)
+    streamer = PackageStreamer(load_package(packages["explicit", "float32"]))
+    for i in range(0, len(audio), 1600):
+        out = streamer.push(audio[i : i + 1600])
+        ref = offline_reference(model, audio[: i + 1600])
+        assert abs(float(out["rr_bpm"][0]) - ref["rr_bpm"]) <= 0.05
+
+
+@pytest.mark.parametrize("key", [("stateful", "float32"), ("explicit", "float16")])
+def test_fp16_packages_reach_35_db(packages, checkpoint, key):
+    from training.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    got_rr, ref_rr, got_p, ref_p = [], [], [], []
+    for seed, rate in [(5, 10.0), (6, 22.0), (7, 40.0)]:
+        audio = _breath_like(6.0, rate, seed)
+        got, ref = _stream(packages[key], audio), offline_reference(model, audio)
+        got_rr.append(float(got["rr_bpm"][0]))
+        ref_rr.append(ref["rr_bpm"])
+        got_p.append(got["breath_probs"][0])
+        ref_p.append(ref["breath_probs"])
+    assert psnr_db(np.array(ref_rr), np.array(got_rr)) >= 35.0
+    assert psnr_db(np.array(ref_p), np.array(got_p), peak=1.0) >= 35.0
+
+
+def test_stateful_package_keeps_fp16_states(packages):
+    pkg = load_package(packages["stateful", "float32"])
+    assert sorted(s.name for s in pkg.states) == sorted(STATE_NAMES)
+    assert all(s.dtype == "fp16" for s in pkg.states)
+    assert [f.name for f in pkg.inputs] == ["audio"]
+
+
+def test_metadata_describes_everything(packages, checkpoint):
+    pkg = load_package(packages["explicit", "float32"])
+    meta = pkg.metadata
+    assert meta.author and meta.license == "MIT" and meta.version and meta.short_description
+    for feature in [*pkg.inputs, *pkg.outputs]:
+        assert feature.description, feature.name
+    assert {f.name for f in pkg.inputs} == {"audio", *(f"{n}_in" for n in STATE_NAMES)}
+    assert {f.name for f in pkg.outputs} >= {"rr_bpm", "respiration_count", "breath_probs", "noise_prob"}
+    ud = pkg.user_defined_metadata
+    assert json.loads(ud["respira.frontend"]) == DEFAULT_FRONTEND.to_dict()
+    assert ud["respira.chunk_samples"] == "1600"
+    assert json.loads(ud["respira.breath_classes"]) == ["none", "normal", "heavy"]
+    assert json.loads(ud["respira.states"])["lstm_h"] == [1, 16]
+    from training.checkpoint import file_sha256
+
+    assert ud["respira.checkpoint_sha256"] == file_sha256(checkpoint)
+    for key in (
+        "respira.training_data",
+        "respira.metrics",
+        "respira.heavy_threshold_bpm",
+        "respira.converted_at",
+    ):
+        assert ud[key]
+
+
+def test_same_checkpoint_gives_identical_package_apart_from_date(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    a = export_package(tmp_path / "a.mlpackage", checkpoint)
+    b = export_package(tmp_path / "b.mlpackage", checkpoint)
+    cmp = filecmp.dircmp(a, b)
+    assert _all_same(cmp), "packages differ"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767312000")
+    c = export_package(tmp_path / "c.mlpackage", checkpoint)
+    pa, pc = load_package(a), load_package(c)
+    da, dc = dict(pa.user_defined_metadata), dict(pc.user_defined_metadata)
+    assert da.pop("respira.converted_at") != dc.pop("respira.converted_at")
+    assert da == dc
+    assert filecmp.cmp(
+        a / "Data/com.apple.CoreML/weights/weight.bin",
+        c / "Data/com.apple.CoreML/weights/weight.bin",
+        shallow=False,
+    )
+
+
+def _all_same(cmp: filecmp.dircmp) -> bool:
+    _, mismatch, errors = filecmp.cmpfiles(cmp.left, cmp.right, cmp.common_files, shallow=False)
+    if mismatch or errors or cmp.left_only or cmp.right_only:
+        return False
+    return all(_all_same(sub) for sub in cmp.subdirs.values())
+
+
+def test_export_refuses_other_frontend_and_bad_arguments(tmp_path, capsys):
+    other = dataclasses.replace(DEFAULT_FRONTEND, fmax_hz=8000.0)
+    bad = save_checkpoint(tmp_path / "other.pt", RRModel(), TrainConfig(), frontend=other)
+    assert coreml_main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.mlpackage")]) == 2
+    assert "fmax_hz: 7500.0 != 8000.0" in capsys.readouterr().err
+    good = save_checkpoint(tmp_path / "good.pt", RRModel(), TrainConfig())
+    with pytest.raises(ExportError, match="multiple of the hop"):
+        export_package(tmp_path / "y.mlpackage", good, chunk_samples=1000)
+    with pytest.raises(ExportError, match=r"\.mlpackage"):
+        export_package(tmp_path / "y.zip", good)
+
+
+def test_verify_command_passes_and_refuses_bad_input(packages, checkpoint, tmp_path, capsys):
+    wav = tmp_path / "breath.wav"
+    sf.write(wav, _breath_like(13.0, 16.0, 8), 16000)
+    pkg = packages["explicit", "float32"]
+    assert coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "breath.wav" in out and "ok" in out and "1 of 1 files within tolerance" in out
+    assert "skipped" in out  # MLModel.predict runs only on macOS
+
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio at all" * 10)
+    assert coreml_main(["verify", str(pkg), "--audio", str(junk), "--checkpoint", str(checkpoint)]) == 2
+    assert "junk.wav" in capsys.readouterr().err
+
+    other = save_checkpoint(tmp_path / "other.pt", RRModel(), TrainConfig())
+    assert coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(other)]) == 2
+    assert "pass the matching --checkpoint" in capsys.readouterr().err
+
+    # a package with an op the interpreter does not know is refused, naming the op
+    from coremltools.proto import Model_pb2
+
+    tampered = tmp_path / "tampered.mlpackage"
+    shutil.copytree(pkg, tampered)
+    spec_path = tampered / "Data/com.apple.CoreML/model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
+    next(op for op in block.operations if op.type == "relu").type = "frobnicate"
+    spec_path.write_bytes(spec.SerializeToString())
+    assert coreml_main(["verify", str(tampered), "--audio", str(wav), "--checkpoint", str(checkpoint)]) == 2
+    assert "frobnicate" in capsys.readouterr().err
+
+
+def test_verify_fails_outside_tolerance(packages, checkpoint, tmp_path, capsys):
+    """A package whose weights drifted from the checkpoint must fail, not pass quietly."""
+    pkg = tmp_path / "drifted.mlpackage"
+    shutil.copytree(packages["explicit", "float32"], pkg)
+    weights = pkg / "Data/com.apple.CoreML/weights/weight.bin"
+    blob = bytearray(weights.read_bytes())
+    # flip bits in the last 4 KiB: the model's own weights sit after the front-end's big constants
+    for i in range(len(blob) - 4096, len(blob) - 64, 7):
+        blob[i] ^= 0x01
+    weights.write_bytes(bytes(blob))
+    wav = tmp_path / "breath.wav"
+    sf.write(wav, _breath_like(7.0, 25.0, 9), 16000)
+    code = coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint)])
+    out = capsys.readouterr().out
+    assert code == 1 and "FAIL" in out
+
+
+def test_cost_command(packages, capsys):
+    assert coreml_main(["cost", str(packages["explicit", "float32"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["multiply_adds_per_second_of_audio"] == report["multiply_adds"] * 10
+    # the DFT conv alone: 10 frames x 402 kernels x 400 taps per call
+    assert report["multiply_adds"] >= 10 * 402 * 400
+    assert report["op_histogram"]["lstm"] == 1 and report["package_bytes"] > 0
