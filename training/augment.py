@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.audio import TARGET_SAMPLE_RATE, load_audio
+from training.audio import TARGET_SAMPLE_RATE, AudioError, check_audio, load_audio
 from training.manifest import Segment, audio_path, read_manifest, write_manifest
 from training.noise import kinds_for, make_noise
 
@@ -73,7 +73,9 @@ def active_power(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> f
 
 def measure_snr_db(clean: np.ndarray, noise: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> float:
     """SNR of ``noise`` against ``clean`` by the module's rule."""
-    return 10.0 * np.log10(active_power(clean, sample_rate) / float(np.mean(np.square(noise, dtype=np.float64))))
+    return 10.0 * np.log10(
+        active_power(clean, sample_rate) / float(np.mean(np.square(noise, dtype=np.float64)))
+    )
 
 
 def fit_length(noise: np.ndarray, num_samples: int) -> np.ndarray:
@@ -138,10 +140,36 @@ def combine_snr_db(first_db: float | None, second_db: float) -> float:
 
 def _relocate(segment: Segment, src_dir: Path, out_dir: Path) -> Segment:
     """The row as seen from ``out_dir``: its audio stays where it is (copied through by reference)."""
-    if Path(segment.path).is_absolute() or src_dir.resolve() == out_dir.resolve():
+    if Path(segment.path).is_absolute():
         return dataclasses.replace(segment)
     new_path = os.path.relpath(src_dir / segment.path, out_dir)
     return dataclasses.replace(segment, path=Path(new_path).as_posix())
+
+
+class _SegmentReader:
+    """Reads segments, decoding each file once for a run of rows from the same recording.
+
+    The whole file goes through :func:`training.audio.load_audio` (mono, 16 kHz, validated) and the
+    segment is cut from that, then checked like any loaded audio, so errors still name the file.
+    """
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._audio = np.zeros(0, dtype=np.float32)
+
+    def read(self, path: Path, start_s: float, end_s: float) -> np.ndarray:
+        if path != self._path:
+            self._audio = load_audio(path)
+            self._path = path
+        first, last = round(start_s * TARGET_SAMPLE_RATE), round(end_s * TARGET_SAMPLE_RATE)
+        if first >= self._audio.size or last <= first:
+            raise AudioError(
+                f"{path}: segment {start_s:g}-{end_s:g}s is outside the recording "
+                f"({self._audio.size / TARGET_SAMPLE_RATE:.2f} s long)"
+            )
+        segment = self._audio[first:last]
+        check_audio(segment, TARGET_SAMPLE_RATE, f"{path} [{start_s:g}-{end_s:g}s]")
+        return segment
 
 
 def augment_corpus(
@@ -154,25 +182,28 @@ def augment_corpus(
     again. Each copy gets a noise kind plausible for the row's environment and an SNR from
     :data:`SNR_BANDS_DB`; its audio is written to ``out_dir/audio/aug/``, its ``source`` gets the
     ``+aug`` suffix, ``snr_db`` the (combined) SNR, ``noisy`` the module's rule. Deterministic by ``seed``.
-    Works on any corpus, real or synthetic: audio is read with :func:`training.audio.load_audio`.
+    Works on any corpus, real or synthetic: audio is read with :func:`training.audio.load_audio`
+    (any format and rate it takes; copies are written as 16 kHz mono FLAC).
     """
     if copies < 0:
         raise ValueError(f"copies must be >= 0, not {copies}")
     src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if out_dir.resolve() == src_dir.resolve():
+        raise ValueError(
+            f"{out_dir}: write the augmented corpus to a new folder; the source is left as it is"
+        )
     rows = read_manifest(src_dir)
     out_rows = [_relocate(seg, src_dir, out_dir) for seg in rows]
     todo = [
         (i, seg) for i, seg in enumerate(rows) if seg.split == "train" and not seg.source.endswith(AUG_SUFFIX)
     ]
-    aug_dir = out_dir / "audio" / "aug"
     if todo and copies:
-        aug_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "audio" / "aug").mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    for i, seg in tqdm(todo, desc="augment", unit="segment", disable=not progress or not copies):
-        if not copies:
-            break
-        clean = load_audio(audio_path(src_dir, seg), start_s=seg.start_s, end_s=seg.end_s)
+    reader = _SegmentReader()
+    for i, seg in tqdm(todo if copies else [], desc="augment", unit="segment", disable=not progress):
+        clean = reader.read(audio_path(src_dir, seg), seg.start_s, seg.end_s)
         for c in range(copies):
             rng = np.random.default_rng([seed, i, c])
             snr_db = draw_snr_db(rng)

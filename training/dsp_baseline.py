@@ -1,47 +1,61 @@
-"""A classical respiratory-rate estimator (no learning), the baseline the models must beat.
+"""A classical respiratory-rate estimator (no learning): the baseline the models must beat.
 
-Breathing is heard as bursts of broadband noise, one per inhale and one per exhale, so the loudness of
-the breath-noise band rises and falls at the breathing rate (or twice it). The estimator:
+Breathing is heard as bursts of noise, one per inhale and one per exhale, so the loudness of the breath
+bands rises and falls at the breathing rate (or at twice it). :func:`estimate_rr_dsp`:
 
-1. **Band envelopes.** A short-time power spectrum (64 ms Hann frames every 25 ms, i.e. the envelope is
-   sampled at 40 Hz) summed into octave bands between 100 Hz and 6.4 kHz, each log-compressed: bursts
-   of very different loudness (a soft inhale, a loud exhale) then weigh alike. Several bands rather than
-   one because where breath noise lives depends on the microphone: above 1 kHz for an air microphone
-   near the mouth, 100-800 Hz for a chest stethoscope (whose audio, recorded at 2-8 kHz, has nothing
-   above 1-4 kHz). Below 100 Hz heart sounds dominate and are left out. A band with no energy (above
-   the Nyquist rate of the original recording) is flat after the log floor and is skipped.
-2. **Clean-up.** Each envelope is linearly detrended and low-passed at 1.5 Hz (faster than the fastest
-   rate we look for, 60 breaths/min = 1 Hz, but it damps heart sounds at 1-2 Hz), then scaled to unit
-   variance.
-3. **Autocorrelation.** The normalised autocorrelation of each band; the bands are averaged with
-   weights equal to how periodic each one is (its highest autocorrelation peak in the breathing lag
-   range, squared), so a band that carries the breathing dominates one that carries only noise.
-4. **Period.** The strongest peak at lags of 1-15 s (60-4 breaths/min), no longer than
-   ``MAX_LAG_FRACTION`` of the signal, refined by parabolic interpolation.
-5. **Half-period check.** If inhale and exhale bursts look alike, the strongest peak can be half the
-   breathing period. A true period ``2L`` shows as stronger autocorrelation at the even multiples of
-   ``L`` (inhale meets inhale) than at the odd ones (inhale meets exhale); if so the period is doubled.
-   When breaths are short and evenly spaced the two cannot be told apart by any envelope method; that
-   is an honest limit of the baseline.
+1. **Band envelopes.** A short-time power spectrum (64 ms Hann frames every 25 ms, so the envelopes are
+   sampled at 40 Hz) summed into octave bands from 25 Hz to 6.4 kHz and log-compressed, so that bursts
+   of very different loudness (a soft inhale, a loud exhale) weigh alike. Several bands rather than one
+   because where breathing is heard depends on the microphone: above 1 kHz for an air microphone near
+   the mouth, below 800 Hz for a chest stethoscope (whose audio, recorded at 2-8 kHz, has nothing above
+   1-4 kHz; on the RRuJO stethoscope recordings the bands under 100 Hz carry much of the breathing).
+   A band with no energy (above the Nyquist rate of the original recording) is flat after the log
+   floor and is skipped.
+2. **Clean-up.** Each envelope is linearly detrended, low-passed at 1 Hz (the fastest rate looked for
+   is 60 breaths/min = 1 Hz; the cut damps heart sounds at 1-2 Hz) and scaled to unit variance.
+3. **Autocorrelation** (biased, so long lags are not favoured by their few products), half from
+   *loudness* and half from *spectral shape*. Loudness: each band's autocorrelation, averaged with
+   weights equal to how periodic the band is (its highest peak in the breathing lag range, squared),
+   so bands that carry the breathing dominate bands that carry only noise. Spectral shape: the same for
+   the band envelopes minus their mean over bands; inhale and exhale differ in timbre more than in
+   loudness, so shape is what tells a breath cycle from half of one.
+4. **Period.** The strongest peak at lags of 1-15 s (60-4 breaths/min; 10% slack at the slow end so
+   a period of exactly 15 s is still a peak), at most ``max_lag_fraction`` of the signal, refined by
+   parabolic interpolation.
+5. **Octave check.** The strongest peak can be half the breathing period (inhale and exhale alike) or
+   twice it (a slow drift). Lag ``P`` is halved when the odd multiples of ``P / 2`` correlate about as
+   well as the even ones (then ``P / 2`` is a period), and doubled when the even multiples of ``P``
+   beat the odd ones (then only ``2 P`` is); see :func:`_resolve_octave`.
 
-:func:`estimate_rr_dsp` returns :class:`DspEstimate` ``(rr_bpm, confidence)``; confidence is the
-combined autocorrelation at the chosen lag, clipped to [0, 1] (near 0 for noise or silence, towards 1
-for clean regular breathing). ``rr_bpm`` is ``nan`` only when there is nothing periodic to measure at
-all (digital silence, a constant signal). Periods longer than the usable lag range cannot be measured:
-on a 6 s segment, 10 breaths/min (a 6 s period) is out of reach, as it is for any autocorrelation.
+It returns :class:`DspEstimate` ``(rr_bpm, confidence)``: confidence is the autocorrelation at the
+chosen lag clipped to [0, 1]: about 0.05-0.15 for noise, 0.3-0.95 for breathing. ``rr_bpm`` is ``nan``
+only when nothing varies at all (digital silence, a constant signal). Honest limits: a period longer
+than ``max_lag_fraction`` of the audio cannot be seen (on a 6 s segment, 12 breaths/min reads as its
+half period, 24), and evenly spaced, identical inhale and exhale bursts are indistinguishable from
+breathing at twice the rate.
 
-:func:`dsp_run` applies it to the segments of a manifest and returns report-ready predictions.
+Tuning (the defaults): on generated band-limited noise bursts at 4-60 breaths/min with and without
+noise (tests/training/test_dsp_baseline.py) and on the 210 whole RRuJO recordings, all subjects. Using
+every subject, held-out ones included, can only flatter the baseline, never the models it is compared to.
+
+:func:`dsp_run` applies the estimator to the segments of a manifest and returns report-ready rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import signal
+
+if TYPE_CHECKING:
+    from training.manifest import Segment
+    from training.report import RunPredictions
 
 SAMPLE_RATE = 16_000
 MIN_DURATION_S = 3.5  # meant for >= 4 s; a little slack for segment bounds rounded to milliseconds
@@ -56,18 +70,16 @@ class DspConfig:
     frame_s: float = 0.064
     hop_s: float = 0.025
     band_edges_hz: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
-    lowpass_hz: float = 1.5
+    lowpass_hz: float = 1.0
     min_rate_bpm: float = MIN_RATE_BPM
     max_rate_bpm: float = MAX_RATE_BPM
+    lag_slack: float = 1.1  # search 10% beyond the slowest rate's period, so it can be a peak
     max_lag_fraction: float = 0.75  # longest lag as a share of the signal: enough overlap to trust
-    # Doubling the period needs the even multiples to beat the odd ones by this much autocorrelation.
-    half_period_margin: float = 0.05
-    shape_weight: float = 0.5
-    shape_mode: str = "mean"
+    shape_weight: float = 0.5  # share of spectral shape (vs loudness) in the autocorrelation
+    # Halve the period when odd multiples of the half correlate within this of the even ones; double
+    # it when even multiples beat odd ones by more than this.
     halve_margin: float = 0.05
     double_margin: float = 0.05
-    compress: str | float = "log"
-    lag_slack: float = 1.1
 
 
 DEFAULT_CONFIG = DspConfig()
@@ -83,37 +95,98 @@ def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple
     """Log power per band over time ``[bands, frames]`` and the envelope rate in Hz."""
     frame = round(cfg.frame_s * sample_rate)
     hop = round(cfg.hop_s * sample_rate)
-    n_frames = 1 + (len(audio) - frame) // hop
-    frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop][:n_frames]
+    frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop]
     spec = np.abs(np.fft.rfft(frames * np.hanning(frame), axis=1)) ** 2
     freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
-    edges = cfg.band_edges_hz
     power = np.stack(
-        [spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) for lo, hi in zip(edges[:-1], edges[1:])]
+        [
+            spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
+            for lo, hi in itertools.pairwise(cfg.band_edges_hz)
+        ]
     )
     # Floor relative to the loudest band's typical power: an empty band becomes flat, not log(0).
     floor = 1e-6 * max(float(np.median(power, axis=1).max()), 1e-30)
-    if cfg.compress == "log":
-        return np.log(power + floor), sample_rate / hop
-    floored = power + floor
-    return (floored / np.median(floored, axis=1, keepdims=True)) ** cfg.compress, sample_rate / hop
+    return np.log(power + floor), sample_rate / hop
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
     """Biased, normalised autocorrelation ``r[0..max_lag]`` (r[0] = 1) via FFT."""
-    n = len(x)
-    size = 1 << int(math.ceil(math.log2(2 * n)))
+    size = 1 << math.ceil(math.log2(2 * len(x)))
     spec = np.fft.rfft(x, size)
     r = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
     return r / r[0]
 
 
-def _peak_near(r: np.ndarray, lag: float, tolerance: float = 0.15) -> float:
-    """Highest autocorrelation within ``lag * (1 +/- tolerance)``; ``nan`` if that is out of range."""
-    lo, hi = int(math.floor(lag * (1 - tolerance))), int(math.ceil(lag * (1 + tolerance)))
-    if hi >= len(r):
-        return math.nan
-    return float(r[lo : hi + 1].max())
+def _mean_autocorrelation(x: np.ndarray, max_lag: int, min_lag: int | None = None) -> np.ndarray:
+    """Autocorrelations of the rows of ``x``, averaged; with ``min_lag``, weighted by each row's
+    highest peak at lags from ``min_lag`` on, squared (how periodic the row is)."""
+    acfs = np.stack([_autocorrelation(row, max_lag) for row in x if np.std(row) > 1e-9])
+    if min_lag is None:
+        return acfs.mean(axis=0)
+    weights = np.maximum(acfs[:, min_lag:].max(axis=1), 0.0) ** 2
+    if weights.sum() <= 0.0:
+        return acfs.mean(axis=0)
+    return (weights @ acfs) / weights.sum()
+
+
+def combined_autocorrelation(
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: DspConfig = DEFAULT_CONFIG
+) -> tuple[np.ndarray, float, int, int]:
+    """The autocorrelation whose peaks are breathing periods: loudness and spectral shape, mixed.
+
+    Returns ``(r, env_rate_hz, min_lag, max_lag)`` (lags in envelope frames); ``r`` is all zeros when
+    no band varies.
+    """
+    env, env_rate = band_envelopes(audio, sample_rate, cfg)
+    min_lag = math.floor(env_rate * 60.0 / cfg.max_rate_bpm)
+    slowest_period = math.ceil(cfg.lag_slack * env_rate * 60.0 / cfg.min_rate_bpm)
+    max_lag = min(slowest_period, int(cfg.max_lag_fraction * env.shape[1]))
+    sos = signal.butter(2, cfg.lowpass_hz, fs=env_rate, output="sos")
+    bands = []
+    for band in env:
+        x = signal.detrend(band)
+        if float(np.std(x)) < 1e-6:  # flat: an empty band, or silence
+            continue
+        x = signal.sosfiltfilt(sos, x)
+        if float(np.std(x)) > 1e-9:
+            bands.append(x / np.std(x))
+    if not bands:
+        return np.zeros(max_lag + 1), env_rate, min_lag, max_lag
+    x = np.stack(bands)
+    r = _mean_autocorrelation(x, max_lag, min_lag)
+    shape = x - x.mean(axis=0)
+    if len(x) >= 2 and cfg.shape_weight > 0.0 and float(np.abs(shape).max()) > 1e-9:
+        r = (1.0 - cfg.shape_weight) * r + cfg.shape_weight * _mean_autocorrelation(shape, max_lag)
+    return r, env_rate, min_lag, max_lag
+
+
+def estimate_rr_dsp(
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: DspConfig = DEFAULT_CONFIG
+) -> DspEstimate:
+    """Respiratory rate of mono audio (at least 4 s) by envelope autocorrelation; see the module doc.
+
+    Raises ``ValueError`` for audio that is not 1-D, holds NaN/inf, or is shorter than 3.5 s.
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"audio must be mono (1-D), got shape {x.shape}")
+    duration_s = len(x) / sample_rate
+    if duration_s < MIN_DURATION_S:
+        raise ValueError(f"audio is {duration_s:.2f} s long; the DSP baseline needs at least 4 s")
+    if not np.isfinite(x).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    r, env_rate, min_lag, max_lag = combined_autocorrelation(x, sample_rate, cfg)
+    if not r.any():
+        return DspEstimate(math.nan, 0.0)
+    lags = np.arange(max(min_lag, 1), max_lag)
+    peaks = lags[(r[lags] >= r[lags - 1]) & (r[lags] > r[lags + 1])]
+    if peaks.size == 0:  # no local maximum in range: the best end point, with what confidence it has
+        best = min_lag + int(np.argmax(r[min_lag : max_lag + 1]))
+    else:
+        best = int(peaks[np.argmax(r[peaks])])
+    best = _resolve_octave(r, best, min_lag, cfg)
+    lag, height = _parabolic(r, best)
+    return DspEstimate(float(60.0 * env_rate / lag), float(np.clip(height, 0.0, 1.0)))
 
 
 def _parabolic(r: np.ndarray, i: int) -> tuple[float, float]:
@@ -128,152 +201,113 @@ def _parabolic(r: np.ndarray, i: int) -> tuple[float, float]:
     return i + shift, float(b - 0.25 * (a - c) * shift)
 
 
-def combined_autocorrelation(
-    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: DspConfig = DEFAULT_CONFIG
-) -> tuple[np.ndarray, float, int, int]:
-    """The autocorrelation whose peaks are breathing periods: loudness and spectral shape, mixed.
-
-    Returns ``(r, env_rate_hz, min_lag, max_lag)``; ``r`` is all zeros when no band varies.
-    """
-    env, env_rate = band_envelopes(audio, sample_rate, cfg)
-    n = env.shape[1]
-    min_lag = int(math.floor(env_rate * 60.0 / cfg.max_rate_bpm))
-    max_lag = min(int(math.ceil(cfg.lag_slack * env_rate * 60.0 / cfg.min_rate_bpm)), int(cfg.max_lag_fraction * n))
-    sos = signal.butter(2, cfg.lowpass_hz, fs=env_rate, output="sos")
-    bands = []
-    for band in env:
-        x = signal.detrend(band)
-        if float(np.std(x)) < 1e-6:  # flat: an empty band or silence
-            continue
-        x = signal.sosfiltfilt(sos, x)
-        std = float(np.std(x))
-        if std > 1e-9:
-            bands.append(x / std)
-    if not bands:
-        return np.zeros(max_lag + 1), env_rate, min_lag, max_lag
-    x = np.stack(bands)
-    acfs = np.stack([_autocorrelation(b, max_lag) for b in x])
-    weights = np.maximum(acfs[:, min_lag:].max(axis=1), 0.0) ** 2
-    loudness = (weights @ acfs) / weights.sum() if weights.sum() > 0 else acfs.mean(axis=0)
-    if len(x) < 2 or cfg.shape_weight == 0.0:
-        return loudness, env_rate, min_lag, max_lag
-    shape = x - x.mean(axis=0)
-    if cfg.shape_mode == "vector":
-        r = sum(_autocorrelation(b, max_lag) * float(b @ b) for b in shape)
-        shape_r = r / float((shape * shape).sum()) if float((shape * shape).sum()) > 0 else 0 * loudness
-    else:
-        shape_r = np.mean([_autocorrelation(b, max_lag) for b in shape if np.std(b) > 1e-9], axis=0)
-    mixed = (1.0 - cfg.shape_weight) * loudness + cfg.shape_weight * shape_r
-    return mixed, env_rate, min_lag, max_lag
-
-
-def estimate_rr_dsp(
-    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, cfg: DspConfig = DEFAULT_CONFIG
-) -> DspEstimate:
-    """Respiratory rate of mono audio (at least 4 s) by envelope autocorrelation; see the module doc.
-
-    Raises ``ValueError`` for audio that is not 1-D, not finite, or shorter than 3.5 s.
-    """
-    x = np.asarray(audio, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {x.shape}")
-    duration_s = len(x) / sample_rate
-    if duration_s < MIN_DURATION_S:
-        raise ValueError(f"audio is {duration_s:.2f} s long; the DSP baseline needs at least 4 s")
-    if not np.isfinite(x).all():
-        raise ValueError("audio holds NaN or infinite samples")
-    r, env_rate, min_lag, max_lag = combined_autocorrelation(x, sample_rate, cfg)
-    if not r.any():
-        return DspEstimate(math.nan, 0.0)
-    # Local maxima in the lag range; the strongest one is the period candidate.
-    inner = np.arange(max(min_lag, 1), max_lag)
-    is_peak = (r[inner] >= r[inner - 1]) & (r[inner] > r[inner + 1])
-    peaks = inner[is_peak]
-    if peaks.size == 0:  # monotone in range: take the best end point, with what confidence it has
-        best = int(min_lag + np.argmax(r[min_lag : max_lag + 1]))
-    else:
-        best = int(peaks[np.argmax(r[peaks])])
-    best = _resolve_octave(r, best, min_lag, cfg)
-    lag, height = _parabolic(r, best)
-    return DspEstimate(60.0 * env_rate / lag, float(np.clip(height, 0.0, 1.0)))
+def _peak_near(r: np.ndarray, lag: float, tolerance: float = 0.15) -> float:
+    """Highest autocorrelation within ``lag * (1 +/- tolerance)``; ``nan`` if that runs out of range."""
+    lo, hi = math.floor(lag * (1 - tolerance)), math.ceil(lag * (1 + tolerance))
+    return float(r[lo : hi + 1].max()) if hi < len(r) else math.nan
 
 
 def _local_peak(r: np.ndarray, lag: float, min_lag: int, tolerance: float = 0.15) -> int | None:
-    """Index of the highest local maximum within ``lag * (1 +/- tolerance)``, or None."""
-    lo = max(int(math.floor(lag * (1 - tolerance))), min_lag, 1)
-    hi = min(int(math.ceil(lag * (1 + tolerance))), len(r) - 2)
+    """Index of the highest value within ``lag * (1 +/- tolerance)`` if it is a local maximum."""
+    lo = max(math.floor(lag * (1 - tolerance)), min_lag, 1)
+    hi = min(math.ceil(lag * (1 + tolerance)), len(r) - 2)
     if hi < lo:
         return None
     i = lo + int(np.argmax(r[lo : hi + 1]))
     return i if r[i] >= r[i - 1] and r[i] >= r[i + 1] else None
 
 
-def _multiples_mean(r: np.ndarray, lags: list[float], count: int) -> float:
-    values = [_peak_near(r, lag) for lag in lags[:count]]
-    return float(np.mean(values))
-
-
 def _resolve_octave(r: np.ndarray, best: int, min_lag: int, cfg: DspConfig) -> int:
-    """Halve or double the best lag when the multiples say it is twice or half the period.
+    """Halve or double the best lag when its multiples say it is twice or half the period.
 
-    Lag ``P`` against ``P / 2``: if ``P / 2`` is the period, the odd multiples of ``P / 2``
-    (``P / 2, 3 P / 2``) correlate as well as the even ones (``P, 2 P``); if ``P`` is the period
-    (inhale and exhale alike), the odd ones are weaker. The same test decides doubling.
-    Both sides use the same number of multiples, so the decay of the autocorrelation with lag does
-    not favour either.
+    If ``P / 2`` is the period, the odd multiples of ``P / 2`` (``P / 2, 3 P / 2``) correlate as well
+    as the even ones (``P, 2 P``); if only ``P`` is (inhale unlike exhale), the odd ones are weaker.
+    Both sides average the same number of multiples (two where ``2 P`` is in range, else one), so the
+    decay of the autocorrelation with lag favours neither by much.
     """
-    for _ in range(2):
+
+    def mean_at(lags: list[float], count: int) -> float:
+        return float(np.mean([_peak_near(r, lag) for lag in lags[:count]]))
+
+    for _ in range(2):  # a quarter at most
         half = _local_peak(r, best / 2, min_lag)
         if half is None:
             break
         count = 2 if 2 * best * 1.15 < len(r) else 1
-        odd = _multiples_mean(r, [half, 3 * half], count)
-        even = _multiples_mean(r, [best, 2 * best], count)
-        if odd >= even - cfg.halve_margin:
+        if mean_at([half, 3 * half], count) >= mean_at([best, 2 * best], count) - cfg.halve_margin:
             best = half
         else:
             break
     double = _local_peak(r, 2 * best, min_lag)
     if double is not None:
         count = 2 if 4 * best * 1.15 < len(r) else 1
-        odd = _multiples_mean(r, [best, 3 * best], count)
-        even = _multiples_mean(r, [double, 4 * best], count)
-        if even > odd + cfg.double_margin:
+        if mean_at([double, 4 * best], count) > mean_at([best, 3 * best], count) + cfg.double_margin:
             best = double
     return best
 
 
 def dsp_run(
-    segments: Sequence,
+    segments: Sequence[Segment],
     corpus_dir: Path | str,
-    name: str = "DSP baseline",
     split: str = "test",
+    name: str = "DSP baseline",
     cfg: DspConfig = DEFAULT_CONFIG,
-):
-    """Run the estimator on manifest segments of ``split``; returns a ``report.RunPredictions``.
+) -> RunPredictions:
+    """Run the estimator on the manifest segments of ``split``; returns report-ready predictions.
 
-    Each audio file is loaded once (at 16 kHz) and cut into its segments. A segment whose audio cannot
-    be used (too short, unreadable) gets ``rr_pred_bpm = nan``; the report counts those as missing.
+    Each segment is estimated on its own audio. Each recording (segments sharing a ``recording`` id,
+    all in one file) is also estimated once on its whole span, from its first segment's start to its
+    last one's end: that is how a classical estimator would be used on a recording, and the report
+    uses it at recording level instead of a median of 4-7 s windows that cannot see slow periods.
+    Each file is loaded once (16 kHz). A segment whose audio cannot be used (unreadable file, shorter
+    than 3.5 s) gets ``rr_pred_bpm = nan``; the report counts it as missing.
     """
     from training.audio import AudioError, load_audio
     from training.manifest import audio_path
     from training.report import PredictionRow, RunPredictions
 
     chosen = [s for s in segments if s.split == split]
-    cache: dict[Path, np.ndarray | None] = {}
+    spans: dict[str, tuple[Path, float, float]] = {}
+    for seg in chosen:
+        if seg.recording:
+            path, start_s, end_s = spans.get(
+                seg.recording, (audio_path(corpus_dir, seg), seg.start_s, seg.end_s)
+            )
+            spans[seg.recording] = (path, min(start_s, seg.start_s), max(end_s, seg.end_s))
+    mixed = {
+        s.recording for s in chosen if s.recording and audio_path(corpus_dir, s) != spans[s.recording][0]
+    }
+
+    audio_of: dict[Path, np.ndarray | None] = {}
+
+    def estimate(path: Path, start_s: float, end_s: float) -> float:
+        nonlocal audio_of
+        if path not in audio_of:
+            try:
+                audio_of = {path: load_audio(path)}  # one file at a time: its segments are adjacent
+            except AudioError:
+                audio_of = {path: None}
+        audio = audio_of[path]
+        if audio is None:
+            return math.nan
+        piece = audio[round(start_s * SAMPLE_RATE) : round(end_s * SAMPLE_RATE)]
+        if len(piece) < MIN_DURATION_S * SAMPLE_RATE:
+            return math.nan
+        return estimate_rr_dsp(piece, SAMPLE_RATE, cfg).rr_bpm
+
     rows = []
+    whole: dict[str, float] = {}
     for seg in chosen:
         path = audio_path(corpus_dir, seg)
-        if path not in cache:
-            try:
-                cache = {path: load_audio(path)}  # keep one file: segments of a file are adjacent
-            except AudioError:
-                cache = {path: None}
-        audio = cache[path]
-        rr = math.nan
-        if audio is not None:
-            piece = audio[round(seg.start_s * SAMPLE_RATE) : round(seg.end_s * SAMPLE_RATE)]
-            if len(piece) >= MIN_DURATION_S * SAMPLE_RATE:
-                rr = estimate_rr_dsp(piece, SAMPLE_RATE, cfg).rr_bpm
-        rows.append(PredictionRow.from_segment(seg, rr_pred_bpm=rr))
-    return RunPredictions(name=name, model_type="dsp", units=None, augmented=False, split=split, rows=rows)
+        rows.append(PredictionRow.from_segment(seg, rr_pred_bpm=estimate(path, seg.start_s, seg.end_s)))
+        if seg.recording and seg.recording not in whole and seg.recording not in mixed:
+            whole[seg.recording] = estimate(*spans[seg.recording])
+    return RunPredictions(
+        name=name,
+        model_type="dsp",
+        units=None,
+        augmented=False,
+        split=split,
+        rows=rows,
+        recording_rr_pred_bpm=whole,
+    )

@@ -199,8 +199,10 @@ def _traffic(n: int, rng: np.random.Generator, sr: int) -> np.ndarray:
     rumble *= 1.0 + 0.1 * slow_random(n, rng, sr, cutoff_hz=0.1)
     tyre_hz = rng.uniform(400, 1000)
     tyres = spectral_noise(
-        n, lambda f: highpass(f, 60, 2) * lowpass(f, 1200, 3) * 10 ** (resonance_db(f, tyre_hz, 500, 6) / 20),
-        rng, sr,
+        n,
+        lambda f: highpass(f, 60, 2) * lowpass(f, 1200, 3) * 10 ** (resonance_db(f, tyre_hz, 500, 6) / 20),
+        rng,
+        sr,
     )
     t = np.arange(n, dtype=np.float32) / sr
     env = np.zeros(n, dtype=np.float32)
@@ -278,7 +280,7 @@ def _formant_sos(formants: tuple[int, int, int], sr: int) -> np.ndarray:
 def _babble(n: int, rng: np.random.Generator, sr: int) -> np.ndarray:
     """Several talkers: glottal pulse trains with pitch contours, gated into syllables (3-6 per second)
     grouped into phrases, each syllable voiced through one vowel's formants."""
-    n_talkers = int(rng.integers(3, 7))
+    n_talkers = int(rng.integers(2, 6))
     factor = sr // 100  # syllable gates are drawn at 100 Hz
     n_ctrl = -(-n // factor) + 1
     t_ctrl = np.arange(n_ctrl) / 100.0
@@ -322,8 +324,10 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator, int], np.ndarray]] = 
 }
 
 
-def make_noise(kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = 16_000) -> np.ndarray:
-    """``duration_s`` seconds of background noise ``kind`` (see :data:`NOISE_KINDS`), RMS :data:`NOISE_RMS`."""
+def make_noise(
+    kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = 16_000
+) -> np.ndarray:
+    """``duration_s`` seconds of noise ``kind`` (one of :data:`NOISE_KINDS`), RMS :data:`NOISE_RMS`."""
     if kind not in _GENERATORS:
         raise ValueError(f"unknown noise kind {kind!r}; expected one of {', '.join(NOISE_KINDS)}")
     n = round(duration_s * sample_rate)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -48,13 +49,27 @@ import soundfile as sf
 
 from training.augment import MAX_PEAK, active_power, draw_snr_db, is_noisy, scale_noise
 from training.manifest import Segment, assign_splits, breath_class_for, random_segments, write_manifest
-from training.noise import highpass, kinds_for, lowpass, make_noise, resonance_db, slow_random, spectral_noise
+from training.noise import (
+    NOISE_RMS,
+    highpass,
+    kinds_for,
+    lowpass,
+    make_noise,
+    resonance_db,
+    slow_random,
+    spectral_noise,
+)
 
 SAMPLE_RATE = 16_000
 STAGES = (1, 2, 3, 4)
 STAGE_NAMES = {1: "before exercise", 2: "end of exercise", 3: "just after exercise", 4: "cooling down"}
 # Stage-typical rates (breaths/min); every cycle's rate lies in its stage's range.
-STAGE_RATE_RANGES_BPM: dict[int, tuple[float, float]] = {1: (10.0, 18.0), 2: (25.0, 50.0), 3: (25.0, 45.0), 4: (15.0, 28.0)}
+STAGE_RATE_RANGES_BPM: dict[int, tuple[float, float]] = {
+    1: (10.0, 18.0),
+    2: (25.0, 50.0),
+    3: (25.0, 45.0),
+    4: (15.0, 28.0),
+}
 REST_RATE_RANGE_BPM = STAGE_RATE_RANGES_BPM[1]
 MIC_FLOOR_RMS = 1e-4  # -80 dBFS self-noise, so even a no-breath clip is not digital silence
 _CONTROL_HZ = 10.0  # the target rate is tracked at this rate
@@ -97,7 +112,8 @@ def make_participant(participant_id: str, seed: int) -> Participant:
     gender = "female" if rng.random() < 0.5 else "male"
     scale = (1.15 if gender == "female" else 1.0) * rng.uniform(0.95, 1.05)  # shorter tract: higher
     formants = sorted(
-        float(rng.uniform(lo, hi) * scale) for lo, hi in ((550, 850), (1100, 1800), (2300, 3000), (3400, 4300))
+        float(rng.uniform(lo, hi) * scale)
+        for lo, hi in ((550, 850), (1100, 1800), (2300, 3000), (3400, 4300))
     )
     return Participant(
         participant_id=participant_id,
@@ -119,26 +135,32 @@ def make_participant(participant_id: str, seed: int) -> Participant:
     )
 
 
-def _nasal_shape(p: Participant):
+def _nasal_shape(p: Participant) -> Callable[[np.ndarray], np.ndarray]:
     lo_hz, hi_hz = p.nasal_band_hz
 
     def shape(f: np.ndarray) -> np.ndarray:
-        return highpass(f, lo_hz, 2) * lowpass(f, hi_hz, 4) * 10 ** (resonance_db(f, p.nasal_peak_hz, 300, 6) / 20)
+        return (
+            highpass(f, lo_hz, 2)
+            * lowpass(f, hi_hz, 4)
+            * 10 ** (resonance_db(f, p.nasal_peak_hz, 300, 6) / 20)
+        )
 
     return shape
 
 
-def _oral_shape(p: Participant):
+def _oral_shape(p: Participant) -> Callable[[np.ndarray], np.ndarray]:
     def shape(f: np.ndarray) -> np.ndarray:
         db = p.tilt_db_per_octave * np.log2(np.maximum(f, 1000.0) / 1000.0)
-        for centre, bandwidth, gain in zip(p.formants_hz, p.formant_bandwidths_hz, p.formant_gains_db, strict=True):
+        for centre, bandwidth, gain in zip(
+            p.formants_hz, p.formant_bandwidths_hz, p.formant_gains_db, strict=True
+        ):
             db = db + resonance_db(f, centre, bandwidth, gain)
         return highpass(f, 150, 2) * lowpass(f, 7000, 2) * 10 ** (db / 20)
 
     return shape
 
 
-def _hiss_shape(p: Participant):
+def _hiss_shape(p: Participant) -> Callable[[np.ndarray], np.ndarray]:
     def shape(f: np.ndarray) -> np.ndarray:
         db = resonance_db(f, p.formants_hz[2], 600, 4) + resonance_db(f, p.formants_hz[3], 800, 4)
         return highpass(f, 2500, 4) * lowpass(f, 7000, 2) * 10 ** (db / 20)
@@ -172,7 +194,7 @@ def _target_rate(
         u = float(np.clip(usual + rng.normal(0, 0.12), 0.1, 0.9))
         trend = {None: 0.0, 1: 0.0, 2: 0.06, 3: -0.15, 4: -0.06}[stage]  # pushing / recovering / settling
         centre, drift = lo + u * (hi - lo), 0.05
-    n_ctrl = int(math.ceil(duration_s * _CONTROL_HZ)) + 1
+    n_ctrl = math.ceil(duration_s * _CONTROL_HZ) + 1
     times = np.arange(n_ctrl) / _CONTROL_HZ
     wander = slow_random(n_ctrl, rng, int(_CONTROL_HZ), cutoff_hz=0.05, control_hz=2.0)
     rates = centre * (1 + trend * (times / max(duration_s, 1e-9) - 0.5)) * (1 + drift * wander)
@@ -260,46 +282,48 @@ _EXHALE_SHAPE = (1.2, 2.6)
 _ENVELOPE_ACTIVE_RMS = 0.8
 
 
-def _render_breath(p: Participant, cycles: BreathCycles, n: int, rng: np.random.Generator, sr: int) -> np.ndarray:
+def _add_burst(
+    envelopes: np.ndarray, onset_s: float, length_s: float, shape: tuple[float, float], weights: np.ndarray
+) -> None:
+    """Add one burst's envelope, scaled per source by ``weights``, to ``envelopes`` [source, sample]."""
+    n = envelopes.shape[1]
+    first, length = round(onset_s * SAMPLE_RATE), max(round(length_s * SAMPLE_RATE), 2)
+    lo, hi = max(first, 0), min(first + length, n)
+    if hi > lo:
+        envelopes[:, lo:hi] += np.outer(weights, _burst_shape(length, *shape)[lo - first : hi - first])
+
+
+def _render_breath(p: Participant, cycles: BreathCycles, n: int, rng: np.random.Generator) -> np.ndarray:
     """The breath signal (no background, no floor) for ``cycles`` over ``n`` samples."""
-    env_nasal = np.zeros(n, dtype=np.float32)
-    env_oral = np.zeros(n, dtype=np.float32)
-    env_hiss = np.zeros(n, dtype=np.float32)
+    # One envelope per turbulent source: nasal, oral, high-frequency hiss.
+    envelopes = np.zeros((3, n), dtype=np.float32)
     if not len(cycles):
-        return env_nasal
+        return envelopes[0]
     rates = cycles.rate_bpm
     heaviness = np.clip((rates - 12.0) / (45.0 - 12.0), 0.0, 1.0)
     # Depth: lognormal per breath around a slowly wandering mean (AR(1) in log).
     log_depth = np.zeros(len(cycles))
     for k in range(1, len(cycles)):
         log_depth[k] = 0.6 * log_depth[k - 1] + rng.normal(0, 0.15)
-    loud_db = np.clip(0.3 * (rates - 14.0), -1.5, 9.0)
+    loud_db = np.clip(0.3 * (rates - 14.0), -1.5, 9.0)  # heavier is louder
     amp = 10 ** ((p.level_dbfs + loud_db) / 20) * np.exp(log_depth) / _ENVELOPE_ACTIVE_RMS
-    sigmoid = 1.0 / (1.0 + np.exp(-(rates - p.oral_switch_bpm) / 3.0))
-    oral_share = np.clip(1.0 - p.nasal_tendency * (1.0 - sigmoid) + rng.normal(0, 0.1, len(cycles)), 0.0, 1.0)
-    exhale_fill = 0.65 + 0.25 * heaviness
+    turning_oral = 1.0 / (1.0 + np.exp(-(rates - p.oral_switch_bpm) / 3.0))
+    oral = np.clip(1.0 - p.nasal_tendency * (1.0 - turning_oral) + rng.normal(0, 0.1, len(cycles)), 0.0, 1.0)
+    exhale_fill = 0.65 + 0.25 * heaviness  # the rest of Te is the end-expiratory pause
     inhale_fill = rng.uniform(0.85, 0.92, len(cycles))
     for k in range(len(cycles)):
         ti = cycles.inhale_s[k]
         te = cycles.duration_s[k] - ti
-        w_nasal, w_oral = math.sqrt(1.0 - oral_share[k]), 1.4 * math.sqrt(oral_share[k])
-        bursts = (
-            (cycles.start_s[k] + 0.03 * ti, inhale_fill[k] * ti, _INHALE_SHAPE, p.inhale_gain,
-             0.35 * (0.3 + 0.7 * oral_share[k])),
-            (cycles.start_s[k] + ti + 0.02 * te, exhale_fill[k] * te, _EXHALE_SHAPE, 1.0, 0.15 * oral_share[k]),
-        )
-        for onset_s, length_s, (rise, fall), gain, hiss in bursts:
-            first, length = round(onset_s * sr), max(round(length_s * sr), 2)
-            lo, hi = max(first, 0), min(first + length, n)
-            if hi <= lo:
-                continue
-            shape = _burst_shape(length, rise, fall)[lo - first : hi - first] * (amp[k] * gain)
-            env_nasal[lo:hi] += w_nasal * shape
-            env_oral[lo:hi] += w_oral * shape
-            env_hiss[lo:hi] += hiss * (1.0 + heaviness[k]) * shape
-    breath = env_nasal * spectral_noise(n, _nasal_shape(p), rng, sr)
-    breath += env_oral * spectral_noise(n, _oral_shape(p), rng, sr)
-    breath += env_hiss * spectral_noise(n, _hiss_shape(p), rng, sr)
+        # Equal-power nasal/oral mix; the mouth is the louder path. Hiss is mostly oral and inhaled.
+        nasal_w, oral_w = math.sqrt(1.0 - oral[k]), 1.4 * math.sqrt(oral[k])
+        hiss_w = (1.0 + heaviness[k]) * np.array([0.35 * (0.3 + 0.7 * oral[k]), 0.15 * oral[k]])
+        inhale = amp[k] * p.inhale_gain * np.array([nasal_w, oral_w, hiss_w[0]])
+        exhale = amp[k] * np.array([nasal_w, oral_w, hiss_w[1]])
+        _add_burst(envelopes, cycles.start_s[k] + 0.03 * ti, inhale_fill[k] * ti, _INHALE_SHAPE, inhale)
+        _add_burst(envelopes, cycles.start_s[k] + ti + 0.02 * te, exhale_fill[k] * te, _EXHALE_SHAPE, exhale)
+    breath = envelopes[0] * spectral_noise(n, _nasal_shape(p), rng, SAMPLE_RATE)
+    breath += envelopes[1] * spectral_noise(n, _oral_shape(p), rng, SAMPLE_RATE)
+    breath += envelopes[2] * spectral_noise(n, _hiss_shape(p), rng, SAMPLE_RATE)
     return breath
 
 
@@ -346,7 +370,6 @@ def synth_recording(
     snr_db: float | None = None,
     rate_bpm: float | None = None,
     pause_prob: float = 0.0,
-    sample_rate: int = SAMPLE_RATE,
 ) -> SynthRecording:
     """Simulate ``participant`` breathing for ``duration_s`` seconds.
 
@@ -364,22 +387,23 @@ def synth_recording(
     if (noise_kind is None) != (snr_db is None):
         raise ValueError("give noise_kind and snr_db together (or neither, for a clean clip)")
     if noise_kind is not None and noise_kind not in kinds_for(environment):
-        raise ValueError(f"noise kind {noise_kind!r} is not one heard {environment} ({kinds_for(environment)})")
-    n = round(duration_s * sample_rate)
+        raise ValueError(
+            f"noise kind {noise_kind!r} is not one heard {environment} ({kinds_for(environment)})"
+        )
+    n = round(duration_s * SAMPLE_RATE)
     if rate_bpm == 0:
         cycles = BreathCycles(np.zeros(0), np.zeros(0), np.zeros(0))
     else:
         cycles = _cycles(participant, stage, duration_s, rng, rate_bpm, pause_prob)
-    breath = _render_breath(participant, cycles, n, rng, sample_rate)
+    breath = _render_breath(participant, cycles, n, rng)
     floor = (MIC_FLOOR_RMS * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
     audio = breath + floor
     if noise_kind is not None and snr_db is not None:
-        noise = make_noise(noise_kind, duration_s, rng, sample_rate)[:n]
-        if active_power(breath, sample_rate) > 0:
-            audio = audio + scale_noise(breath, noise, snr_db, sample_rate)
+        noise = make_noise(noise_kind, duration_s, rng, SAMPLE_RATE)[:n]
+        if active_power(breath, SAMPLE_RATE) > 0:
+            audio = audio + scale_noise(breath, noise, snr_db, SAMPLE_RATE)
         else:  # nothing to measure against: relative to the participant's nominal breath level
-            rms = 10 ** ((participant.level_dbfs - snr_db) / 20)
-            audio = audio + noise * (rms / float(np.sqrt(np.mean(np.square(noise)))))
+            audio = audio + noise * (10 ** ((participant.level_dbfs - snr_db) / 20) / NOISE_RMS)
     # Keep the peak under full scale; scaling the whole clip changes neither its SNR nor its labels.
     scale = min(1.0, MAX_PEAK / max(float(np.max(np.abs(audio))), 1e-12))
     return SynthRecording(
@@ -391,7 +415,6 @@ def synth_recording(
         environment=environment,
         noise_kind=noise_kind,
         snr_db=snr_db,
-        sample_rate=sample_rate,
     )
 
 
@@ -424,13 +447,13 @@ class _Plan:
     cuts: tuple[tuple[float, float], ...]
 
 
-def _draw_noise(stage: int | None, environment: str, rng: np.random.Generator) -> tuple[str | None, float | None]:
+def _draw_noise(
+    stage: int | None, environment: str, rng: np.random.Generator
+) -> tuple[str | None, float | None]:
     if rng.random() < CLEAN_SHARE:
         return None, None
-    if stage == 2 and rng.random() < 0.5:  # still exercising: treadmill belt or running steps
-        kind = "footsteps"
-    else:
-        kind = str(rng.choice(kinds_for(environment)))
+    still_running = stage == 2 and rng.random() < 0.5  # treadmill belt or running steps
+    kind = "footsteps" if still_running else str(rng.choice(kinds_for(environment)))
     return kind, draw_snr_db(rng)
 
 
@@ -439,8 +462,10 @@ def _plan_corpus(n_segments: int, seed: int) -> list[_Plan]:
     rng = np.random.default_rng(seed)
     # Tiny corpora get shorter stages so that at least three participants (train/val/test) appear.
     stage_s = float(np.clip(round(n_segments * _MEAN_SEGMENT_S / 12), 15, 60))
-    per_session = 4 * stage_s / _MEAN_SEGMENT_S
-    n_participants = max(3, math.ceil(n_segments / per_session / WORKOUTS_PER_PARTICIPANT))
+    sessions = math.ceil(n_segments / (4 * stage_s / _MEAN_SEGMENT_S))
+    # Repeat workouts (as over weeks) in big corpora, but never fewer than ~10 people while the
+    # corpus can hold them, so that a 70/15/15 split by participant is not a 1/1/1 split.
+    n_participants = max(3, min(10, sessions), math.ceil(sessions / WORKOUTS_PER_PARTICIPANT))
     participants = [
         make_participant(f"synth{seed}-p{i:03d}", int(s))
         for i, s in enumerate(rng.integers(0, 2**63 - 1, size=n_participants))
@@ -503,15 +528,15 @@ def _render(plan: _Plan, out_dir: str) -> list[Segment]:
     sf.write(Path(out_dir) / rel, rec.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     segments = []
     for start_s, end_s in plan.cuts:
-        rr_bpm, count = rec.label(start_s, end_s)
+        rr_bpm, count = (round(value, 4) for value in rec.label(start_s, end_s))
         segments.append(
             Segment(
                 path=rel,
                 start_s=start_s,
                 end_s=end_s,
-                rr_bpm=round(rr_bpm, 4),
-                respiration_count=round(count, 4),
-                breath_class=breath_class_for(rr_bpm),
+                rr_bpm=rr_bpm,
+                respiration_count=count,
+                breath_class=breath_class_for(rr_bpm),  # of the value written, so readers agree
                 noisy=rec.noisy,
                 stage=plan.stage,
                 participant=plan.participant.participant_id,

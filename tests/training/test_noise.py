@@ -127,10 +127,10 @@ def test_footsteps_are_periodic_at_a_running_or_walking_cadence(noises):
     for x in noises["footsteps"]:
         lag_s, strength = _periodicity(x)
         assert 1 / 3.0 - 0.02 <= lag_s <= 1 / 1.4 + 0.02  # 84-180 steps per minute
-        assert strength > 0.5
+        assert strength > 0.6
         assert _band_share(x, 0, 300) > 0.8  # thumps are low
     for kind in ("fan", "air_conditioner", "traffic"):
-        assert all(_periodicity(x)[1] < 0.3 for x in noises[kind]), kind
+        assert all(_periodicity(x)[1] < 0.4 for x in noises[kind]), kind
 
 
 def test_fan_is_broadband_and_slowly_modulated(noises):
@@ -160,8 +160,8 @@ def test_wind_is_low_and_gusty(noises):
 
 def test_traffic_is_low_frequency_rumble(noises):
     for x in noises["traffic"]:
-        assert _band_share(x, 0, 1500) > 0.8
-        assert _band_share(x, 0, 300) > 0.3
+        assert _band_share(x, 0, 1500) > 0.9
+        assert _band_share(x, 0, 300) > 0.2
 
 
 def test_music_is_tonal(noises):
@@ -174,6 +174,6 @@ def test_music_is_tonal(noises):
 def test_babble_is_speech_band_with_syllabic_modulation(noises):
     for x in noises["babble"]:
         assert _band_share(x, 100, 4000) > 0.9
-        assert _syllabic_share(x) > 0.5
-    for kind in ("fan", "air_conditioner", "fridge_hum"):
-        assert all(_syllabic_share(x) < 0.4 for x in noises[kind]), kind
+        assert _syllabic_share(x) > 0.4
+    for kind in ("fan", "fridge_hum"):  # steady appliances
+        assert all(_syllabic_share(x) < 0.36 for x in noises[kind]), kind
