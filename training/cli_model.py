@@ -59,3 +59,56 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_model_options(p)
     p.set_defaults(run=cmd_train)
+    add_evaluation_commands(commands)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    report = evaluate(args.checkpoint, args.data, args.out, with_dsp=not args.no_dsp, progress=not args.quiet)
+    print((Path(args.out) / "report.md").read_text())
+    print(
+        f"wrote {args.out}/report.md, report.json, predictions.csv, recordings.csv and "
+        f"{sum(len(r.get('plots', {})) for r in report['runs'])} plots"
+    )
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from training.experiments import run_experiments
+
+    run_experiments(args.data, args.out, quick=args.quick, seed=args.seed, progress=not args.quiet)
+    print(f"report: {args.out}/report/report.md")
+    return 0
+
+
+def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("evaluate", help="the paper's tables, breakdowns and plots for checkpoints")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        type=Path,
+        required=True,
+        metavar="CKPT",
+        help="checkpoint to evaluate; repeat to compare several in one report",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="corpus folder; its val and test splits are evaluated; repeat for several",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument("--no-dsp", action="store_true", help="leave out the DSP baseline")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("experiments", help="train and evaluate the paper's whole grid")
+    p.add_argument("--data", action="append", type=Path, required=True, metavar="DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--quick", action="store_true", help="few epochs: checks the pipeline, not the numbers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=cmd_experiments)

@@ -14,7 +14,10 @@ from sqlalchemy import inspect
 from backend import create_app, migrate
 from backend.db import EXTENSION_KEY, Base, Database
 
-TABLES = {"users", "api_tokens", "workouts", "stages", "segments", "pulse_readings", "idempotency_records"}
+TABLES = {
+    *("users", "api_tokens", "workouts", "stages", "segments", "pulse_readings", "idempotency_records"),
+    *("health_samples", "health_workouts", "import_jobs"),  # 0002: interop
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

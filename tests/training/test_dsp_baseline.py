@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from training.dsp_baseline import estimate_rr_dsp, dsp_run
+from training.dsp_baseline import dsp_run, estimate_rr_dsp
 from training.manifest import Segment
 
 FS = 16_000

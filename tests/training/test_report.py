@@ -148,7 +148,7 @@ def test_json_numbers_equal_direct_metrics(full_report):
 
 
 def test_dsp_run_missing_predictions_and_whole_recording_estimates(full_report):
-    runs, _, summary = full_report
+    _, _, summary = full_report
     dsp = summary["runs"][4]
     assert dsp["segment"]["n_missing_pred"] == 1 and dsp["segment"]["n"] == 47
     assert "f1_breath" not in dsp["segment"]
