@@ -46,6 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from backend.cli import register_cli
     from backend.health import bp as health_bp
     from backend.problems import register_error_handlers
+    from backend.web import init_web
 
     app.extensions[LIMITER_KEY] = AuthFailureLimiter(
         app.config["AUTH_FAILURE_LIMIT"], app.config["RATELIMIT_STORAGE_URI"]
@@ -53,5 +54,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(api)
+    init_web(app)  # the dashboard: sessions, login, pages
     register_cli(app)
     return app

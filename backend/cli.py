@@ -2,9 +2,11 @@
 
 flask --app backend db upgrade                  # create or migrate the schema
 flask --app backend users create alice --password
+flask --app backend users set-password alice    # dashboard password (ends alice's open sessions)
 flask --app backend tokens create alice --label "Alice's iPhone"   # prints the token once
 flask --app backend tokens list alice
 flask --app backend tokens revoke alice --label "Alice's iPhone"   # or --id 3, or --all
+flask --app backend import apple-health alice export.zip          # see backend/imports/cli.py
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from backend import migrate, tokens
 from backend.db import get_db
 from backend.models import ApiToken, User
 
+MIN_PASSWORD_CHARS = 8  # for set-password
 users_cli = AppGroup("users", help="Manage users.")
 tokens_cli = AppGroup("tokens", help="Manage device API tokens.")
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
@@ -49,6 +52,20 @@ def create_user(name: str, ask_password: bool) -> None:
     except IntegrityError:
         raise click.ClickException(f"user {name!r} already exists") from None
     click.echo(f"created user {name!r}" + (" with a password" if password else ""))
+
+
+@users_cli.command("set-password")
+@click.argument("name")
+def set_password(name: str) -> None:
+    """Set or change user NAME's dashboard password (their open dashboard sessions end)."""
+    with get_db().session() as session:
+        _user(session, name)  # fail before asking for a password
+    password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise click.BadParameter(f"use at least {MIN_PASSWORD_CHARS} characters", param_hint="password")
+    with get_db().session(write=True) as session, session.begin():
+        _user(session, name).set_password(password)
+    click.echo(f"password of {name!r} set; they can log in to the dashboard")
 
 
 @users_cli.command("list")
@@ -126,5 +143,7 @@ def db_current() -> None:
 
 
 def register_cli(app: Flask) -> None:
-    for group in (users_cli, tokens_cli, db_cli):
+    from backend.imports.cli import import_cli  # `import apple-health|health-auto-export|json USER FILE`
+
+    for group in (users_cli, tokens_cli, db_cli, import_cli):
         app.cli.add_command(group)

@@ -25,6 +25,12 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "LOG_JSON": True,  # one JSON object per log line (request logs included)
     "SQL_ECHO": False,
+    # Dashboard (docs/dashboard.md). SECRET_KEY comes from RESPIRA_SECRET_KEY; required in production.
+    "ENV": None,  # "production" | "development"; unset: production when gunicorn serves the app
+    "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # s without a visit after which a dashboard login expires
+    "SESSION_COOKIE_NAME": "respira_session",
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": None,  # None: HTTPS-only in production, also plain HTTP in development
 }
 
 

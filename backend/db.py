@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app, g
@@ -145,6 +148,26 @@ def close_session(_exc: BaseException | None = None) -> None:
         session.close()
 
 
+def _hold_before_commit() -> None:
+    """Fault injection for tests/backend/test_faults.py, off unless TEST_HOLD_BEFORE_COMMIT names a folder.
+
+    When a file `hold` is in that folder, the first write transaction to get there (its rows written but
+    not committed) renames it to `held-<pid>` and waits until that file is gone, so the test can kill
+    this worker at exactly that point instead of guessing with sleeps. Bounded: it waits 60 s at most.
+    """
+    folder = current_app.config.get("TEST_HOLD_BEFORE_COMMIT")
+    if not folder:
+        return
+    held = Path(folder) / f"held-{os.getpid()}"
+    try:
+        os.rename(Path(folder) / "hold", held)  # atomic: one request takes the hold
+    except FileNotFoundError:
+        return
+    deadline = time.monotonic() + 60
+    while held.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class ConflictError(Exception):
     """A unique constraint still failed after the retry: the request collides with stored data."""
 
@@ -167,6 +190,7 @@ def transactional(view: F) -> F:
             session = g.db_session = get_db().session(write=True)
             try:
                 result = view(*args, **kwargs)
+                _hold_before_commit()
                 session.commit()
                 return result
             except IntegrityError as exc:

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     Float,
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -213,3 +216,99 @@ class IdempotencyRecord(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---- interop (issue 6): samples and workouts from Apple Health / Health Auto Export, import jobs -------
+
+SAMPLE_KINDS = ("heart_rate", "respiratory_rate")
+IMPORT_KINDS = ("apple_health", "health_auto_export", "json")
+IMPORT_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+def _in(column: str, options: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(o) for o in options)})"
+
+
+class HealthSample(Base):
+    """A heart-rate or respiratory-rate sample from a health app (Apple Health, Health Auto Export).
+
+    `bpm` is per minute for both kinds: beats for heart rate, breaths for respiratory rate. A sample is
+    identified by (user, kind, start, source), so re-importing a file or a re-sent sync adds nothing.
+    Heart-rate samples recorded during a workout point at it (`workout_id`; see backend.imports.matching).
+    """
+
+    __tablename__ = "health_samples"
+    __table_args__ = (
+        # Also the index for time-range queries per user and kind (attaching, nearest-sample lookups).
+        UniqueConstraint("user_id", "kind", "started_at", "source"),
+        CheckConstraint(_in("kind", SAMPLE_KINDS), name="kind"),
+        CheckConstraint("bpm > 0", name="bpm"),
+        CheckConstraint("ended_at >= started_at", name="times"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    bpm: Mapped[float] = mapped_column(Float)
+    bpm_min: Mapped[float | None] = mapped_column(Float)  # Health Auto Export sends per-minute Min/Avg/Max
+    bpm_max: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(200))  # the app or device that recorded it
+    workout_id: Mapped[int | None] = mapped_column(ForeignKey("workouts.id", ondelete="SET NULL"), index=True)
+
+
+class HealthWorkout(Base):
+    """A workout session recorded by a health app (an Apple Watch workout), linked to the Respira
+    workout it overlaps in time, if any. Its span widens the window in which heart-rate samples attach."""
+
+    __tablename__ = "health_workouts"
+    __table_args__ = (
+        UniqueConstraint("user_id", "started_at", "source"),
+        CheckConstraint("ended_at >= started_at", name="times"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(200))
+    activity_type: Mapped[str] = mapped_column(String(100))  # as the app names it: "Running", "Outdoor Run"
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    indoor: Mapped[bool | None] = mapped_column(Boolean)
+    hr_avg_bpm: Mapped[float | None] = mapped_column(Float)
+    hr_min_bpm: Mapped[float | None] = mapped_column(Float)
+    hr_max_bpm: Mapped[float | None] = mapped_column(Float)
+    workout_id: Mapped[int | None] = mapped_column(ForeignKey("workouts.id", ondelete="SET NULL"), index=True)
+
+
+class ImportJob(Base):
+    """One import (an uploaded export, a push, a JSON restore) and how far it got.
+
+    Large Apple Health exports are processed in batches, each in its own transaction; the job row is
+    updated in the same transaction, so `bytes_done` and `counts` always describe what is stored.
+    """
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        Index("ix_import_jobs_user_created", "user_id", "created_at"),
+        CheckConstraint(_in("kind", IMPORT_KINDS), name="kind"),
+        CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)  # the public id
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    filename: Mapped[str | None] = mapped_column(String(255))
+    bytes_total: Mapped[int | None] = mapped_column(BigInteger)  # of the XML (uncompressed) when known
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)  # read and stored so far
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)  # the first few skipped records
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(32))  # malformed, invalid, internal, interrupted
+    error_line: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last batch stored

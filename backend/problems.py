@@ -15,7 +15,8 @@ from typing import Any
 
 from flask import Flask, Response, json, request
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from backend.db import ConflictError
 
@@ -27,11 +28,15 @@ VALIDATION = "validation-error"
 MALFORMED_JSON = "malformed-json"
 CONFLICT = "conflict"
 IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+MALFORMED_XML = "malformed-xml"
+NOT_AN_EXPORT = "not-an-export"
 PROBLEM_TYPES: dict[str, str] = {
     VALIDATION: "A field is missing, has the wrong type, is unknown or out of range; see `errors`.",
     MALFORMED_JSON: "The body is not valid JSON; `detail` gives the line and column.",
     CONFLICT: "The request collides with stored data (a pulse point or segment start already stored).",
     IDEMPOTENCY_KEY_REUSED: "The Idempotency-Key was already used for a different request.",
+    MALFORMED_XML: "The uploaded export.xml is not well-formed XML; `detail` gives the line and column.",
+    NOT_AN_EXPORT: "The upload is not an Apple Health export (export.zip or export.xml).",
 }
 
 log = logging.getLogger("respira.errors")
@@ -130,6 +135,18 @@ def register_error_handlers(app: Flask) -> None:
         return problem_response(
             ProblemError(409, "Conflict", "The request collides with stored data.", CONFLICT)
         )
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_unavailable(exc: Exception) -> Response | HTTPException:
+        # The database is down, restarting or unreachable: a passing condition, so 503 and a hint to retry
+        # (a 500 would say the request itself broke the server). See tests/backend/test_faults.py.
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        if not _wants_problem():
+            return ServiceUnavailable()
+        detail = "The database is unavailable; retry in a few seconds."
+        problem = ProblemError(503, "Service Unavailable", detail, headers={"Retry-After": "5"})
+        return problem_response(problem)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response | HTTPException:

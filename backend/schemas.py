@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from backend.domain import (
     PULSE_MAX_BPM,
@@ -29,12 +29,33 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 StageNumber = Annotated[
     int, Field(ge=1, le=4, description="1 before, 2 during, 3 right after, 4 cooling down")
 ]
+
+
+def _not_a_number(value: object) -> object:
+    """Pydantic reads a number ("2026", "0.5") as Unix time, so `?from=2026` would mean 1970: refuse it."""
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return value  # not a number: the date and datetime parsers decide
+    raise ValueError("expected a date YYYY-MM-DD or an ISO 8601 instant with its UTC offset, not a number")
+
+
 # A calendar day on the workout's own clock (inclusive), or an exact instant with its offset.
-DateOrInstant = Annotated[AwareDatetime | date, Field(union_mode="left_to_right")]
+DateOrInstant = Annotated[
+    AwareDatetime | date, Field(union_mode="left_to_right"), BeforeValidator(_not_a_number)
+]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_character(cls, value: object) -> object:
+        """PostgreSQL text cannot hold U+0000 (the insert would fail: a 500); refuse it on every database."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
 
 
 class Params(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from backend.api import docs, trends, workouts
+from backend.api import docs, exports, imports, me, trends, workouts
 from backend.api.auth import require_token
 
 API_PREFIX = "/api/v1"
@@ -17,4 +17,7 @@ api = Blueprint("api", __name__, url_prefix=API_PREFIX)
 api.before_request(require_token)
 api.register_blueprint(workouts.bp)
 api.register_blueprint(trends.bp)
+api.register_blueprint(imports.bp)
+api.register_blueprint(exports.bp)
+api.register_blueprint(me.bp)
 api.register_blueprint(docs.bp)

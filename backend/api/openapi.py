@@ -23,6 +23,10 @@ from backend.schemas import Problem
 
 M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
+JSON = "application/json"
+# A response is (description, model): the model of a JSON body, None for no body, or a mapping from media
+# type to model (None: a body with no JSON Schema, e.g. text/csv) for endpoints that answer in several.
+ResponseSpec = tuple[str, type[BaseModel] | Mapping[str, type[BaseModel] | None] | None]
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "Missing, invalid or revoked bearer token",
@@ -43,7 +47,8 @@ class Operation:
     path: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
-    responses: Mapping[int, tuple[str, type[BaseModel] | None]] = field(default_factory=dict)
+    body_media_type: str = JSON  # e.g. multipart/form-data: the view then reads the body itself
+    responses: Mapping[int, ResponseSpec] = field(default_factory=dict)
     public: bool = False
     idempotent: bool = False
 
@@ -60,7 +65,7 @@ def operation(summary: str, **spec: Any) -> Callable[[Callable[..., Any]], Calla
                 kwargs["path"] = parse_params(op.path, view_args, "path")
             if op.query is not None:
                 kwargs["query"] = parse_params(op.query, request.args.to_dict(flat=True), "query")
-            if op.body is not None:
+            if op.body is not None and op.body_media_type == JSON:
                 kwargs["body"] = parse_body(op.body)
             return view(**kwargs)
 
@@ -125,7 +130,7 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str) -> dict[
         paths.setdefault(path, {})[method] = _operation_object(op, endpoint, schemas)
     # Parameter models were only needed to describe the parameters, which are now inlined.
     param_models = {m.__name__ for op in ops for m in (op.path, op.query) if m is not None}
-    body_models = {m.__name__ for op in ops for m in (op.body, *(r[1] for r in op.responses.values())) if m}
+    body_models = {m.__name__ for op in ops for m in (op.body, *_response_models(op)) if m}
     for name in param_models - body_models:
         schemas.pop(name, None)
     return {
@@ -146,11 +151,28 @@ def _component_schemas(ops: list[Operation]) -> dict[str, Any]:
         for model in (op.path, op.query, op.body):
             if model is not None:
                 models[(model, "validation")] = None
-        for _desc, model in op.responses.values():
-            if model is not None:
-                models[(model, "serialization")] = None
+        for model in _response_models(op):
+            models[(model, "serialization")] = None
     _, top = models_json_schema(list(models), ref_template=REF)
     return dict(sorted(top.get("$defs", {}).items()))
+
+
+def _response_models(op: Operation) -> list[type[BaseModel]]:
+    models = []
+    for _description, spec in op.responses.values():
+        candidates = spec.values() if isinstance(spec, Mapping) else [spec]
+        models += [model for model in candidates if model is not None]
+    return models
+
+
+def _content(spec: type[BaseModel] | Mapping[str, type[BaseModel] | None] | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    by_media_type = spec if isinstance(spec, Mapping) else {JSON: spec}
+    return {
+        media_type: {"schema": {"$ref": REF.format(model=model.__name__)} if model else {"type": "string"}}
+        for media_type, model in by_media_type.items()
+    }
 
 
 def _operation_object(op: Operation, endpoint: str, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -176,13 +198,13 @@ def _operation_object(op: Operation, endpoint: str, schemas: dict[str, Any]) -> 
     if op.body is not None:
         out["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
+            "content": {op.body_media_type: {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
         }
     responses: dict[str, Any] = {}
-    for status, (description, model) in sorted(op.responses.items()):
+    for status, (description, spec) in sorted(op.responses.items()):
         entry: dict[str, Any] = {"description": description}
-        if model is not None:
-            entry["content"] = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+        if (content := _content(spec)) is not None:
+            entry["content"] = content
         responses[str(status)] = entry
     errors = {400, 413, 415, 422} if op.body else set()
     errors |= {422} if (op.query or op.path) else set()

@@ -1,0 +1,256 @@
+"""Import endpoints: Apple Health exports (as jobs), Health Auto Export pushes, JSON exports; job status.
+
+Uploads may be far larger than the JSON body limit: this blueprint raises the request's limit to
+IMPORT_MAX_CONTENT_LENGTH (export uploads) or IMPORT_JSON_MAX_CONTENT_LENGTH (JSON bodies), for its own
+requests only, after authentication.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePath
+from typing import Any
+
+from flask import Blueprint, current_app, request, url_for
+from sqlalchemy import select
+
+from backend.api.auth import current_principal
+from backend.api.openapi import operation
+from backend.db import get_db, get_session, transactional
+from backend.exports.schemas import RespiraExport
+from backend.imports import health_auto_export, json_restore, setting
+from backend.imports.apple_health import ExportError, check_export
+from backend.imports.jobs import (
+    ImportSettings,
+    create_job,
+    fail_if_stale,
+    load_job,
+    record_finished_job,
+    run_apple_health_job,
+    start_in_background,
+    upload_path,
+)
+from backend.imports.schemas import (
+    AppleHealthUpload,
+    HealthAutoExportPush,
+    ImportJobList,
+    ImportJobOut,
+    ImportJobPath,
+    ImportListQuery,
+)
+from backend.models import ImportJob
+from backend.problems import MALFORMED_XML, NOT_AN_EXPORT, PROBLEM_MIMETYPE, FieldError, ProblemError
+from backend.schemas import Problem
+
+bp = Blueprint("imports", __name__)
+TAGS = ("imports",)
+MULTIPART = "multipart/form-data"
+FILE_PART = "file"
+UPLOAD_ENDPOINT = "api.imports.apple_health"
+
+
+@bp.before_request
+def _raise_body_limit() -> None:
+    name = (
+        "IMPORT_MAX_CONTENT_LENGTH"
+        if request.endpoint == UPLOAD_ENDPOINT
+        else "IMPORT_JSON_MAX_CONTENT_LENGTH"
+    )
+    request.max_content_length = int(setting(current_app.config, name))
+
+
+def job_url(job: ImportJob) -> str:
+    return url_for("api.imports.get_import", job_id=str(job.uuid))
+
+
+def job_json(job: ImportJob) -> dict[str, Any]:
+    if job.status == "succeeded":
+        progress: float | None = 1.0
+    elif job.bytes_total:
+        progress = min(job.bytes_done / job.bytes_total, 1.0)
+    else:
+        progress = None
+    out = ImportJobOut(
+        id=job.uuid,
+        url=job_url(job),
+        kind=job.kind,  # type: ignore[arg-type]
+        status=job.status,  # type: ignore[arg-type]
+        filename=job.filename,
+        progress=progress,
+        bytes_total=job.bytes_total,
+        bytes_done=job.bytes_done,
+        counts=job.counts or {},
+        warnings=job.warnings or [],
+        error=job.error,
+        error_line=job.error_line,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+    return out.model_dump(mode="json")
+
+
+def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> ProblemError:
+    """The problem+json for an upload that is not a usable export (before or during its import)."""
+    kind = exc.kind if exc else (job.error_type if job else None)
+    message = exc.message if exc else (job.error if job else None) or "the import failed"
+    where = f" The import job is at {job_url(job)}." if job is not None else ""
+    if kind == "malformed":
+        return ProblemError(
+            400, "Malformed XML", f"{message}.{where}", MALFORMED_XML, [FieldError((FILE_PART,), message)]
+        )
+    if kind == "unsupported":
+        return ProblemError(
+            415, "Unsupported Media Type", message, NOT_AN_EXPORT, [FieldError((FILE_PART,), message)]
+        )
+    if kind == "internal":
+        return ProblemError(500, "Internal Server Error", f"{message}{where}")
+    return ProblemError(
+        422,
+        "Not an Apple Health export",
+        f"{message}.{where}",
+        NOT_AN_EXPORT,
+        [FieldError((FILE_PART,), message)],
+    )
+
+
+@bp.post("/imports/apple-health")
+@operation(
+    "Import an Apple Health export",
+    description="Upload export.zip (or the export.xml inside it) as multipart/form-data, part `file`. "
+    "Heart-rate and respiratory-rate records and workouts are stored; heart-rate samples attach to the "
+    "workouts they overlap and fill missing protocol pulse points (see docs/interop.md for the rule). "
+    "Importing the same file again adds nothing. Small files are imported during the request (201); "
+    "larger ones in the background (202): poll the job's `url`. Records are stored in batches; if the "
+    "import fails, the batches stored stay and the job says where it stopped.",
+    tags=TAGS,
+    body=AppleHealthUpload,
+    body_media_type=MULTIPART,
+    responses={
+        201: ("Imported (small file)", ImportJobOut),
+        202: ("Importing in the background; poll `url`", ImportJobOut),
+        400: ("Malformed XML: `detail` names the line and column", {PROBLEM_MIMETYPE: Problem}),
+        415: ("Not multipart/form-data, or the file is neither zip nor XML", {PROBLEM_MIMETYPE: Problem}),
+        422: ("No `file` part, or not an Apple Health export", {PROBLEM_MIMETYPE: Problem}),
+    },
+)
+def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
+    if request.mimetype != MULTIPART:
+        raise ProblemError(
+            415, "Unsupported Media Type", f"Send the export as {MULTIPART} with a part named '{FILE_PART}'."
+        )
+    upload = request.files.get(FILE_PART)  # reading the body raises 413 past IMPORT_MAX_CONTENT_LENGTH
+    if upload is None:
+        raise ProblemError.invalid(
+            [
+                FieldError(
+                    (FILE_PART,), f"missing: attach export.zip or export.xml as the form part '{FILE_PART}'"
+                )
+            ],
+            "Invalid request body",
+        )
+    settings = ImportSettings.from_app(current_app)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_uuid = uuid.uuid4()
+    path = upload_path(settings, job_uuid)
+    upload.save(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ExportError("the file is empty", "invalid")
+        check_export(path)
+    except ExportError as exc:
+        path.unlink(missing_ok=True)
+        raise _export_problem(exc) from None
+
+    db, user_id = get_db(), current_principal().user_id
+    filename = "".join(c for c in PurePath(upload.filename or "").name if c.isprintable())[:255] or None
+    job = create_job(db, user_id, "apple_health", filename, job_uuid)
+    headers = {"Location": job_url(job)}
+    if path.stat().st_size <= settings.inline_max_bytes:
+        done = run_apple_health_job(db, job.id, path, settings, delete_file=True)
+        if done is None:
+            raise ProblemError(404, "Not Found", "The account was deleted during the import.")
+        if done.status != "succeeded":
+            raise _export_problem(None, done)
+        return job_json(done), 201, headers
+    start_in_background(current_app._get_current_object(), db, job, path, settings)  # type: ignore[attr-defined]
+    return job_json(load_job(db, job.id) or job), 202, headers
+
+
+@bp.post("/imports/health-auto-export")
+@operation(
+    "Receive a Health Auto Export push",
+    description="The JSON the Health Auto Export app's REST API automation sends. heart_rate and "
+    "respiratory_rate metrics and workouts (with heartRateData) are stored; other metrics are ignored. "
+    "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'. Overlapping syncs never "
+    "duplicate. One transaction: a malformed point rejects the push (422 naming it) and stores nothing.",
+    tags=TAGS,
+    body=HealthAutoExportPush,
+    responses={201: ("Imported", ImportJobOut)},
+)
+@transactional
+def health_auto_export_push(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
+    session, user_id = get_session(), current_principal().user_id
+    tolerance_s = float(setting(current_app.config, "IMPORT_PULSE_TOLERANCE_S"))
+    counts, warnings = health_auto_export.import_push(session, user_id, body, tolerance_s)
+    job = record_finished_job(session, user_id, "health_auto_export", counts, warnings)
+    return job_json(job), 201, {"Location": job_url(job)}
+
+
+@bp.post("/imports/json")
+@operation(
+    "Import a JSON export (restore)",
+    description="The document `GET /api/v1/export?format=json` produces, from this or another account or "
+    "server. Workouts are created or replaced by id, samples already stored are skipped: importing it "
+    "twice changes nothing. One transaction: any invalid part rejects it (422 naming the field).",
+    tags=TAGS,
+    body=RespiraExport,
+    responses={201: ("Imported", ImportJobOut)},
+)
+@transactional
+def json_import(body: RespiraExport) -> tuple[dict[str, Any], int, dict[str, str]]:
+    session, user_id = get_session(), current_principal().user_id
+    counts, warnings = json_restore.restore(session, user_id, body)
+    job = record_finished_job(session, user_id, "json", counts, warnings)
+    return job_json(job), 201, {"Location": job_url(job)}
+
+
+@bp.get("/imports/<job_id>")
+@operation(
+    "Progress and result of an import",
+    description="`status` queued, running, then succeeded or failed; `progress` 0-1; `counts` stored.",
+    tags=TAGS,
+    path=ImportJobPath,
+    responses={200: ("The import job", ImportJobOut)},
+)
+def get_import(path: ImportJobPath) -> dict[str, Any]:
+    job = (
+        get_session()
+        .scalars(
+            select(ImportJob).where(
+                ImportJob.uuid == path.job_id, ImportJob.user_id == current_principal().user_id
+            )
+        )
+        .one_or_none()
+    )
+    if job is None:
+        raise ProblemError(404, "Not Found", f"No import {path.job_id} for this user.")
+    stale_after_s = float(setting(current_app.config, "IMPORT_STALE_AFTER_S"))
+    return job_json(fail_if_stale(get_db(), job, stale_after_s))
+
+
+@bp.get("/imports")
+@operation(
+    "Recent imports, newest first",
+    tags=TAGS,
+    query=ImportListQuery,
+    responses={200: ("Import jobs", ImportJobList)},
+)
+def list_imports(query: ImportListQuery) -> dict[str, Any]:
+    jobs = get_session().scalars(
+        select(ImportJob)
+        .where(ImportJob.user_id == current_principal().user_id)
+        .order_by(ImportJob.created_at.desc(), ImportJob.id.desc())
+        .limit(query.limit)
+    )
+    return {"imports": [job_json(job) for job in jobs]}

@@ -1,0 +1,39 @@
+"""Imports into Respira: Apple Health exports, Health Auto Export pushes, and Respira's own JSON export.
+
+    dates               the date formats health apps write ("2024-01-15 23:00:00 -0600", 12-hour variants)
+    records             what an import yields (samples, workouts) and how it is stored without duplicates
+    apple_health        streaming parser of export.zip / export.xml (iterparse, bounded memory)
+    health_auto_export  the JSON that the Health Auto Export app pushes
+    json_restore        re-importing a JSON export (portability)
+    matching            attaching heart-rate samples to workouts; filling missing protocol pulse points
+    jobs                import jobs: batches, progress, background threads, the job resource
+    synthetic           a realistic synthetic export.xml for tests, benchmarks and demos
+
+Settings (app config, or RESPIRA_<NAME> in the environment) and their defaults are in `SETTINGS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SETTINGS: dict[str, Any] = {
+    # Uploads of export.zip / export.xml may be this large (bytes); the JSON body limit stays small.
+    "IMPORT_MAX_CONTENT_LENGTH": 4 * 1024**3,
+    # JSON imports (Health Auto Export pushes, JSON exports) are parsed in memory: keep them bounded.
+    "IMPORT_JSON_MAX_CONTENT_LENGTH": 64 * 1024**2,
+    # Uploads up to this size are imported during the request; larger ones in a background job.
+    "IMPORT_INLINE_MAX_BYTES": 8 * 1024**2,
+    "IMPORT_BATCH_SIZE": 5000,  # records per transaction
+    "IMPORT_UPLOAD_DIR": None,  # where uploads wait for their job; default: <instance>/imports
+    # A protocol pulse point is filled from the nearest heart-rate sample at most this far away.
+    "IMPORT_PULSE_TOLERANCE_S": 120,
+    # A job that stored nothing for this long is reported failed (its process probably went away).
+    "IMPORT_STALE_AFTER_S": 900,
+}
+
+
+def setting(config: Mapping[str, Any], name: str) -> Any:
+    """The app's value for an import setting, or its default."""
+    value = config.get(name)
+    return SETTINGS[name] if value is None else value

@@ -1,0 +1,145 @@
+"""What imports produce, and how it is stored so that importing the same data twice adds nothing.
+
+Every importer turns its input into `SampleIn` and `HealthWorkoutIn` values; `store_samples` and
+`store_health_workouts` insert them with INSERT ... ON CONFLICT DO NOTHING against the unique
+(user, kind, start, source) and (user, start, source) constraints, and report how many rows were new.
+So a re-imported file, an overlapping Health Auto Export sync or two imports at once never duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, RR_MAX_BPM
+from backend.models import HealthSample, HealthWorkout
+
+HEART_RATE = "heart_rate"
+RESPIRATORY_RATE = "respiratory_rate"
+SOURCE_MAX_CHARS = 200
+# Rows per INSERT statement. psycopg parses each statement's placeholders in Python, ~7 kB per row, so
+# pages of 1000 (SQLAlchemy's default) would make a 7 MB peak on PostgreSQL; 250 keeps it under 2 MB.
+INSERT_PAGE_ROWS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SampleIn:
+    kind: str  # HEART_RATE or RESPIRATORY_RATE
+    started_at: datetime
+    ended_at: datetime
+    bpm: float  # per minute: beats, or breaths
+    source: str
+    bpm_min: float | None = None
+    bpm_max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthWorkoutIn:
+    source: str
+    activity_type: str
+    started_at: datetime
+    ended_at: datetime
+    indoor: bool | None = None
+    hr_avg_bpm: float | None = None
+    hr_min_bpm: float | None = None
+    hr_max_bpm: float | None = None
+
+
+def sample_problem(kind: str, bpm: float) -> str | None:
+    """Why a value cannot be a sample of this kind (None when it can).
+
+    Heart rate must lie in the range the API accepts for pulse (25-250 /min), so that any sample can fill a
+    protocol pulse point; respiratory rate in (0, 80] breaths/min, as RR estimates.
+    """
+    if bpm != bpm:  # NaN
+        return "the value is not a number"
+    if kind == HEART_RATE and not PULSE_MIN_BPM <= bpm <= PULSE_MAX_BPM:
+        return f"heart rate {bpm:g}/min is outside {PULSE_MIN_BPM:g}-{PULSE_MAX_BPM:g}"
+    if kind == RESPIRATORY_RATE and not 0 < bpm <= RR_MAX_BPM:
+        return f"respiratory rate {bpm:g}/min is outside 0-{RR_MAX_BPM:g}"
+    return None
+
+
+def clean_source(name: str | None, default: str, max_chars: int = SOURCE_MAX_CHARS) -> str:
+    """A name for the source column: trimmed, without NUL (PostgreSQL text cannot hold it), never empty."""
+    name = (name or "").replace("\x00", "").strip()
+    return (name or default)[:max_chars]
+
+
+def _insert_ignoring_duplicates(session: Session, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (both spell it the same way)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"imports need PostgreSQL or SQLite, not {dialect}")
+
+
+def _insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    statement = (
+        _insert_ignoring_duplicates(session, table)
+        .returning(table.c.id)
+        .execution_options(insertmanyvalues_page_size=INSERT_PAGE_ROWS)
+    )
+    # RETURNING yields only the rows that were inserted: that is the count of new ones.
+    return len(session.execute(statement, rows).all())
+
+
+def store_samples(
+    session: Session,
+    user_id: int,
+    samples: Sequence[SampleIn],
+    workout_ids: Sequence[int | None] | None = None,
+) -> dict[str, int]:
+    """Insert samples not stored yet; returns new rows per kind. `workout_ids` (aligned) links them."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for i, s in enumerate(samples):
+        by_kind.setdefault(s.kind, []).append(
+            {
+                "user_id": user_id,
+                "kind": s.kind,
+                "started_at": s.started_at,
+                "ended_at": s.ended_at,
+                "bpm": s.bpm,
+                "bpm_min": s.bpm_min,
+                "bpm_max": s.bpm_max,
+                "source": s.source,
+                "workout_id": workout_ids[i] if workout_ids is not None else None,
+            }
+        )
+    table: Table = HealthSample.__table__  # type: ignore[assignment]
+    return {kind: _insert_new(session, table, rows) for kind, rows in by_kind.items()}
+
+
+def store_health_workouts(
+    session: Session,
+    user_id: int,
+    workouts: Sequence[HealthWorkoutIn],
+    workout_ids: Sequence[int | None] | None = None,
+) -> int:
+    """Insert health-app workouts not stored yet; returns how many were new."""
+    rows = [
+        {
+            "user_id": user_id,
+            "source": w.source,
+            "activity_type": w.activity_type,
+            "started_at": w.started_at,
+            "ended_at": w.ended_at,
+            "indoor": w.indoor,
+            "hr_avg_bpm": w.hr_avg_bpm,
+            "hr_min_bpm": w.hr_min_bpm,
+            "hr_max_bpm": w.hr_max_bpm,
+            "workout_id": workout_ids[i] if workout_ids is not None else None,
+        }
+        for i, w in enumerate(workouts)
+    ]
+    return _insert_new(session, HealthWorkout.__table__, rows)  # type: ignore[arg-type]

@@ -1,0 +1,109 @@
+"""Pydantic models of the import endpoints: uploads, Health Auto Export's JSON, and the job resource."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.schemas import Params
+
+ImportKind = Literal["apple_health", "health_auto_export", "json"]
+ImportStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class AppleHealthUpload(BaseModel):
+    """multipart/form-data with one file part."""
+
+    file: bytes = Field(
+        description="export.zip as the Health app exports it (Profile > Export All Health Data), "
+        "or the export.xml inside it"
+    )
+
+
+class ImportJobOut(BaseModel):
+    id: uuid.UUID
+    url: str = Field(description="Poll this for progress")
+    kind: ImportKind
+    status: ImportStatus
+    filename: str | None
+    progress: float | None = Field(description="0-1: share of the file read and stored; null until known")
+    bytes_total: int | None = Field(description="Size of the XML (uncompressed), when known")
+    bytes_done: int = Field(description="Bytes of XML read and stored so far")
+    counts: dict[str, int] = Field(
+        description="What was read and stored: records_read, heart_rate_read/_added, "
+        "respiratory_rate_read/_added, health_workouts_read/_added, skipped (unusable records), "
+        "workouts_linked, samples_attached, pulse_filled; JSON imports also workouts_created/_replaced. "
+        "*_read minus *_added is what was already stored."
+    )
+    warnings: list[str] = Field(description="The first skipped records and why")
+    error: str | None = Field(description="Why the import failed; records stored before are kept")
+    error_line: int | None = Field(description="Line of the export.xml where malformed XML was found")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ImportJobList(BaseModel):
+    imports: list[ImportJobOut]
+
+
+class ImportJobPath(Params):
+    job_id: uuid.UUID
+
+
+class ImportListQuery(Params):
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+# ---- Health Auto Export --------------------------------------------------------------------------------
+# The app adds fields across versions and sends dozens of metrics we do not read: unknown fields are
+# allowed, and only the metrics we import are checked point by point (backend.imports.health_auto_export).
+
+
+class _HaeModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class HaeMetric(_HaeModel):
+    name: str = Field(description="heart_rate and respiratory_rate are imported; other metrics are ignored")
+    units: str | None = None
+    data: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='heart_rate: {"date", "Min", "Avg", "Max", "source"?}; respiratory_rate: '
+        '{"date", "qty", "source"?}. Dates: "2024-09-28 16:51:59 +1000" or "2024-09-28 4:51:59 pm +1000".',
+    )
+
+
+class HaeWorkout(_HaeModel):
+    id: str | None = None
+    name: str | None = Field(default=None, description='e.g. "Outdoor Run"')
+    start: str
+    end: str
+    location: str | None = Field(default=None, description="Indoor or Outdoor")
+    heartRateData: list[dict[str, Any]] = Field(  # the app's spelling
+        default_factory=list, description='{"date", "Min", "Avg", "Max"} or {"date", "qty"} per point'
+    )
+    heartRateRecovery: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class HaeData(_HaeModel):
+    metrics: list[HaeMetric] = Field(default_factory=list)
+    workouts: list[HaeWorkout] = Field(default_factory=list)
+
+
+class HealthAutoExportPush(_HaeModel):
+    """What the Health Auto Export app's REST API automation sends (JSON format, version 1 or 2)."""
+
+    data: HaeData
+
+
+class HaePoint(_HaeModel):
+    date: str
+    qty: float | None = None
+    Min: float | None = None
+    Avg: float | None = None
+    Max: float | None = None
+    source: str | None = None

@@ -1,0 +1,111 @@
+"""DELETE /api/v1/me removes every row of the caller, in every table, and nobody else's."""
+
+from __future__ import annotations
+
+import uuid
+
+from api_helpers import Api, sample_workout, workout_url
+from flask import Flask
+from interop_helpers import db_of, export_xml, heart_rate, hk_workout, respiratory_rate, upload
+from sqlalchemy import func, select, text
+
+from backend.db import Base
+from backend.imports.jobs import ImportSettings, create_job, upload_path
+from backend.models import User
+from backend.tokens import issue_token
+
+# How to find a user's rows in each table: straight by user_id, or through the rows they hang from.
+OWNED_ROWS = {
+    "users": "SELECT count(*) FROM users WHERE id = :user",
+    "api_tokens": "SELECT count(*) FROM api_tokens WHERE user_id = :user",
+    "idempotency_records": "SELECT count(*) FROM idempotency_records WHERE user_id = :user",
+    "workouts": "SELECT count(*) FROM workouts WHERE user_id = :user",
+    "stages": "SELECT count(*) FROM stages JOIN workouts w ON w.id = stages.workout_id "
+    "WHERE w.user_id = :user",
+    "segments": "SELECT count(*) FROM segments JOIN stages s ON s.id = segments.stage_id "
+    "JOIN workouts w ON w.id = s.workout_id WHERE w.user_id = :user",
+    "pulse_readings": "SELECT count(*) FROM pulse_readings "
+    "JOIN workouts w ON w.id = pulse_readings.workout_id WHERE w.user_id = :user",
+    "health_samples": "SELECT count(*) FROM health_samples WHERE user_id = :user",
+    "health_workouts": "SELECT count(*) FROM health_workouts WHERE user_id = :user",
+    "import_jobs": "SELECT count(*) FROM import_jobs WHERE user_id = :user",
+}
+
+
+def rows_of(app: Flask, user_id: int) -> dict[str, int]:
+    with db_of(app).session() as session:
+        return {table: session.scalar(text(sql), {"user": user_id}) for table, sql in OWNED_ROWS.items()}
+
+
+def totals(app: Flask) -> dict[str, int]:
+    with db_of(app).session() as session:
+        return {
+            table: session.scalar(select(func.count()).select_from(Base.metadata.tables[table]))
+            for table in OWNED_ROWS
+        }
+
+
+def fill(api: Api, app: Flask, label: str) -> None:
+    """Put a row of this user in every table."""
+    workout_id = uuid.uuid4()
+    assert api.put(workout_url(workout_id), json=sample_workout()).status_code == 201
+    append = api.post(
+        f"{workout_url(workout_id)}/pulse",
+        json={"pulse": [{"point": "after_3", "bpm": 140}]},
+        headers={"Idempotency-Key": f"{label}-after-3"},
+    )
+    assert append.status_code == 201
+    xml = export_xml(
+        [
+            heart_rate("2026-11-21 07:52:01 -0800", 151),
+            heart_rate("2026-11-21 12:00:00 -0800", 70),
+            respiratory_rate("2026-11-21 02:00:00 -0800", "2026-11-21 02:02:30 -0800", 14.5),
+            hk_workout("2026-11-21 07:35:00 -0800", "2026-11-21 07:52:30 -0800"),
+        ]
+    )
+    assert upload(api, xml).status_code == 201
+    with db_of(app).session(write=True) as session, session.begin():
+        issue_token(session, session.get(User, api.user_id), f"{label}'s Watch")
+
+
+def test_deleting_an_account_removes_every_row_of_it_and_nothing_else(
+    alice: Api, bob: Api, app: Flask
+) -> None:
+    assert set(OWNED_ROWS) == set(Base.metadata.tables), "a new table needs its ownership rule here"
+    fill(alice, app, "alice")
+    fill(bob, app, "bob")
+    before_alice, before_bob, before_total = (
+        rows_of(app, alice.user_id),
+        rows_of(app, bob.user_id),
+        totals(app),
+    )
+    assert all(n > 0 for n in before_alice.values()), before_alice  # the test covers every table
+    assert all(n > 0 for n in before_bob.values()), before_bob
+    assert before_total == {t: before_alice[t] + before_bob[t] for t in OWNED_ROWS}
+    assert before_alice["pulse_readings"] >= 4 and before_alice["health_samples"] == 3
+
+    response = alice.delete("/api/v1/me")
+    assert response.status_code == 204
+
+    assert rows_of(app, alice.user_id) == dict.fromkeys(OWNED_ROWS, 0)
+    assert rows_of(app, bob.user_id) == before_bob
+    assert totals(app) == before_bob
+    assert alice.get("/api/v1/workouts").status_code == 401  # the token went with the account
+    assert bob.get("/api/v1/me").json["workouts"] == 1
+
+
+def test_me_describes_the_account(alice: Api) -> None:
+    alice.put(workout_url(uuid.uuid4()), json=sample_workout())
+    me = alice.get("/api/v1/me").json
+    assert me["name"] == "alice" and me["workouts"] == 1 and me["devices"] == 1
+    assert me["dashboard_login"] is False and me["health_samples"] == 0
+
+
+def test_deleting_an_account_removes_its_waiting_uploads(alice: Api, app: Flask) -> None:
+    settings = ImportSettings.from_app(app)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job = create_job(db_of(app), alice.user_id, "apple_health", "export.zip")
+    waiting = upload_path(settings, job.uuid)
+    waiting.write_bytes(b"PK\x03\x04 a big export waiting for its import")
+    assert alice.delete("/api/v1/me").status_code == 204
+    assert not waiting.exists()

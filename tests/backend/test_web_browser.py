@@ -1,0 +1,322 @@
+"""The dashboard in headless Chromium: real pages, real clicks, what is drawn compared with the API.
+
+One server (SQLite, seeded through the API) and one browser serve the whole module. Screenshots of every
+page go to test-artifacts/screenshots/ (paths printed; `pytest -s` shows them). Skipped, saying why, where
+Chromium or its driver is missing; scripts/system-deps installs both.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_helpers import Api, app_config, empty_database, make_user
+from browser_helpers import bbox, chromium, chromium_paths, live_server, screenshot
+from flask import Flask
+from web_helpers import COOKIE, PASSWORD, aged_cookie, px_to_value, seed_workouts, set_password
+
+from backend import create_app, migrate
+from backend.db import EXTENSION_KEY, Database
+
+pytestmark = pytest.mark.browser
+PHONE = {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True}
+
+
+@dataclass
+class Site:
+    app: Flask
+    base: str
+    workout_ids: list[str]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    chromium_paths()  # skip before building anything when there is no browser
+    with empty_database("sqlite", tmp_path_factory.mktemp("browser-db")) as url:
+        db = Database(url)
+        migrate.upgrade(db)
+        db.dispose()
+        app = create_app(app_config(url))
+        alice_id, alice_token = make_user(app, "alice", "Alice's iPhone")
+        set_password(app, alice_id)
+        bob_id, _ = make_user(app, "bob", None)  # logs in, has nothing uploaded yet
+        set_password(app, bob_id)
+        ids = seed_workouts(Api(app, alice_token, alice_id), count=12)
+        with live_server(app) as base:
+            yield Site(app, base, ids)
+        app.extensions[EXTENSION_KEY].dispose()
+
+
+@pytest.fixture(scope="module")
+def driver(site: Site) -> Iterator[Any]:
+    with chromium() as browser:
+        yield browser
+
+
+def wait_for_new_page(driver: Any, action: Any) -> None:
+    """Do `action` (a click, a submit) and wait until the browser has loaded the page it leads to."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    action()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def log_in(driver: Any, site: Site, name: str = "alice", password: str = PASSWORD) -> None:
+    driver.delete_all_cookies()
+    driver.get(site.base + "/login")
+    driver.find_element("id", "username").send_keys(name)
+    driver.find_element("id", "password").send_keys(password)
+    wait_for_new_page(driver, driver.find_element("css selector", "main form button[type=submit]").click)
+
+
+def api_get(site: Site, path: str, token: str) -> Any:
+    request = urllib.request.Request(site.base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def attrs(driver: Any, element: Any) -> dict[str, str]:
+    return driver.execute_script(
+        "const out = {}; for (const a of arguments[0].attributes) out[a.name] = a.value; return out;", element
+    )
+
+
+def test_failed_login_then_login(driver: Any, site: Site) -> None:
+    driver.delete_all_cookies()
+    driver.get(site.base + "/workouts")
+    assert "/login?next=/workouts" in driver.current_url
+    screenshot(driver, "login")
+    driver.find_element("id", "username").send_keys("alice")
+    driver.find_element("id", "password").send_keys("not the password")
+    wait_for_new_page(driver, driver.find_element("css selector", "main form button[type=submit]").click)
+    error = driver.find_element("id", "login-error")
+    assert error.text == "Wrong username or password." and error.get_attribute("role") == "alert"
+    assert driver.find_element("id", "username").get_attribute("value") == "alice"
+    screenshot(driver, "login-failed")
+
+    driver.find_element("id", "password").send_keys(PASSWORD)
+    wait_for_new_page(driver, driver.find_element("css selector", "main form button[type=submit]").click)
+    assert driver.current_url == site.base + "/workouts"  # back where the login was asked for
+
+
+def test_trends_draw_the_numbers_of_the_api(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    # A token made on the tokens page, used to fetch the API's numbers from the same server.
+    driver.get(site.base + "/tokens")
+    driver.find_element("id", "label").send_keys("Browser test")
+    wait_for_new_page(driver, driver.find_element("css selector", "form.inline-form button").click)
+    token = driver.find_element("id", "new-token").get_attribute("value")
+    assert token.startswith("rsp_")
+    screenshot(driver, "tokens-new-token")
+    stages = api_get(site, "/api/v1/trends/stages", token)["stages"]
+    pairs = api_get(site, "/api/v1/trends/rr-vs-pulse", token)["stages"]
+
+    driver.get(site.base + "/trends")
+    screenshot(driver, "trends")
+    checked_boxes = checked_points = 0
+    for kind in ("rr", "pulse"):
+        plot = attrs(driver, driver.find_element("css selector", f"g.plot[data-chart='box-{kind}']"))
+        for stage in stages:
+            dist, n = stage[kind], stage["stage"]
+            where = f"[data-kind='{kind}'][data-stage='{n}']"
+            boxes = driver.find_elements("css selector", f"rect.box{where}")
+            if dist["n"] == 0:
+                assert boxes == []
+                continue
+            (box,) = boxes
+            assert box.is_displayed()
+            drawn = bbox(driver, box)
+            assert px_to_value(drawn["y"], plot) == pytest.approx(dist["q3"], abs=0.01)
+            assert px_to_value(drawn["y"] + drawn["height"], plot) == pytest.approx(dist["q1"], abs=0.01)
+            median = bbox(driver, driver.find_element("css selector", f"line.median{where}"))
+            assert px_to_value(median["y"], plot) == pytest.approx(dist["median"], abs=0.01)
+            whisker = bbox(driver, driver.find_element("css selector", f"line.whisker{where}"))
+            assert px_to_value(whisker["y"], plot) == pytest.approx(dist["whisker_high"], abs=0.01)
+            assert px_to_value(whisker["y"] + whisker["height"], plot) == pytest.approx(
+                dist["whisker_low"], abs=0.01
+            )
+            points = driver.find_elements("css selector", f"circle.point{where}")
+            assert [p.get_attribute("data-workout-id") for p in points] == dist["workout_ids"]
+            centres = [bbox(driver, p) for p in points]
+            drawn_values = [px_to_value(c["y"] + c["height"] / 2, plot) for c in centres]
+            assert drawn_values == pytest.approx(dist["points"], abs=0.01)
+            checked_boxes, checked_points = checked_boxes + 1, checked_points + len(points)
+    assert checked_boxes == 8 and checked_points == sum(s[k]["n"] for s in stages for k in ("rr", "pulse"))
+
+    plot = attrs(driver, driver.find_element("css selector", "g.plot[data-chart='rr-vs-pulse']"))
+    drawn_pairs = []
+    for marker in driver.find_elements("css selector", "path.pair"):
+        box = bbox(driver, marker)
+        drawn_pairs.append(
+            (
+                int(marker.get_attribute("data-stage")),
+                round(px_to_value(box["x"] + box["width"] / 2, plot, "x"), 1),
+                round(px_to_value(box["y"] + box["height"] / 2, plot), 1),
+            )
+        )
+    expected = [
+        (s["stage"], round(p["pulse_bpm"], 1), round(p["rr_bpm"], 1)) for s in pairs for p in s["pairs"]
+    ]
+    assert len(drawn_pairs) == len(expected)
+    for got, want in zip(drawn_pairs, expected, strict=True):
+        assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], abs=0.11)
+
+
+def test_workouts_list_and_detail(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    driver.get(site.base + "/workouts")
+    rows = driver.find_elements("css selector", "tr[data-workout-id]")
+    assert [r.get_attribute("data-workout-id") for r in rows] == list(reversed(site.workout_ids))
+    screenshot(driver, "workouts")
+    link = rows[-1].find_element("tag name", "a")
+    wait_for_new_page(driver, link.click)
+    assert driver.current_url == f"{site.base}/workouts/{site.workout_ids[0]}"
+    charts = driver.find_elements("css selector", "svg.chart-svg[data-chart^='stage-']")
+    assert len(charts) == 4 and all(c.is_displayed() for c in charts)
+    assert len(driver.find_elements("css selector", "g.segment")) == 40
+    assert len(driver.find_elements("css selector", "rect.noise")) == 40
+    assert len(driver.find_elements("css selector", "path.pulse-point")) == 6
+    screenshot(driver, "workout-detail")
+
+    driver.get(site.base + "/workouts?activity=hiit&from=2026-10-12")
+    rows = driver.find_elements("css selector", "tr[data-workout-id]")
+    assert [r.get_attribute("data-workout-id") for r in rows] == [site.workout_ids[i] for i in (11, 8, 5)]
+    assert driver.find_element("id", "activity").get_attribute("value") == "hiit"
+
+
+def test_keyboard_navigation_focus_and_labels(driver: Any, site: Site) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    log_in(driver, site)
+    driver.get(site.base + "/trends")
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    skip = driver.switch_to.active_element
+    assert skip.text == "Skip to content" and skip.get_attribute("href").endswith("#main")
+    style = driver.execute_script(
+        "const s = getComputedStyle(arguments[0]); const r = arguments[0].getBoundingClientRect();"
+        "return {outline: s.outlineStyle, width: s.outlineWidth, top: r.top};",
+        skip,
+    )
+    assert (
+        style["outline"] != "none" and style["width"] != "0px" and style["top"] >= 0
+    )  # visible when focused
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    assert driver.switch_to.active_element.get_attribute("id") == "main"
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    assert (
+        driver.switch_to.active_element.get_attribute("id") == "from"
+    )  # straight into the page's own controls
+
+    unlabelled_script = """
+        const bad = [];
+        for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea, button')) {
+          const label = (el.labels && el.labels.length) || el.getAttribute('aria-label');
+          if (!label && !el.textContent.trim()) bad.push(el.outerHTML);
+        }
+        for (const svg of document.querySelectorAll('svg[role=img]')) {
+          const ids = (svg.getAttribute('aria-labelledby') || '').split(' ').filter(Boolean);
+          const named = ids.length && ids.every(id => (document.getElementById(id) || {}).textContent);
+          if (!named) bad.push(svg.dataset.chart);
+        }
+        return {bad, h1: document.querySelectorAll('h1').length, lang: document.documentElement.lang};
+    """
+    for path in ("/workouts", f"/workouts/{site.workout_ids[0]}", "/trends", "/tokens"):
+        driver.get(site.base + path)
+        found = driver.execute_script(unlabelled_script)
+        assert found == {"bad": [], "h1": 1, "lang": "en"}, path
+    driver.delete_all_cookies()
+    driver.get(site.base + "/login")
+    assert driver.execute_script(unlabelled_script) == {"bad": [], "h1": 1, "lang": "en"}
+
+
+def test_readable_at_phone_width(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    for name, path in [
+        ("workouts-phone", "/workouts"),
+        ("workout-detail-phone", f"/workouts/{site.workout_ids[0]}"),
+        ("trends-phone", "/trends"),
+        ("tokens-phone", "/tokens"),
+    ]:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+        driver.get(site.base + path)
+        layout = driver.execute_script(
+            "const svg = document.querySelector('svg.chart-svg');"
+            "const label = document.querySelector('svg.chart-svg text.tick-label');"
+            "return {width: innerWidth, scroll: document.documentElement.scrollWidth,"
+            " svg: svg ? svg.getBoundingClientRect().width : null,"
+            " tick_px: label ? label.getBoundingClientRect().height : null};"
+        )
+        assert layout["width"] == 375
+        assert layout["scroll"] <= 375, f"{path} scrolls sideways at phone width"
+        if layout["svg"] is not None:  # charts fill the width and their labels stay legible
+            assert 300 <= layout["svg"] <= 375 and layout["tick_px"] >= 9
+        screenshot(driver, name, **PHONE)
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_expired_session_sends_back_to_login(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    cookie = driver.get_cookie(COOKIE)
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    lifetime_s = int(site.app.permanent_session_lifetime.total_seconds())
+    aged = aged_cookie(site.app, cookie["value"], lifetime_s + 5)
+    assert aged != cookie["value"]
+    driver.delete_cookie(COOKIE)
+    driver.add_cookie({**cookie, "value": aged})
+    driver.get(site.base + "/trends")
+    assert "/login?next=/trends" in driver.current_url, driver.current_url
+    flashes = driver.find_elements("css selector", ".flashes")
+    assert flashes and "Your session expired. Please log in again." in flashes[0].text, driver.page_source
+    screenshot(driver, "session-expired")
+
+
+def test_post_without_csrf_token_is_rejected(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    driver.get(site.base + "/tokens")
+    before = len(driver.find_elements("css selector", "tr[data-token-id]"))
+    forge = """
+        const form = document.createElement('form');
+        form.method = 'post'; form.action = '/tokens';
+        const label = document.createElement('input');
+        label.name = 'label'; label.value = 'Forged device';
+        form.appendChild(label); document.body.appendChild(form); form.submit();
+    """
+    wait_for_new_page(driver, lambda: driver.execute_script(forge))
+    assert driver.find_element("tag name", "h1").text == "Form not accepted"
+    screenshot(driver, "csrf-rejected")
+    driver.get(site.base + "/tokens")
+    assert len(driver.find_elements("css selector", "tr[data-token-id]")) == before
+    assert "Forged device" not in driver.page_source
+
+
+def test_empty_state_and_logout(driver: Any, site: Site) -> None:
+    log_in(driver, site, "bob")
+    empty = driver.find_element("css selector", ".empty-state")
+    assert "No workouts yet" in empty.text
+    assert empty.find_element("link text", "Devices & tokens").get_attribute("href") == site.base + "/tokens"
+    assert empty.find_element("link text", "API reference").get_attribute("href").endswith("/api/v1/docs")
+    screenshot(driver, "workouts-empty")
+    wait_for_new_page(driver, driver.find_element("css selector", "form.logout button").click)
+    assert driver.current_url == site.base + "/login"
+    assert "You are logged out." in driver.page_source
+    driver.get(site.base + "/workouts")
+    assert "/login" in driver.current_url
+
+
+def test_no_request_leaves_the_server(driver: Any, site: Site) -> None:
+    """Offline: every resource a page loads comes from this server (no CDN, no web fonts)."""
+    log_in(driver, site)
+    for path in ("/workouts", f"/workouts/{site.workout_ids[0]}", "/trends", "/tokens"):
+        driver.get(site.base + path)
+        urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert urls and all(u.startswith(site.base + "/static/") for u in urls), urls
+    assert Path(__file__).resolve().parents[2].joinpath("backend/static/web/dashboard.css").is_file()
