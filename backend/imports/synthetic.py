@@ -135,7 +135,8 @@ class _Day:
         self.summary.records += 1
 
     def in_workout(self, t: float) -> bool:
-        return self.workout_span is not None and self.workout_span[0] - 60 <= t <= self.workout_span[1] + 600
+        # Whole seconds are written: keep a margin so a resting reading never lands on a workout second.
+        return self.workout_span is not None and self.workout_span[0] - 60 <= t <= self.workout_span[1] + 610
 
     def heart_rate(self) -> None:
         rng, bpm = self.rng, 62.0

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from sqlalchemy import select
 
 from backend.exports.csv_export import COLUMNS
 from backend.exports.schemas import RespiraExport
-from backend.models import HealthSample, Workout
+from backend.models import HealthSample, User, Workout
 
 A = uuid.UUID("6a1f2e3d-4c5b-4a69-8877-665544332211")
 B = uuid.UUID("0b9c8d7e-6f5a-4b3c-9d2e-1f0a9b8c7d6e")
@@ -427,3 +428,19 @@ def test_exports_hold_only_the_callers_data_and_refuse_unknown_formats(
     assert alice_data.get("/api/v1/export").json["format"] == "respira-export"
     with db_of(app).session() as session:
         assert session.scalars(select(Workout.uuid).where(Workout.user_id == bob.user_id)).all() == []
+
+
+def test_cli_restores_a_json_export(alice_data: Api, app: Flask, tmp_path: Path) -> None:
+    path = tmp_path / "respira-export.json"
+    path.write_bytes(export(alice_data, "json").get_data())
+    runner = app.test_cli_runner()
+    runner.invoke(args=["users", "create", "hana"])
+    result = runner.invoke(args=["import", "json", "hana", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "2 workouts created, 0 replaced, 4 heart-rate samples (4 new)" in result.output
+    with db_of(app).session() as session:
+        hana = session.scalars(select(User.id).where(User.name == "hana")).one()
+    assert count(app, Workout, Workout.user_id == hana) == 2
+    path.write_text(path.read_text().replace('"version": 1', '"version": 2'))
+    failed = runner.invoke(args=["import", "json", "hana", str(path)])
+    assert failed.exit_code == 1 and "version" in failed.output

@@ -83,3 +83,46 @@ def test_config_rejects_non_convex_mixture():
         TrainConfig(beta=0.7, gamma=0.3, kappa=0.2)
     with pytest.raises(ValueError, match="model_type"):
         TrainConfig(model_type="gru")
+
+
+def test_rr_mse_term_adds_squared_error_of_standardised_rr():
+    from training.models import ModelOutputs
+
+    torch.manual_seed(0)
+    out = ModelOutputs(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 4.0]),
+                       torch.randn(3, 3), torch.randn(3, 2))
+    rr_z, rc = torch.tensor([0.5, 1.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])
+    breath, noisy = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0])
+    ones3, ones2 = torch.ones(3), torch.ones(2)
+    plain = MultiTaskLoss(TrainConfig(), ones3, ones2).task_losses(out, rr_z, rc, breath, noisy)
+    mixed = MultiTaskLoss(TrainConfig(rr_mse_weight=0.5), ones3, ones2)
+    mixed = mixed.task_losses(out, rr_z, rc, breath, noisy)
+    mse = (0.25 + 0.0 + 1.0) / 3
+    assert float(mixed["regression"]) == pytest.approx(float(plain["regression"]) + 0.5 * mse, rel=1e-6)
+    assert float(mixed["breath_ce"]) == float(plain["breath_ce"])
+
+
+def test_paper_config_switches_off_our_options_and_bad_options_are_refused():
+    paper = TrainConfig.paper(units=16)
+    assert (paper.frame_stride, paper.lr_schedule, paper.rr_mse_weight, paper.band_limit_prob) == (
+        1, "constant", 0.0, 0.0)
+    assert paper.units == 16 and paper.lr == 0.01 and paper.batch_size == 64
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="frame_stride"):
+        TrainConfig(frame_stride=0)
+    round_trip = TrainConfig.from_dict(TrainConfig(band_limit_hz=[500.0, 2000.0]).to_dict())
+    assert round_trip.band_limit_hz == (500.0, 2000.0)
+
+
+def test_group_ccc_cost_is_the_mean_within_groups():
+    from training.losses import group_ccc_cost
+
+    pred = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0, 10.0, 10.0, 10.0, 5.0])
+    true = torch.tensor([0.0, 1.0, 2.0, 3.0, 9.0, 10.0, 11.0, 12.0, 0.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2])  # group 2 has one item: too small, left out
+    # group 0 is perfect (cost 0); group 1 predicts a constant: covariance 0, so CCC 0 and cost 1
+    assert float(group_ccc_cost(pred, true, groups)) == pytest.approx(0.5)
+    # over the whole batch the constant group hardly shows: the batch CCC is high
+    assert float(ccc(pred[:8], true[:8])) > 0.9
+    assert float(group_ccc_cost(pred[:3], true[:3], groups[:3])) == 0.0

@@ -1,6 +1,7 @@
-"""Training end to end on small stand-in data: learning happens, runs are reproducible, checkpoints are safe."""
+"""Training end to end on small stand-in data: it learns, reproduces, and writes safe checkpoints."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_checkpoint_with_other_frontend_is_refused(tmp_path):
 
 def test_not_a_checkpoint_is_refused(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt"):
+    with pytest.raises(CheckpointError, match=r"junk\.pt"):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -91,3 +92,89 @@ def test_segment_frames_equal_frontend_on_the_segment_alone():
         sliced = segment_frames(whole, start_s, end_s, cfg)
         assert sliced.shape == alone.shape
         assert np.abs(sliced - alone).max() < 1e-4
+
+
+def test_plateau_schedule_decays_only_when_validation_stalls():
+    from training.train import make_scheduler
+
+    cfg = TrainConfig(lr=0.01, lr_schedule="plateau", lr_decay_factor=0.5, lr_decay_patience=1, lr_min=1e-3)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = make_scheduler(cfg, optimizer)
+    lrs = []
+    for val_ccc in [0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]:
+        scheduler.step(val_ccc)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # stalls of 2 epochs (patience 1) halve the rate; an improvement resets the count; floor at lr_min
+    assert lrs[:5] == [0.01, 0.01, 0.01, 0.005, 0.005]
+    assert lrs[6] == 0.0025 and lrs[-1] == pytest.approx(1e-3)
+    assert make_scheduler(TrainConfig(), optimizer) is None  # the paper's constant rate
+
+
+def test_cosine_schedule_reaches_lr_min_at_max_epochs():
+    from training.train import make_scheduler
+
+    cfg = TrainConfig(lr=0.01, lr_schedule="cosine", max_epochs=10, lr_min=1e-4)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = make_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in range(10):
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    assert lrs[4] == pytest.approx((0.01 + 1e-4) / 2, rel=1e-6) and lrs[-1] == pytest.approx(1e-4)
+
+
+def test_band_limit_attenuates_only_above_the_cutoff():
+    from training.dataset import band_limit, mel_band_centers_hz
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(-2.0, 1.0, (50, 40)).astype(np.float32)
+    feats[:, 5] = np.log(DEFAULT_FRONTEND.log_floor)  # a silent band stays silent
+    limited = band_limit(feats, 2000.0, octave_db=24.0)
+    centers = mel_band_centers_hz()
+    below, octave_up = centers <= 2000.0, np.argmin(np.abs(centers - 4000.0))
+    assert np.allclose(limited[:, below], feats[:, below], atol=1e-4)
+    assert np.allclose(limited[:, 5], feats[:, 5])
+    # one octave above: 24 dB less energy, i.e. log(10^-2.4) in the log domain (the floor is tiny)
+    expected = np.log(10 ** (-24 * np.log2(centers[octave_up] / 2000.0) / 10)) + feats[:, octave_up]
+    assert np.allclose(limited[:, octave_up], expected, atol=1e-3)
+    assert limited.dtype == np.float32
+
+
+def test_strided_model_trains_and_round_trips(tmp_path, data):
+    cfg = TrainConfig(max_epochs=3, patience=3, batch_size=32, seed=1, frame_stride=5, lr_schedule="plateau",
+                      rr_mse_weight=0.3)
+    summary = train(cfg, [], tmp_path / "s.pt", progress=False, train_examples=data[0], val_examples=data[1])
+    assert summary["val_ccc_rr"] > 0.3 and all("lr" in h for h in summary["history"])
+    model, meta = load_checkpoint(tmp_path / "s.pt")
+    assert model.frame_stride == 5 and meta["model"]["frame_stride"] == 5
+    assert predict(model, data[1])["rr_bpm"].std() > 1e-3  # not a constant
+
+
+def test_checkpoint_model_description_decides_the_stride(tmp_path):
+    """A config saved beside a hand-built model (as the Core ML tests do) must not change the model."""
+    from training.models import RRModel
+
+    save_checkpoint(tmp_path / "m.pt", RRModel("tclstm", 16), TrainConfig(units=16, frame_stride=5))
+    model, _ = load_checkpoint(tmp_path / "m.pt")
+    assert model.frame_stride == 1
+
+
+def test_band_limit_augmentation_touches_only_synthetic_segments():
+    from training.dataset import collate
+    from training.train import augment_batch
+
+    examples = _examples(4, "train", 5)
+    examples[0].segment.source = examples[2].segment.source = "synth"
+    examples[1].segment.source = examples[3].segment.source = "rrujo/thinklabs"
+    batch = collate(examples, [0, 1, 2, 3])
+    before = batch.features.clone()
+    augment_batch(batch, examples, TrainConfig(band_limit_prob=1.0), np.random.default_rng(0))
+    changed = [not torch.equal(before[i], batch.features[i]) for i in range(4)]
+    assert changed == [True, False, True, False]
+    # padding after the valid frames stays zero
+    n = len(examples[0].features)
+    assert torch.equal(batch.features[0, n:], before[0, n:])
+    untouched = collate(examples, [0, 1])
+    augment_batch(untouched, examples, TrainConfig(band_limit_prob=0.0), np.random.default_rng(0))
+    assert torch.equal(untouched.features, collate(examples, [0, 1]).features)
