@@ -197,12 +197,9 @@ def seed(url: str, n_users: int, workouts_per_user: int, seed_value: int = 0) ->
             marks = ", ".join("?" * 11)
             sql = f"INSERT INTO {Segment.__tablename__} ({columns}) VALUES ({marks})"
             raw.cursor().executemany(sql, segment_rows(stage_rr, seed_value))
-    with db.engine.connect() as conn:
-        if db.dialect == "postgresql":
-            conn.execute(text("ANALYZE"))
-            conn.commit()
-        else:
-            conn.exec_driver_sql("ANALYZE")
+    with db.engine.connect() as conn:  # planner statistics, as a database in service would have
+        conn.execute(text("ANALYZE"))
+        conn.commit()
     db.dispose()
     counts = {
         "users": n_users,

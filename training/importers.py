@@ -120,12 +120,15 @@ def rrujo_recordings(src_dir: Path) -> tuple[list[Recording], list[str]]:
     table = src_dir / "recordings.csv"
     if not table.is_file():
         raise CorpusImportError(f"{src_dir}: no recordings.csv here; is this the RRuJO folder?")
-    with table.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RRUJO_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CorpusImportError(f"{table}: missing columns {', '.join(missing)}")
-        rows = list(reader)
+    try:
+        with table.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in RRUJO_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CorpusImportError(f"{table}: missing columns {', '.join(missing)}")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:  # found by tests/training/test_fuzz_inputs.py
+        raise CorpusImportError(f"{table}: not a readable UTF-8 CSV table ({exc})") from exc
     recordings, skipped = [], []
     for line, row in enumerate(rows, start=2):
         where = f"{table}:{line}"

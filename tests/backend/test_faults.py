@@ -382,7 +382,7 @@ def test_database_down_answers_503_and_recovers(cluster: Cluster) -> None:
 RACERS = 6
 
 
-def race(port: int, send: Callable[[], tuple[int, Any]]) -> list[tuple[int, Any]]:
+def race(send: Callable[[], tuple[int, Any]]) -> list[tuple[int, Any]]:
     """`send()` from RACERS threads released together; their (status, body) answers."""
     barrier = threading.Barrier(RACERS)
     answers: list[tuple[int, Any]] = []
@@ -406,7 +406,7 @@ def test_concurrent_retries_of_one_upload_leave_exactly_one_workout(database: st
     token = user_token(database)
     url, body = workout_url(uuid.uuid4()), full_workout()
     with gunicorn(database, tmp_path / "gunicorn.log", 3) as port:
-        statuses = [status for status, _ in race(port, lambda: request(port, "PUT", url, body, token))]
+        statuses = [status for status, _ in race(lambda: request(port, "PUT", url, body, token))]
         assert len(statuses) == RACERS
         assert set(statuses) <= {200, 201} and statuses.count(201) == 1, statuses  # created once, replaced
         assert counts(database) == FULL
@@ -414,7 +414,7 @@ def test_concurrent_retries_of_one_upload_leave_exactly_one_workout(database: st
         # Appends retried with one Idempotency-Key: applied once, every retry gets the first answer.
         extra = {"segments": [{"start_s": 1.5 + 3 * j, "duration_s": 3.0, "rr_bpm": 20.0} for j in range(5)]}
         key = {"Idempotency-Key": f"stage-1-{uuid.uuid4().hex}"}
-        answers = race(port, lambda: request(port, "POST", f"{url}/stages/1/segments", extra, token, key))
+        answers = race(lambda: request(port, "POST", f"{url}/stages/1/segments", extra, token, key))
         assert [status for status, _ in answers] == [201] * RACERS, answers
         assert all(answer == answers[0][1] for _, answer in answers)
         assert answers[0][1]["segment_count"] == 19 + 5
