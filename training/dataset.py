@@ -116,3 +116,29 @@ def batches(
 def feature_stats(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
     frames = np.concatenate([e.features for e in examples])
     return torch.from_numpy(frames.mean(axis=0)), torch.from_numpy(frames.std(axis=0))
+
+
+def mel_band_centers_hz(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
+    """Centre frequency of each mel band of the front-end (librosa's mel scale, as the filterbank)."""
+    import librosa
+
+    return librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz, htk=cfg.htk)[1:-1]
+
+
+def band_limit(
+    features: np.ndarray,
+    cutoff_hz: float,
+    cfg: FrontEndConfig = DEFAULT_FRONTEND,
+    octave_db: float = 24.0,
+) -> np.ndarray:
+    """Log-mel frames as if the audio had been low-passed at ``cutoff_hz`` (ours, augmentation).
+
+    A band's energy is scaled by the filter's power gain at its centre: 1 below the cutoff and
+    ``-octave_db`` dB per octave above it (a 4th-order roll-off). In the log domain that is
+    ``log(gain * (exp(x) - floor) + floor)``, so silence stays at the front-end's floor.
+    """
+    centers = mel_band_centers_hz(cfg)
+    octaves_above = np.log2(np.maximum(centers / cutoff_hz, 1.0))
+    gain = 10.0 ** (-octave_db * octaves_above / 10.0)
+    energy = np.maximum(np.exp(features) - cfg.log_floor, 0.0)
+    return np.log(energy * gain + cfg.log_floor).astype(np.float32)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from training.audio import AudioError, load_audio
 from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
 from training.dataset import load_examples
 from training.estimate import MIN_DURATION_S, estimate_audio
 from training.manifest import Segment, audio_path, read_manifest
@@ -30,7 +31,13 @@ SPLITS = ("val", "test")
 def run_name(meta: dict) -> str:
     cfg = meta["config"]
     name = f"{'TC-LSTM' if cfg['model_type'] == 'tclstm' else 'LSTM'}-{cfg['units']}"
-    return name + (" +aug" if was_augmented(meta) else "")
+    paper = TrainConfig.paper().to_dict()
+    ours = [
+        k
+        for k in ("frame_stride", "lr_schedule", "rr_mse_weight", "rr_group_ccc_weight", "band_limit_prob")
+        if k in cfg and cfg[k] != paper[k]
+    ]
+    return name + (" +aug" if was_augmented(meta) else "") + (" (ours)" if ours else "")
 
 
 def was_augmented(meta: dict) -> bool:

@@ -8,6 +8,9 @@
 - Dynamic weight averaging (Liu et al. 2019): each task's weight follows how fast its loss fell over the
   last two epochs, ``K softmax(L_k(t-1) / L_k(t-2) / T)``; the first two epochs weigh all tasks 1.
 - The convex mixture: ``beta`` regression, ``gamma`` breath CE, ``kappa`` breath focal, the rest noise CE.
+- Ours: ``rr_mse_weight`` adds the mean squared error of standardised RR to the regression term, and
+  ``rr_group_ccc_weight`` the mean CCC cost of RR within each source (corpus) of the batch (see
+  :class:`training.config.TrainConfig`); 0 is the paper.
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ def ccc(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 def ccc_cost(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return 1.0 - ccc(pred, true)
+
+
+def group_ccc_cost(
+    pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor, min_size: int = 4
+) -> torch.Tensor:
+    """Mean of ``1 - CCC`` within each group (an int label per item) that has at least ``min_size`` items.
+
+    A CCC over the whole batch is high as soon as the wide-range group is right; within each group it
+    also asks the narrow-range group to be tracked. No group big enough: zero.
+    """
+    costs = [ccc_cost(pred[groups == g], true[groups == g]) for g in torch.unique(groups)
+             if int((groups == g).sum()) >= min_size]
+    return torch.stack(costs).mean() if costs else pred.sum() * 0.0
 
 
 def class_weights(counts: list[int] | torch.Tensor) -> torch.Tensor:
@@ -92,9 +108,15 @@ class MultiTaskLoss:
             "noise_ce": cfg.noise_weight,
         }
 
-    def task_losses(self, outputs, rr_z, rc, breath, noisy) -> dict[str, torch.Tensor]:
+    def task_losses(self, outputs, rr_z, rc, breath, noisy, groups=None) -> dict[str, torch.Tensor]:
+        """Per-task losses of a batch; ``groups`` [B] (int source of each item) is needed only for
+        ``rr_group_ccc_weight``."""
         cfg = self.cfg
         regression = cfg.alpha * ccc_cost(outputs.rr_z, rr_z) + (1 - cfg.alpha) * ccc_cost(outputs.rc, rc)
+        if cfg.rr_mse_weight:
+            regression = regression + cfg.rr_mse_weight * nn.functional.mse_loss(outputs.rr_z, rr_z)
+        if cfg.rr_group_ccc_weight and groups is not None:
+            regression = regression + cfg.rr_group_ccc_weight * group_ccc_cost(outputs.rr_z, rr_z, groups)
         return {
             "regression": regression,
             "breath_ce": weighted_cross_entropy(outputs.breath_logits, breath, self.breath_weights),

@@ -16,10 +16,18 @@ def test_quick_grid_fills_tables(tmp_path, capsys):
     assert main(["experiments", "--data", str(corpus), "--out", str(out), "--quick", "--quiet"]) == 0
     report = json.loads((out / "report" / "report.json").read_text())
     names = {run["name"] for run in report["runs"]}
-    assert {"TC-LSTM-16", "TC-LSTM-32", "TC-LSTM-64", "LSTM-32", "TC-LSTM-32 +aug", "DSP baseline"} <= names
+    assert {
+        "TC-LSTM-16",
+        "TC-LSTM-32",
+        "TC-LSTM-64",
+        "LSTM-32",
+        "TC-LSTM-32 +aug",
+        "TC-LSTM-32 (ours)",
+        "DSP baseline",
+    } <= names
     markdown = (out / "report" / "report.md").read_text()
     for heading in ("Table I", "Table II", "Table III"):
         assert heading in markdown
     # Table III has both columns now: a model trained with augmentation exists
     assert "TC-LSTM-32 +aug" in markdown
-    assert len(list((out / "checkpoints").glob("*.pt"))) == 5
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 6
