@@ -36,8 +36,12 @@ def test_quick_demo_ends_serving_the_uploaded_workouts(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out = proc.stdout
         assert f"dashboard:      http://127.0.0.1:{port}/" in out
-        for path in ("coreml/Respira.mlpackage", "coreml/RespiraStateful.mlpackage", "report/report.md",
-                     "model/tclstm32.pt"):
+        for path in (
+            "coreml/Respira.mlpackage",
+            "coreml/RespiraStateful.mlpackage",
+            "report/report.md",
+            "model/tclstm32.pt",
+        ):
             assert (tmp_path / path).exists(), path
         assert out.count("files within tolerance") == 2 and "FAIL" not in out
 
@@ -54,8 +58,9 @@ def test_quick_demo_ends_serving_the_uploaded_workouts(tmp_path):
         assert status == 200
 
         # re-running skips every step that is up to date
-        again = subprocess.run([*cmd, "--stop-at-end"], cwd=ROOT, env=env, capture_output=True, text=True,
-                               timeout=600)
+        again = subprocess.run(
+            [*cmd, "--stop-at-end"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
         assert again.returncode == 0, again.stderr[-2000:]
         for step in ("data", "train", "evaluate", "export", "verify", "simulate"):
             assert f"[{step}] up to date, skipped" in again.stdout

@@ -67,8 +67,14 @@ def load_checkpoint(
     # the saved model description is the truth (a config may be saved beside a hand-built model);
     # checkpoints from before the stride option have neither field and ran at stride 1
     frame_stride = payload.get("model", {}).get("frame_stride", payload["config"].get("frame_stride", 1))
-    model = RRModel(cfg.model_type, cfg.units, expected_frontend.n_mels, cfg.conv_kernel,
-                    expected_frontend.frames_per_second, int(frame_stride))
+    model = RRModel(
+        cfg.model_type,
+        cfg.units,
+        expected_frontend.n_mels,
+        cfg.conv_kernel,
+        expected_frontend.frames_per_second,
+        int(frame_stride),
+    )
     model.load_state_dict(payload["weights"])
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "weights"}

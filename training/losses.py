@@ -45,8 +45,11 @@ def group_ccc_cost(
     A CCC over the whole batch is high as soon as the wide-range group is right; within each group it
     also asks the narrow-range group to be tracked. No group big enough: zero.
     """
-    costs = [ccc_cost(pred[groups == g], true[groups == g]) for g in torch.unique(groups)
-             if int((groups == g).sum()) >= min_size]
+    costs = [
+        ccc_cost(pred[groups == g], true[groups == g])
+        for g in torch.unique(groups)
+        if int((groups == g).sum()) >= min_size
+    ]
     return torch.stack(costs).mean() if costs else pred.sum() * 0.0
 
 

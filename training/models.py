@@ -164,9 +164,7 @@ class RRModel(nn.Module):
         return self._heads(pooled, count)
 
     # -- streaming -----------------------------------------------------------------------------------
-    def forward_chunk(
-        self, features: torch.Tensor, state: StreamState
-    ) -> tuple[ModelOutputs, StreamState]:
+    def forward_chunk(self, features: torch.Tensor, state: StreamState) -> tuple[ModelOutputs, StreamState]:
         """Process the next frames [B, t, n_mels] (t >= 1, a multiple of ``frame_stride``) given the
         state after the previous ones.
 

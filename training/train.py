@@ -181,8 +181,7 @@ def train(
         if progress:
             print(
                 f"epoch {epoch + 1:3d}  lr {lr:.2g}  loss {sum(mean_losses.values()):.3f}  "
-                f"val CCC(RR) {val_ccc:.3f}"
-                + ("  *" if val_ccc > best["val_ccc_rr"] else ""),
+                f"val CCC(RR) {val_ccc:.3f}" + ("  *" if val_ccc > best["val_ccc_rr"] else ""),
                 flush=True,
             )
         if val_ccc > best["val_ccc_rr"]:

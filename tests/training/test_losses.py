@@ -89,8 +89,9 @@ def test_rr_mse_term_adds_squared_error_of_standardised_rr():
     from training.models import ModelOutputs
 
     torch.manual_seed(0)
-    out = ModelOutputs(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 4.0]),
-                       torch.randn(3, 3), torch.randn(3, 2))
+    out = ModelOutputs(
+        torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 4.0]), torch.randn(3, 3), torch.randn(3, 2)
+    )
     rr_z, rc = torch.tensor([0.5, 1.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])
     breath, noisy = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0])
     ones3, ones2 = torch.ones(3), torch.ones(2)
@@ -105,7 +106,11 @@ def test_rr_mse_term_adds_squared_error_of_standardised_rr():
 def test_paper_config_switches_off_our_options_and_bad_options_are_refused():
     paper = TrainConfig.paper(units=16)
     assert (paper.frame_stride, paper.lr_schedule, paper.rr_mse_weight, paper.band_limit_prob) == (
-        1, "constant", 0.0, 0.0)
+        1,
+        "constant",
+        0.0,
+        0.0,
+    )
     assert paper.units == 16 and paper.lr == 0.01 and paper.batch_size == 64
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")

@@ -25,8 +25,17 @@ def _examples(n: int, split: str, seed: int) -> list[Example]:
         t = np.arange(frames) / 100.0
         feats = rng.normal(0, 0.3, (frames, 40)).astype(np.float32)
         feats[:, :20] += (3 * (np.sin(2 * np.pi * rr / 60 * t) > 0.3)).astype(np.float32)[:, None]
-        seg = Segment("x.flac", 0.0, frames / 100, rr, rr * frames / 6000, breath_class_for(rr),
-                      int(rng.integers(0, 2)), participant=f"{split}{i % 7}", split=split)
+        seg = Segment(
+            "x.flac",
+            0.0,
+            frames / 100,
+            rr,
+            rr * frames / 6000,
+            breath_class_for(rr),
+            int(rng.integers(0, 2)),
+            participant=f"{split}{i % 7}",
+            split=split,
+        )
         out.append(Example(seg, None, feats))
     return out
 
@@ -144,8 +153,15 @@ def test_band_limit_attenuates_only_above_the_cutoff():
 
 
 def test_strided_model_trains_and_round_trips(tmp_path, data):
-    cfg = TrainConfig(max_epochs=3, patience=3, batch_size=32, seed=1, frame_stride=5, lr_schedule="plateau",
-                      rr_mse_weight=0.3)
+    cfg = TrainConfig(
+        max_epochs=3,
+        patience=3,
+        batch_size=32,
+        seed=1,
+        frame_stride=5,
+        lr_schedule="plateau",
+        rr_mse_weight=0.3,
+    )
     summary = train(cfg, [], tmp_path / "s.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["val_ccc_rr"] > 0.3 and all("lr" in h for h in summary["history"])
     model, meta = load_checkpoint(tmp_path / "s.pt")
