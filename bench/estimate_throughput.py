@@ -16,6 +16,12 @@ The best of ``--repeats`` runs is kept (CPU time, so other processes on the mach
 
 from __future__ import annotations
 
+import os
+
+# One core, measured as one core: numpy's BLAS (the interpreter's matmuls) gets one thread like torch.
+# Set before numpy loads; threads only add contention for 100 ms chunks (20x slower on a busy machine).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import contextlib
 import io
