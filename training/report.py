@@ -59,28 +59,13 @@ SNR_BANDS = ("clean", "30-40", "20-30", "10-20", "<10", ">40", "noisy, SNR unkno
 
 
 @dataclasses.dataclass
-class PredictionRow:
+class PredictionRow(Segment):
     """One segment: its labels and metadata (the manifest's :class:`Segment` fields) and predictions.
 
     ``breath_probs`` are the probabilities of ``BREATH_CLASSES`` (none, normal, heavy) in that order;
     ``noise_prob`` the probability that the segment is noisy. Only ``rr_pred_bpm`` is required.
     """
 
-    path: str
-    start_s: float
-    end_s: float
-    rr_bpm: float
-    respiration_count: float
-    breath_class: str
-    noisy: int = 0
-    stage: int | None = None
-    participant: str = ""
-    gender: str = ""
-    environment: str = "indoor"
-    source: str = ""
-    split: str = ""
-    snr_db: float | None = None
-    recording: str = ""
     rr_pred_bpm: float = math.nan
     rc_pred: float | None = None
     breath_probs: tuple[float, float, float] | None = None
