@@ -7,6 +7,7 @@ flask --app backend tokens create alice --label "Alice's iPhone"   # prints the 
 flask --app backend tokens list alice
 flask --app backend tokens revoke alice --label "Alice's iPhone"   # or --id 3, or --all
 flask --app backend import apple-health alice export.zip          # see backend/imports/cli.py
+flask --app backend db prune-idempotency --older-than-days 7      # forget old Idempotency-Key answers
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from backend import migrate, tokens
 from backend.db import get_db
-from backend.models import ApiToken, User
+from backend.models import ApiToken, IdempotencyRecord, User
 
 MIN_PASSWORD_CHARS = 8  # for set-password
 users_cli = AppGroup("users", help="Manage users.")
@@ -140,6 +141,32 @@ def db_downgrade(revision: str) -> None:
 def db_current() -> None:
     """Print the database's revision."""
     click.echo(migrate.current_revision(get_db()) or "base (empty)")
+
+
+@db_cli.command("prune-idempotency")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Forget stored answers to Idempotency-Key requests older than this.",
+)
+def db_prune_idempotency(older_than_days: int) -> None:
+    """Delete stored Idempotency-Key answers past the retry window (run it daily, e.g. from cron).
+
+    A client retries within minutes or hours, so a week is a generous window; after it, the same key
+    is treated as new. Rows are otherwise kept forever and grow with every append.
+    """
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from backend.db import utcnow
+
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    with get_db().session(write=True) as session, session.begin():
+        result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    click.echo(f"deleted {result.rowcount} idempotency record(s) older than {older_than_days} day(s)")
 
 
 def register_cli(app: Flask) -> None:

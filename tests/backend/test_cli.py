@@ -71,3 +71,31 @@ def test_cli_errors_are_clear(app: Flask) -> None:
     assert result.exit_code != 0 and "exactly one of --id, --label, --all" in result.output
     result = runner.invoke(args=["tokens", "revoke", "dana", "--label", "nothing"])
     assert result.exit_code != 0 and "no live token matched" in result.output
+
+
+def test_db_prune_idempotency_forgets_only_old_answers(app: Flask) -> None:
+    from datetime import timedelta
+
+    from backend.db import utcnow
+    from backend.models import IdempotencyRecord
+
+    runner = app.test_cli_runner()
+    runner.invoke(args=["users", "create", "dana"])
+    dana = user(app, "dana").id
+    with app.extensions[EXTENSION_KEY].session(write=True) as session, session.begin():
+        for key, age_days in (("old", 30), ("edge", 6), ("new", 0)):
+            session.add(
+                IdempotencyRecord(
+                    user_id=dana,
+                    key=key,
+                    fingerprint="f" * 64,
+                    response_status=201,
+                    response_body={},
+                    created_at=utcnow() - timedelta(days=age_days),
+                )
+            )
+    result = runner.invoke(args=["db", "prune-idempotency", "--older-than-days", "7"])
+    assert result.exit_code == 0 and "deleted 1 idempotency record" in result.output
+    with app.extensions[EXTENSION_KEY].session() as session:
+        assert sorted(session.scalars(select(IdempotencyRecord.key))) == ["edge", "new"]
+    assert runner.invoke(args=["db", "prune-idempotency", "--older-than-days", "0"]).exit_code != 0
