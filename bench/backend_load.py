@@ -45,10 +45,9 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, machine, table
 from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
 
 from backend import migrate
-from backend.db import Database, normalize_database_url
+from backend.db import Database, normalize_database_url, scratch_postgres_database
 from backend.domain import PulsePoint
 from backend.models import PulseReading, Segment, Stage, User, Workout
 from backend.tokens import issue_token
@@ -64,20 +63,9 @@ POINT_STAGE = {"before_1": 1, "before_2": 2, "before_3": 3, "after_3": 3, "befor
 # ---- databases ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def postgres_database(server_url: str) -> Iterator[str]:
-    """A fresh, uniquely named database on the server; dropped afterwards (FORCE ends our sessions)."""
-    admin_url = make_url(normalize_database_url(server_url))
-    name = f"respira_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def postgres_database(server_url: str):
+    """A fresh database on the server for one bench run, dropped afterwards."""
+    return scratch_postgres_database(server_url, prefix="respira_bench")
 
 
 def postgres_available(server_url: str) -> str | None:

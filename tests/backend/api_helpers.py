@@ -12,30 +12,18 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, delete, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete
 
-from backend.db import EXTENSION_KEY, Base, Database, normalize_database_url
+from backend.db import EXTENSION_KEY, Base, Database, scratch_postgres_database
 from backend.models import User
 from backend.tokens import issue_token
 
 PG_ENV = "TEST_DATABASE_URL"
 
 
-@contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
-    """CREATE a uniquely named database on the server of `server_url`, yield its URL, DROP it after."""
-    admin_url = make_url(normalize_database_url(server_url))
-    name = f"respira_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def fresh_postgres_database(server_url: str):
+    """A fresh database for one test run (see backend.db.scratch_postgres_database)."""
+    return scratch_postgres_database(server_url, prefix="respira_test")
 
 
 @contextmanager
