@@ -221,6 +221,8 @@ class IdempotencyRecord(Base):
 # ---- interop (issue 6): samples and workouts from Apple Health / Health Auto Export, import jobs -------
 
 SAMPLE_KINDS = ("heart_rate", "respiratory_rate")
+# Fitness markers a health app computes (issue 16), each in one unit: see backend.imports.records.MARKERS.
+MARKER_KINDS = ("resting_heart_rate", "hrv_sdnn", "vo2_max", "walking_heart_rate_average")
 IMPORT_KINDS = ("apple_health", "health_auto_export", "json")
 IMPORT_STATUSES = ("queued", "running", "succeeded", "failed")
 
@@ -256,6 +258,36 @@ class HealthSample(Base):
     bpm_max: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(200))  # the app or device that recorded it
     workout_id: Mapped[int | None] = mapped_column(ForeignKey("workouts.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # stored: `since` exports
+
+
+class FitnessMarker(Base):
+    """A fitness marker a health app computed: resting heart rate, HRV (SDNN), VO2 max, walking heart rate.
+
+    One time series per kind, each in one unit (`backend.imports.records.MARKERS`): beats/min for the
+    heart rates, ms for HRV SDNN, mL/(kg·min) for VO2 max. `local_date` is the day on the clock of the
+    app that recorded it, so weeks line up with the workouts' `local_date`. Identified, like samples, by
+    (user, kind, start, source): re-imports add nothing.
+    """
+
+    __tablename__ = "fitness_markers"
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "started_at", "source"),
+        Index("ix_fitness_markers_user_date", "user_id", "local_date"),
+        CheckConstraint(_in("kind", MARKER_KINDS), name="kind"),
+        CheckConstraint("value > 0", name="value"),
+        CheckConstraint("ended_at >= started_at", name="times"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    local_date: Mapped[date] = mapped_column(Date)
+    value: Mapped[float] = mapped_column(Float)  # in the kind's unit
+    source: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class HealthWorkout(Base):
@@ -279,6 +311,7 @@ class HealthWorkout(Base):
     hr_min_bpm: Mapped[float | None] = mapped_column(Float)
     hr_max_bpm: Mapped[float | None] = mapped_column(Float)
     workout_id: Mapped[int | None] = mapped_column(ForeignKey("workouts.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # stored: `since` exports
 
 
 class ImportJob(Base):
@@ -305,6 +338,8 @@ class ImportJob(Base):
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)  # read and stored so far
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)  # the first few skipped records
+    # Every record not stored, by type and reason: [{"type", "reason", "count"}] (backend.imports.report).
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(32))  # malformed, invalid, internal, interrupted
     error_line: Mapped[int | None] = mapped_column(Integer)

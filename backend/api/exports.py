@@ -16,10 +16,13 @@ bp = Blueprint("exports", __name__)
 @bp.get("/export")
 @operation(
     "Export all of the caller's data",
-    description="json: workouts, heart-rate and respiratory-rate samples and health-app workouts; POST it to "
-    "/api/v1/imports/json to restore it into any account. csv: one row per RR segment and per pulse "
-    "reading. fhir: a FHIR R4 Bundle of vital-signs Observations (LOINC 9279-1 respiratory rate per segment, "
-    "8867-4 heart rate per pulse reading). omh: Open mHealth respiratory-rate 2.0 data points.",
+    description="json: workouts, heart-rate and respiratory-rate samples, fitness markers and health-app "
+    "workouts; POST it to /api/v1/imports/json to restore it into any account. csv: one row per record "
+    "(segments, pulse readings, samples, markers, health-app workouts), times in UTC. fhir: a FHIR R4 "
+    "Bundle of Observations (vital-signs profiles: LOINC 9279-1 respiratory rate, 8867-4 heart rate, "
+    "40443-4 resting heart rate, 80404-7 HRV SDNN; activity: VO2 max, workouts). omh: Open mHealth "
+    "respiratory-rate 2.0, heart-rate 2.0, rr-interval 1.0 (HRV SDNN) and physical-activity 1.2 data "
+    "points. `since` makes any of them incremental. See docs/interop.md.",
     tags=("exports",),
     query=ExportQuery,
     responses={
@@ -31,7 +34,7 @@ bp = Blueprint("exports", __name__)
 )
 def export(query: ExportQuery) -> Response:
     now = utcnow()
-    chunks = export_stream(query.format, get_session(), current_principal().user_id, now)
+    chunks = export_stream(query.format, get_session(), current_principal().user_id, now, query.since)
     filename = f"respira-export-{now:%Y%m%d}-{query.format.value}.{EXTENSIONS[query.format]}"
     mimetype = MEDIA_TYPES[query.format]
     return Response(

@@ -30,6 +30,7 @@ from backend.imports.jobs import (
     start_in_background,
     upload_path,
 )
+from backend.imports.report import stored_rows
 from backend.imports.schemas import (
     AppleHealthUpload,
     HealthAutoExportPush,
@@ -81,6 +82,8 @@ def job_json(job: ImportJob) -> dict[str, Any]:
         bytes_done=job.bytes_done,
         counts=job.counts or {},
         warnings=job.warnings or [],
+        skipped=job.skipped or [],
+        stored=stored_rows(job.counts or {}),
         error=job.error,
         error_line=job.error_line,
         created_at=job.created_at,
@@ -118,7 +121,9 @@ def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> Pr
 @operation(
     "Import an Apple Health export",
     description="Upload export.zip (or the export.xml inside it) as multipart/form-data, part `file`. "
-    "Heart-rate and respiratory-rate records and workouts are stored; heart-rate samples attach to the "
+    "Heart-rate and respiratory-rate records, the fitness markers (resting heart rate, HRV SDNN, VO2 max, "
+    "walking heart-rate average) and workouts are stored, everything else is counted in `skipped` by type "
+    "and reason; heart-rate samples attach to the "
     "workouts they overlap and fill missing protocol pulse points (see docs/interop.md for the rule). "
     "Importing the same file again adds nothing. Small files are imported during the request (201); "
     "larger ones in the background (202): poll the job's `url`. Records are stored in batches; if the "
@@ -180,8 +185,9 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
 @bp.post("/imports/health-auto-export")
 @operation(
     "Receive a Health Auto Export push",
-    description="The JSON the Health Auto Export app's REST API automation sends. heart_rate and "
-    "respiratory_rate metrics and workouts (with heartRateData) are stored; other metrics are ignored. "
+    description="The JSON the Health Auto Export app's REST API automation sends. heart_rate, "
+    "respiratory_rate, resting_heart_rate, heart_rate_variability, vo2_max and walking_heart_rate_average "
+    "metrics and workouts (with heartRateData) are stored; other metrics are counted in `skipped`. "
     "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'. Overlapping syncs never "
     "duplicate. One transaction: a malformed point rejects the push (422 naming it) and stores nothing.",
     tags=TAGS,
@@ -192,8 +198,8 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
 def health_auto_export_push(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
     session, user_id = get_session(), current_principal().user_id
     tolerance_s = float(setting(current_app.config, "IMPORT_PULSE_TOLERANCE_S"))
-    counts, warnings = health_auto_export.import_push(session, user_id, body, tolerance_s)
-    job = record_finished_job(session, user_id, "health_auto_export", counts, warnings)
+    counts, warnings, skipped = health_auto_export.import_push(session, user_id, body, tolerance_s)
+    job = record_finished_job(session, user_id, "health_auto_export", counts, warnings, skipped=skipped)
     return job_json(job), 201, {"Location": job_url(job)}
 
 

@@ -1,11 +1,15 @@
 """Exports of one user's data, streamed (a user with years of samples never sits in memory whole).
 
-    json   everything (workouts, samples, health-app workouts), re-importable: backend.imports.json_restore
-    csv    one row per RR segment and per pulse reading, with workout and stage columns
-    fhir   a FHIR R4 Bundle of vital-signs Observations (respiratory rate per segment, heart rate per reading)
-    omh    Open mHealth respiratory-rate data points, one per segment
+    json   everything (workouts, samples, fitness markers, health-app workouts), re-importable:
+           backend.imports.json_restore
+    csv    one row per record: RR segments and pulse readings (with workout and stage columns), imported
+           samples, fitness markers and health-app workouts; times in UTC
+    fhir   a FHIR R4 Bundle of Observations: vital signs (vital-signs profiles) and activity
+    omh    Open mHealth data points: respiratory-rate, heart-rate, rr-interval (HRV), physical-activity
 
-`export_stream(format, session, user_id)` gives the text chunks and `MEDIA_TYPES[format]` the answer's type.
+Every format holds every record type it can (docs/interop.md has the table).
+`export_stream(format, session, user_id, now, since)` gives the text chunks and `MEDIA_TYPES[format]`
+the answer's type.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ EXTENSIONS = {
 }
 
 
-def export_stream(fmt: ExportFormat, session: Session, user_id: int, now: datetime) -> Iterator[str]:
+def export_stream(
+    fmt: ExportFormat, session: Session, user_id: int, now: datetime, since: datetime | None = None
+) -> Iterator[str]:
     from backend.exports import csv_export, fhir, json_export, omh
 
     writers = {
@@ -40,4 +46,4 @@ def export_stream(fmt: ExportFormat, session: Session, user_id: int, now: dateti
         ExportFormat.fhir: fhir.iter_bundle,
         ExportFormat.omh: omh.iter_data_points,
     }
-    return writers[fmt](session, user_id, now)
+    return writers[fmt](session, user_id, now, since)

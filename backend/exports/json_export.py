@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.exports.common import iter_workouts
-from backend.models import HealthSample, HealthWorkout, User, Workout
+from backend.exports.common import iter_health_workouts, iter_markers, iter_samples, iter_workouts
+from backend.models import User, Workout
 from backend.workouts import workout_json
 
-SAMPLE_BATCH = 5000
 BOOKKEEPING = ("created_at", "updated_at")
 
 
@@ -42,15 +40,8 @@ def _array(items: Iterator[dict[str, Any]]) -> Iterator[str]:
         first = False
 
 
-def _samples(session: Session, user_id: int) -> Iterator[dict[str, Any]]:
-    rows = session.execute(
-        select(HealthSample, Workout.uuid)
-        .outerjoin(Workout, Workout.id == HealthSample.workout_id)
-        .where(HealthSample.user_id == user_id)
-        .order_by(HealthSample.kind, HealthSample.started_at, HealthSample.source)
-        .execution_options(yield_per=SAMPLE_BATCH)
-    )
-    for sample, workout_uuid in rows:
+def _samples(session: Session, user_id: int, since: datetime | None) -> Iterator[dict[str, Any]]:
+    for sample, workout_uuid in iter_samples(session, user_id, since):
         yield {
             "kind": sample.kind,
             "started_at": _iso(sample.started_at),
@@ -63,14 +54,8 @@ def _samples(session: Session, user_id: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def _health_workouts(session: Session, user_id: int) -> Iterator[dict[str, Any]]:
-    rows = session.execute(
-        select(HealthWorkout, Workout.uuid)
-        .outerjoin(Workout, Workout.id == HealthWorkout.workout_id)
-        .where(HealthWorkout.user_id == user_id)
-        .order_by(HealthWorkout.started_at, HealthWorkout.source)
-    )
-    for hw, workout_uuid in rows:
+def _health_workouts(session: Session, user_id: int, since: datetime | None) -> Iterator[dict[str, Any]]:
+    for hw, workout_uuid in iter_health_workouts(session, user_id, since):
         yield {
             "source": hw.source,
             "activity_type": hw.activity_type,
@@ -84,14 +69,35 @@ def _health_workouts(session: Session, user_id: int) -> Iterator[dict[str, Any]]
         }
 
 
-def iter_json(session: Session, user_id: int, now: datetime) -> Iterator[str]:
+def _markers(session: Session, user_id: int, since: datetime | None) -> Iterator[dict[str, Any]]:
+    for marker in iter_markers(session, user_id, since):
+        yield {
+            "kind": marker.kind,
+            "started_at": _iso(marker.started_at),
+            "ended_at": _iso(marker.ended_at),
+            "local_date": marker.local_date.isoformat(),
+            "value": marker.value,
+            "source": marker.source,
+        }
+
+
+def iter_json(session: Session, user_id: int, now: datetime, since: datetime | None = None) -> Iterator[str]:
     user = session.get(User, user_id)
     name = user.name if user is not None else ""
-    head = {"format": "respira-export", "version": 1, "exported_at": now.isoformat(), "user": {"name": name}}
+    head: dict[str, Any] = {
+        "format": "respira-export",
+        "version": 1,
+        "exported_at": now.isoformat(),
+        "user": {"name": name},
+    }
+    if since is not None:
+        head["since"] = since.isoformat()
     yield json.dumps(head, ensure_ascii=False)[:-1] + ',\n "workouts": ['
-    yield from _array(exported_workout(w) for w in iter_workouts(session, user_id))
+    yield from _array(exported_workout(w) for w in iter_workouts(session, user_id, since=since))
     yield '\n ],\n "health_samples": ['
-    yield from _array(_samples(session, user_id))
+    yield from _array(_samples(session, user_id, since))
     yield '\n ],\n "health_workouts": ['
-    yield from _array(_health_workouts(session, user_id))
+    yield from _array(_health_workouts(session, user_id, since))
+    yield '\n ],\n "fitness_markers": ['
+    yield from _array(_markers(session, user_id, since))
     yield "\n ]\n}\n"

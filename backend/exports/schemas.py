@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
@@ -22,8 +23,15 @@ class ExportFormat(str, enum.Enum):
 class ExportQuery(Params):
     format: ExportFormat = Field(
         default=ExportFormat.json,
-        description="json: everything, re-importable; csv: segments and pulse readings; fhir: an R4 "
-        "Bundle of vital-signs Observations; omh: Open mHealth respiratory-rate data points",
+        description="json: everything, re-importable; csv: one row per record (segments, pulse readings, "
+        "imported samples, fitness markers and workouts), times in UTC; fhir: an R4 Bundle of Observations "
+        "(vital-signs profile where one applies); omh: Open mHealth data points (respiratory-rate, "
+        "heart-rate, rr-interval, physical-activity)",
+    )
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="Incremental export: only workouts changed and records stored at or after this instant "
+        "(ISO 8601 with an offset). Deletions are not reported; a full export shows them.",
     )
 
 
@@ -45,6 +53,26 @@ class ExportedSample(Body):
     bpm_max: float | None = Field(default=None, gt=0, le=300)
     source: str = Field(min_length=1, max_length=200)
     workout_id: uuid.UUID | None = Field(default=None, description="The workout it was recorded during")
+
+
+class MarkerKind(str, enum.Enum):
+    resting_heart_rate = "resting_heart_rate"
+    hrv_sdnn = "hrv_sdnn"
+    vo2_max = "vo2_max"
+    walking_heart_rate_average = "walking_heart_rate_average"
+
+
+class ExportedMarker(Body):
+    kind: MarkerKind
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    local_date: date = Field(description="The day on the clock of the app that recorded it")
+    value: float = Field(
+        gt=0,
+        description="In the kind's unit: beats/min (resting_heart_rate, walking_heart_rate_average), "
+        "ms (hrv_sdnn), mL/(kg·min) (vo2_max)",
+    )
+    source: str = Field(min_length=1, max_length=200)
 
 
 class ExportedHealthWorkout(Body):
@@ -69,10 +97,14 @@ class RespiraExport(Body):
     format: Literal["respira-export"]
     version: Literal[1]
     exported_at: AwareDatetime
+    since: AwareDatetime | None = Field(
+        default=None, description="An incremental export: only what was stored or changed since then"
+    )
     user: ExportUser = Field(description="Informative: an import goes to the caller, whatever the name")
     workouts: list[ExportedWorkout] = Field(default_factory=list)
     health_samples: list[ExportedSample] = Field(default_factory=list)
     health_workouts: list[ExportedHealthWorkout] = Field(default_factory=list)
+    fitness_markers: list[ExportedMarker] = Field(default_factory=list)
 
 
 class OmhDataPoint(BaseModel):

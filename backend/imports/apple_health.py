@@ -7,8 +7,11 @@ record hanging off the root: hundreds of MB for a large export). Memory stays at
 caller's batch, whatever the file size.
 
 Read: `Record` elements of HKQuantityTypeIdentifierHeartRate and HKQuantityTypeIdentifierRespiratoryRate
-(attributes type, unit, value, sourceName, startDate, endDate) and `Workout` elements (type, start, end,
-indoor flag, heart-rate statistics). Everything else (steps, energy, routes, ECGs...) is skipped.
+(attributes type, unit, value, sourceName, startDate, endDate), the fitness markers RestingHeartRate,
+HeartRateVariabilitySDNN, VO2Max and WalkingHeartRateAverage, and `Workout` elements (type, start, end,
+indoor flag, heart-rate statistics). Everything else is counted and reported as skipped, by type: other
+records (steps, energy...), correlations, activity summaries and other top-level elements, and inside a
+workout its nested activities, events, routes and statistics other than heart rate.
 A record with an unusable value or date is skipped and reported, not fatal; malformed XML is fatal and
 reported with its line and column.
 
@@ -24,6 +27,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 from xml.etree import ElementTree as ET
@@ -32,17 +36,58 @@ from xml.parsers import expat
 from backend.imports.dates import parse_health_datetime
 from backend.imports.records import (
     HEART_RATE,
+    HRV_SDNN,
     RESPIRATORY_RATE,
+    RESTING_HEART_RATE,
+    VO2_MAX,
+    WALKING_HEART_RATE,
     HealthWorkoutIn,
+    MarkerIn,
     SampleIn,
     clean_source,
+    local_day,
+    marker_problem,
     sample_problem,
+)
+from backend.imports.report import (
+    BAD_DATE,
+    ENDS_BEFORE_START,
+    NOT_A_NUMBER,
+    NOT_IMPORTED,
+    OUT_OF_RANGE,
+    WRONG_UNIT,
+    Skipped,
 )
 
 HK_HEART_RATE = "HKQuantityTypeIdentifierHeartRate"
 HK_RESPIRATORY_RATE = "HKQuantityTypeIdentifierRespiratoryRate"
 RECORD_KINDS = {HK_HEART_RATE: HEART_RATE, HK_RESPIRATORY_RATE: RESPIRATORY_RATE}
+MARKER_KINDS = {
+    "HKQuantityTypeIdentifierRestingHeartRate": RESTING_HEART_RATE,
+    "HKQuantityTypeIdentifierHeartRateVariabilitySDNN": HRV_SDNN,
+    "HKQuantityTypeIdentifierVO2Max": VO2_MAX,
+    "HKQuantityTypeIdentifierWalkingHeartRateAverage": WALKING_HEART_RATE,
+}
 PER_MINUTE = {"count/min": 1.0, "count/s": 60.0, "count/h": 1 / 60}  # unit -> factor to "per minute"
+# VO2 max as the Health app writes it ("mL/min·kg") and as other apps spell the same unit.
+VO2_UNITS = dict.fromkeys(
+    ("ml/min·kg", "ml/kg·min", "ml/(kg·min)", "ml/kg/min", "ml/(kg*min)", "ml/min*kg", "ml/kg*min"), 1.0
+)
+MARKER_UNITS = {  # lower-cased unit -> factor to the marker's stored unit
+    RESTING_HEART_RATE: PER_MINUTE,
+    WALKING_HEART_RATE: PER_MINUTE,
+    HRV_SDNN: {"ms": 1.0, "s": 1000.0},
+    VO2_MAX: VO2_UNITS,
+}
+# Top-level elements that describe the export, not records: neither imported nor skipped.
+NOT_RECORDS = {"ExportDate", "Me"}
+WORKOUT_PARTS_SKIPPED = {
+    "WorkoutActivity": "nested workout activities are not imported (the workout's own span and heart "
+    "rate are)",
+    "WorkoutEvent": "workout events (pauses, laps, segments) are not imported",
+    "WorkoutRoute": "routes (GPS tracks) are not imported",
+    "WorkoutStatistics": "workout statistics other than heart rate are not imported",
+}
 ROOT_TAG = "HealthData"
 DEFAULT_SOURCE = "Apple Health"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -62,16 +107,9 @@ class ExportError(Exception):
         self.message, self.kind, self.line, self.column = message, kind, line, column
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A record that could not be used, and why (reported as a warning of the import job)."""
-
-    reason: str
-
-
 @dataclass
 class ParseStats:
-    records: int = 0  # Record and Workout elements read, of every type
+    records: int = 0  # records counted, of every type (imported or skipped): see parse_export
 
 
 class CountingReader:
@@ -160,10 +198,13 @@ def check_export(path: Path) -> None:
 
 def parse_export(
     stream: CountingReader, stats: ParseStats | None = None
-) -> Iterator[SampleIn | HealthWorkoutIn | Skipped]:
-    """Yield the heart-rate and respiratory-rate samples and the workouts of an export, in file order."""
+) -> Iterator[SampleIn | MarkerIn | HealthWorkoutIn | Skipped]:
+    """Yield the samples, fitness markers and workouts of an export, in file order, and a `Skipped` for
+    every other record: each `Record` and `Workout` (at any depth), each other top-level element but
+    ExportDate and Me, and each direct child of a workout that is not read (`stats.records` counts all)."""
     stats = stats if stats is not None else ParseStats()
     root: ET.Element | None = None
+    depth = 0  # open elements below the root
     try:
         for event, elem in ET.iterparse(stream, events=("start", "end")):
             if root is None:  # the first event: the document element starts
@@ -175,22 +216,49 @@ def parse_export(
                     )
                 continue
             if event == "start":
+                depth += 1
                 continue
+            level, depth = depth, depth - 1
             tag = elem.tag
             if tag == "Record":
                 stats.records += 1
-                kind = RECORD_KINDS.get(elem.get("type", ""))
-                if kind is not None:
-                    yield _record(elem, kind)
+                yield _record_item(elem)
             elif tag == "Workout":
                 stats.records += 1
                 yield _workout(elem)
+                for part in _workout_parts_skipped(elem):
+                    stats.records += 1
+                    yield part
+            elif level == 1 and tag not in NOT_RECORDS:
+                stats.records += 1
+                yield Skipped(NOT_IMPORTED, elem.get("type") or str(tag), NOT_IMPORTED, warn=False)
             # Finished elements hang off the root: drop them (an open element lives on in the parser).
-            root.clear()
+            if level == 1:
+                root.clear()
     except ET.ParseError as exc:
         raise _malformed(exc) from None
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise ExportError(f"the zip file is damaged: {exc}") from None
+
+
+def _record_item(elem: ET.Element) -> SampleIn | MarkerIn | Skipped:
+    record_type = elem.get("type", "")
+    if (kind := RECORD_KINDS.get(record_type)) is not None:
+        return _record(elem, kind)
+    if (marker := MARKER_KINDS.get(record_type)) is not None:
+        return _marker(elem, marker)
+    return Skipped(NOT_IMPORTED, record_type or "Record", NOT_IMPORTED, warn=False)
+
+
+def _workout_parts_skipped(workout: ET.Element) -> Iterator[Skipped]:
+    for child in workout:
+        reason = WORKOUT_PARTS_SKIPPED.get(str(child.tag))
+        if reason is None or (child.tag == "WorkoutStatistics" and child.get("type") == HK_HEART_RATE):
+            continue
+        record_type = str(child.tag)
+        if child.tag == "WorkoutStatistics":
+            record_type += f" {child.get('type', '')}".rstrip()
+        yield Skipped(reason, record_type, reason, warn=False)
 
 
 def _malformed(exc: ET.ParseError) -> ExportError:
@@ -209,26 +277,59 @@ def _number(text: str | None) -> float:
     return float(text)
 
 
-def _record(elem: ET.Element, kind: str) -> SampleIn | Skipped:
+def _times(elem: ET.Element, where: str, record_type: str) -> tuple[datetime, datetime] | Skipped:
     start_text = elem.get("startDate", "")
-    where = f"{elem.get('type', '').removeprefix('HKQuantityTypeIdentifier')} record of {start_text or '?'}"
-    factor = PER_MINUTE.get(elem.get("unit", ""))
-    if factor is None:
-        return Skipped(f"{where}: unit {elem.get('unit')!r} is not a rate per minute")
-    try:
-        bpm = _number(elem.get("value")) * factor
-    except ValueError:
-        return Skipped(f"{where}: value {elem.get('value')!r} is not a number")
     try:
         started_at = parse_health_datetime(start_text)
         ended_at = parse_health_datetime(elem.get("endDate") or start_text)
     except ValueError as exc:
-        return Skipped(f"{where}: {exc}")
+        return Skipped(f"{where}: {exc}", record_type, BAD_DATE)
     if ended_at < started_at:
-        return Skipped(f"{where}: it ends before it starts")
+        return Skipped(f"{where}: it ends before it starts", record_type, ENDS_BEFORE_START)
+    return started_at, ended_at
+
+
+def _value(
+    elem: ET.Element, units: dict[str, float], where: str, record_type: str, expected: str
+) -> float | Skipped:
+    unit = elem.get("unit", "")
+    factor = units.get(unit, units.get(unit.lower().replace(" ", "")))
+    if factor is None:
+        return Skipped(f"{where}: unit {elem.get('unit')!r} is not {expected}", record_type, WRONG_UNIT)
+    try:
+        return _number(elem.get("value")) * factor
+    except ValueError:
+        return Skipped(f"{where}: value {elem.get('value')!r} is not a number", record_type, NOT_A_NUMBER)
+
+
+def _record(elem: ET.Element, kind: str) -> SampleIn | Skipped:
+    record_type = elem.get("type", "")
+    where = f"{record_type.removeprefix('HKQuantityTypeIdentifier')} record of {elem.get('startDate') or '?'}"
+    bpm = _value(elem, PER_MINUTE, where, record_type, "a rate per minute")
+    if isinstance(bpm, Skipped):
+        return bpm
+    times = _times(elem, where, record_type)
+    if isinstance(times, Skipped):
+        return times
     if problem := sample_problem(kind, bpm):
-        return Skipped(f"{where}: {problem}")
-    return SampleIn(kind, started_at, ended_at, bpm, clean_source(elem.get("sourceName"), DEFAULT_SOURCE))
+        return Skipped(f"{where}: {problem}", record_type, NOT_A_NUMBER if bpm != bpm else OUT_OF_RANGE)
+    source = clean_source(elem.get("sourceName"), DEFAULT_SOURCE)
+    return SampleIn(kind, times[0], times[1], bpm, source)
+
+
+def _marker(elem: ET.Element, kind: str) -> MarkerIn | Skipped:
+    record_type = elem.get("type", "")
+    where = f"{record_type.removeprefix('HKQuantityTypeIdentifier')} record of {elem.get('startDate') or '?'}"
+    value = _value(elem, MARKER_UNITS[kind], where, record_type, f"a unit of {kind.replace('_', ' ')}")
+    if isinstance(value, Skipped):
+        return value
+    times = _times(elem, where, record_type)
+    if isinstance(times, Skipped):
+        return times
+    if problem := marker_problem(kind, value):
+        return Skipped(f"{where}: {problem}", record_type, NOT_A_NUMBER if value != value else OUT_OF_RANGE)
+    source = clean_source(elem.get("sourceName"), DEFAULT_SOURCE)
+    return MarkerIn(kind, times[0], times[1], value, source, local_day(times[0]))
 
 
 def _workout(elem: ET.Element) -> HealthWorkoutIn | Skipped:
@@ -239,9 +340,9 @@ def _workout(elem: ET.Element) -> HealthWorkoutIn | Skipped:
         started_at = parse_health_datetime(start_text)
         ended_at = parse_health_datetime(elem.get("endDate", ""))
     except ValueError as exc:
-        return Skipped(f"{where}: {exc}")
+        return Skipped(f"{where}: {exc}", "Workout", BAD_DATE)
     if ended_at < started_at:
-        return Skipped(f"{where}: it ends before it starts")
+        return Skipped(f"{where}: it ends before it starts", "Workout", ENDS_BEFORE_START)
     indoor: bool | None = None
     hr: dict[str, float | None] = {"average": None, "minimum": None, "maximum": None}
     for child in elem:

@@ -8,6 +8,7 @@ flask --app backend import json alice respira-export.json     # a JSON export, i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import current_app
@@ -20,6 +21,7 @@ from backend.exports.schemas import RespiraExport
 from backend.imports import health_auto_export, json_restore, setting
 from backend.imports.apple_health import ExportError, check_export
 from backend.imports.jobs import ImportSettings, create_job, record_finished_job, run_apple_health_job
+from backend.imports.records import MARKERS
 from backend.imports.schemas import HealthAutoExportPush
 from backend.models import User
 from backend.problems import ProblemError, field_errors
@@ -40,13 +42,15 @@ def summary(counts: dict[str, int]) -> str:
     def part(label: str, key: str) -> str:
         return f"{counts.get(f'{key}_read', 0)} {label} ({counts.get(f'{key}_added', 0)} new)"
 
-    text = ", ".join(
-        (
-            part("heart-rate samples", "heart_rate"),
-            part("respiratory-rate samples", "respiratory_rate"),
-            part("health-app workouts", "health_workouts"),
-        )
-    )
+    parts = [
+        part("heart-rate samples", "heart_rate"),
+        part("respiratory-rate samples", "respiratory_rate"),
+        part("health-app workouts", "health_workouts"),
+    ]
+    parts += [  # fitness markers, when the import read any
+        part(MARKERS[kind].label.lower(), kind) for kind in MARKERS if counts.get(f"{kind}_read")
+    ]
+    text = ", ".join(parts)
     text += f", {counts.get('skipped', 0)} skipped"
     if "workouts_created" in counts:
         text = (
@@ -58,6 +62,11 @@ def summary(counts: dict[str, int]) -> str:
             f"{counts['pulse_filled']} pulse points filled"
         )
     return text
+
+
+def skipped_lines(skipped: list[dict[str, Any]]) -> str:
+    """One line per skipped type and reason, most frequent first (the job's `skipped`)."""
+    return "".join(f"  skipped {row['count']:,} {row['type']}: {row['reason']}\n" for row in skipped)
 
 
 @import_cli.command("apple-health")
@@ -83,6 +92,7 @@ def import_apple_health(user: str, file: Path) -> None:
         stored = summary(done.counts) if done is not None else "nothing"
         raise click.ClickException(f"import failed: {error}\nstored before the failure: {stored}")
     click.echo(f"imported {file.name} for {user}: {summary(done.counts)}")
+    click.echo(skipped_lines(done.skipped or []), nl=False)
 
 
 def _load(model: type[BaseModel], file: Path) -> BaseModel:
@@ -98,15 +108,19 @@ def _run_in_transaction(user: str, file: Path, kind: str, model: type[BaseModel]
     tolerance_s = float(setting(current_app.config, "IMPORT_PULSE_TOLERANCE_S"))
     try:
         with get_db().session(write=True) as session, session.begin():
+            skipped: list[dict[str, Any]] = []
             if isinstance(body, RespiraExport):
                 counts, warnings = json_restore.restore(session, user_id, body)
             else:
-                counts, warnings = health_auto_export.import_push(session, user_id, body, tolerance_s)  # type: ignore[arg-type]
-            record_finished_job(session, user_id, kind, counts, warnings, file.name)
+                counts, warnings, skipped = health_auto_export.import_push(
+                    session, user_id, body, tolerance_s
+                )  # type: ignore[arg-type]
+            record_finished_job(session, user_id, kind, counts, warnings, file.name, skipped)
     except ProblemError as exc:
         details = "\n".join(f"  {e.field}: {e.detail}" for e in exc.errors[:20])
         raise click.ClickException(f"{file} is not valid, nothing was stored:\n{details}") from None
     click.echo(f"imported {file.name} for {user}: {summary(counts)}")
+    click.echo(skipped_lines(skipped), nl=False)
 
 
 @import_cli.command("health-auto-export")

@@ -9,9 +9,16 @@
                             "heartRateRecovery": [...]}]}}
 
 Heart rate comes as per-minute Min/Avg/Max (stored as bpm = Avg, with bpm_min/bpm_max) or, in older
-versions, as `qty`; respiratory rate as `qty`. Workouts become health-app workouts, and their
-heartRateData and heartRateRecovery points heart-rate samples. A sample's source is the point's `source`
-when the app sends one, else "Health Auto Export".
+versions, as `qty`; respiratory rate as `qty`. The fitness markers resting_heart_rate,
+heart_rate_variability (SDNN, ms), vo2_max and walking_heart_rate_average come as `qty` and are stored as
+fitness markers. A point's own `end`, when sent, is kept as the sample's end (else it ends where it
+starts). Workouts become health-app workouts, and their heartRateData and heartRateRecovery points
+heart-rate samples. A sample's source is the point's `source` when the app sends one, else "Health Auto
+Export"; a workout's source is its own `source`, else the source its heart-rate points name most.
+
+Everything else is counted as skipped, by type, with one warning per type: metrics Respira does not
+import (step_count, sleep_analysis...), other data arrays (symptoms, ecg, stateOfMind...) and a workout's
+other series (route, activeEnergy...).
 
 Syncs overlap and re-send data: a sample already stored (same kind, start and source) is skipped, so a
 re-send never duplicates. A push is imported in one transaction: malformed points (a date in neither
@@ -21,6 +28,7 @@ outside the plausible range (heart rate 25-250, RR 0-80 per minute) are skipped 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,20 +41,44 @@ from backend.imports.dates import parse_health_datetime
 from backend.imports.matching import match_workouts
 from backend.imports.records import (
     HEART_RATE,
+    HRV_SDNN,
+    MARKERS,
     RESPIRATORY_RATE,
+    RESTING_HEART_RATE,
+    VO2_MAX,
+    WALKING_HEART_RATE,
     HealthWorkoutIn,
+    MarkerIn,
     SampleIn,
     clean_source,
+    local_day,
+    marker_problem,
     sample_problem,
     store_health_workouts,
+    store_markers,
     store_samples,
 )
+from backend.imports.report import NOT_IMPORTED, OUT_OF_RANGE, Skipped, SkipTally
 from backend.imports.schemas import HaePoint, HaeWorkout, HealthAutoExportPush
 from backend.problems import FieldError, ProblemError, field_errors
 
 SOURCE = "Health Auto Export"
 METRICS = {"heart_rate": HEART_RATE, "respiratory_rate": RESPIRATORY_RATE}
+MARKER_METRICS = {
+    "resting_heart_rate": RESTING_HEART_RATE,
+    "heart_rate_variability": HRV_SDNN,  # the app sends Apple's SDNN, in ms
+    "vo2_max": VO2_MAX,
+    "walking_heart_rate_average": WALKING_HEART_RATE,
+}
 PER_MINUTE_UNITS = {"bpm", "count/min", "breaths/min", "count/minute", "/min"}
+MARKER_UNITS = {
+    RESTING_HEART_RATE: PER_MINUTE_UNITS,
+    WALKING_HEART_RATE: PER_MINUTE_UNITS,
+    HRV_SDNN: {"ms"},
+    VO2_MAX: {"ml/(kg·min)", "ml/kg·min", "ml/min·kg", "ml/kg/min", "ml/(kg*min)", "ml/kg*min"},
+}
+IMPORTED_ARRAYS = {"metrics", "workouts"}
+WORKOUT_SERIES_READ = {"heartRateData", "heartRateRecovery"}
 MAX_ERRORS = 50
 
 Loc = tuple[str | int, ...]
@@ -55,18 +87,26 @@ Loc = tuple[str | int, ...]
 @dataclass
 class Converted:
     samples: list[SampleIn] = field(default_factory=list)
+    markers: list[MarkerIn] = field(default_factory=list)
     workouts: list[HealthWorkoutIn] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    skipped: int = 0
+    skips: SkipTally = field(default_factory=SkipTally)
     errors: list[FieldError] = field(default_factory=list)
 
     def error(self, loc: Loc, detail: str) -> None:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(FieldError(loc, detail))
 
-    def skip(self, where: str, why: str) -> None:
-        self.skipped += 1
-        self.warnings.append(f"{where}: {why}")
+    def skip(self, where: str, why: str, record_type: str) -> None:
+        self.skips.add(Skipped(f"{where}: {why}", record_type, OUT_OF_RANGE))
+
+    def skip_type(self, record_type: str, count: int, what: str) -> None:
+        """A whole series not imported: counted, with one warning saying so."""
+        if count:
+            self.skips.add(Skipped(f"{what}: {count} not imported", record_type, NOT_IMPORTED), count)
+
+    @property
+    def skipped(self) -> int:
+        return self.skips.total
 
 
 def _point(raw: dict[str, Any], loc: Loc, out: Converted) -> HaePoint | None:
@@ -78,14 +118,32 @@ def _point(raw: dict[str, Any], loc: Loc, out: Converted) -> HaePoint | None:
         return None
 
 
+def _moments(point: HaePoint, loc: Loc, out: Converted) -> tuple[datetime, datetime] | None:
+    """The point's start (`date`) and end (its own `end` when sent, else the start)."""
+    try:
+        start = parse_health_datetime(point.date)
+    except ValueError as exc:
+        out.error((*loc, "date"), str(exc))
+        return None
+    if point.end is None:
+        return start, start
+    try:
+        end = parse_health_datetime(point.end)
+    except ValueError as exc:
+        out.error((*loc, "end"), str(exc))
+        return None
+    if end < start:
+        out.error((*loc, "end"), "the point ends before it starts")
+        return None
+    return start, end
+
+
 def _sample(raw: dict[str, Any], kind: str, loc: Loc, out: Converted) -> None:
     point = _point(raw, loc, out)
     if point is None:
         return
-    try:
-        moment = parse_health_datetime(point.date)
-    except ValueError as exc:
-        out.error((*loc, "date"), str(exc))
+    moments = _moments(point, loc, out)
+    if moments is None:
         return
     if kind == HEART_RATE:
         value, low, high = (point.Avg if point.Avg is not None else point.qty), point.Min, point.Max
@@ -95,9 +153,28 @@ def _sample(raw: dict[str, Any], kind: str, loc: Loc, out: Converted) -> None:
         out.error(loc, "needs a value: Avg (or qty) for heart rate, qty for respiratory rate")
         return
     if problem := sample_problem(kind, value):
-        out.skip(f"{kind} of {point.date}", problem)
+        out.skip(f"{kind} of {point.date}", problem, kind)
         return
-    out.samples.append(SampleIn(kind, moment, moment, value, clean_source(point.source, SOURCE), low, high))
+    source = clean_source(point.source, SOURCE)
+    out.samples.append(SampleIn(kind, moments[0], moments[1], value, source, low, high))
+
+
+def _marker(raw: dict[str, Any], metric: str, kind: str, loc: Loc, out: Converted) -> None:
+    point = _point(raw, loc, out)
+    if point is None:
+        return
+    moments = _moments(point, loc, out)
+    if moments is None:
+        return
+    value = point.qty if point.qty is not None else point.Avg
+    if value is None:
+        out.error(loc, "needs a value: qty")
+        return
+    if problem := marker_problem(kind, value):
+        out.skip(f"{metric} of {point.date}", problem, metric)
+        return
+    source = clean_source(point.source, SOURCE)
+    out.markers.append(MarkerIn(kind, moments[0], moments[1], value, source, local_day(moments[0])))
 
 
 def _quantity(extra: dict[str, Any], *path: str) -> float | None:
@@ -128,11 +205,18 @@ def _workout(workout: HaeWorkout, loc: Loc, out: Converted) -> None:
         out.error((*loc, "end"), "the workout ends before it starts")
         return
     extra = workout.model_extra or {}
-    during = [s for s in out.samples[first_new:] if started_at <= s.started_at <= ended_at]
+    for key, series in extra.items():
+        if key not in WORKOUT_SERIES_READ and isinstance(series, list):
+            out.skip_type(f"workout {key}", len(series), f"workout {workout.name or ''} {key} points")
+    points = out.samples[first_new:]
+    during = [s for s in points if started_at <= s.started_at <= ended_at]
     location = (workout.location or "").strip().lower()
+    named = [s.source for s in points if s.source != SOURCE]
+    own = extra.get("source") if isinstance(extra.get("source"), str) else None
     out.workouts.append(
         HealthWorkoutIn(
-            source=SOURCE,
+            # The app that recorded it ("Connect", "JustFit"), not the app that forwarded it.
+            source=clean_source(own or (Counter(named).most_common(1)[0][0] if named else None), SOURCE),
             activity_type=clean_source(workout.name, "Workout", max_chars=100),
             started_at=started_at,
             ended_at=ended_at,
@@ -162,17 +246,28 @@ def convert(push: HealthAutoExportPush) -> Converted:
     """The samples and workouts of a push; raises 422 naming every malformed field (up to 50)."""
     out = Converted()
     for i, metric in enumerate(push.data.metrics):
-        kind = METRICS.get(metric.name)
-        if kind is None:
-            continue  # one of the dozens of metrics Respira does not use
         loc: Loc = ("data", "metrics", i)
-        if metric.units is not None and metric.units.strip().lower() not in PER_MINUTE_UNITS:
-            out.error(
-                (*loc, "units"), f"{metric.units!r} is not a rate per minute (expected count/min or bpm)"
-            )
-            continue
-        for j, raw in enumerate(metric.data):
-            _sample(raw, kind, (*loc, "data", j), out)
+        units = (metric.units or "").strip().lower().replace(" ", "")
+        if (kind := METRICS.get(metric.name)) is not None:
+            if metric.units is not None and units not in PER_MINUTE_UNITS:
+                out.error(
+                    (*loc, "units"), f"{metric.units!r} is not a rate per minute (expected count/min or bpm)"
+                )
+                continue
+            for j, raw in enumerate(metric.data):
+                _sample(raw, kind, (*loc, "data", j), out)
+        elif (marker := MARKER_METRICS.get(metric.name)) is not None:
+            if metric.units is not None and units not in MARKER_UNITS[marker]:
+                expected = " or ".join(sorted(MARKER_UNITS[marker]))
+                out.error((*loc, "units"), f"{metric.units!r} is not a unit of {metric.name} ({expected})")
+                continue
+            for j, raw in enumerate(metric.data):
+                _marker(raw, metric.name, marker, (*loc, "data", j), out)
+        else:  # one of the dozens of metrics Respira does not use: counted, with one warning
+            out.skip_type(metric.name, len(metric.data), f"metric {metric.name!r} points")
+    for name, series in (push.data.model_extra or {}).items():
+        if name not in IMPORTED_ARRAYS and isinstance(series, list):
+            out.skip_type(name, len(series), f"{name!r} entries")
     for k, workout in enumerate(push.data.workouts):
         _workout(workout, ("data", "workouts", k), out)
     if out.errors:
@@ -182,16 +277,26 @@ def convert(push: HealthAutoExportPush) -> Converted:
 
 def import_push(
     session: Session, user_id: int, push: HealthAutoExportPush, tolerance_s: float
-) -> tuple[dict[str, int], list[str]]:
-    """Store a push (in the caller's transaction); returns the job counts and warnings."""
+) -> tuple[dict[str, int], list[str], list[dict[str, Any]]]:
+    """Store a push (in the caller's transaction); returns the job counts, warnings and skipped types."""
     converted = convert(push)
     added = store_samples(session, user_id, converted.samples)
+    added |= store_markers(session, user_id, converted.markers)
+    stored = len(converted.samples) + len(converted.markers) + len(converted.workouts)
     counts = {
-        "records_read": len(converted.samples) + len(converted.workouts) + converted.skipped,
+        "records_read": stored + converted.skipped,
         "heart_rate_read": sum(s.kind == HEART_RATE for s in converted.samples),
         "heart_rate_added": added.get(HEART_RATE, 0),
         "respiratory_rate_read": sum(s.kind == RESPIRATORY_RATE for s in converted.samples),
         "respiratory_rate_added": added.get(RESPIRATORY_RATE, 0),
+        **{
+            key: value
+            for kind in MARKERS
+            for key, value in (
+                (f"{kind}_read", sum(m.kind == kind for m in converted.markers)),
+                (f"{kind}_added", added.get(kind, 0)),
+            )
+        },
         "health_workouts_read": len(converted.workouts),
         "health_workouts_added": store_health_workouts(session, user_id, converted.workouts),
         "skipped": converted.skipped,
@@ -203,4 +308,4 @@ def import_push(
         counts |= match_workouts(session, user_id, min(moments), max(moments), tolerance_s).as_dict()
     else:
         counts |= {"workouts_linked": 0, "samples_attached": 0, "pulse_filled": 0}
-    return counts, converted.warnings
+    return counts, converted.skips.warnings, converted.skips.as_list()

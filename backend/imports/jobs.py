@@ -33,14 +33,22 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.imports import setting
-from backend.imports.apple_health import ExportError, ParseStats, Skipped, open_export, parse_export
+from backend.imports.apple_health import ExportError, ParseStats, open_export, parse_export
 from backend.imports.matching import match_workouts
-from backend.imports.records import HealthWorkoutIn, SampleIn, store_health_workouts, store_samples
+from backend.imports.records import (
+    MARKERS,
+    HealthWorkoutIn,
+    MarkerIn,
+    SampleIn,
+    store_health_workouts,
+    store_markers,
+    store_samples,
+)
+from backend.imports.report import MAX_WARNINGS, Skipped, SkipTally
 from backend.models import ImportJob
 
 log = logging.getLogger("respira.imports")
 THREADS_KEY = "respira.import_threads"
-MAX_WARNINGS = 20  # skipped records are counted; the first few are described
 ACTIVE = ("queued", "running")
 
 
@@ -105,22 +113,27 @@ class _Run:
                 "respiratory_rate_added",
                 "health_workouts_read",
                 "health_workouts_added",
+                *(f"{kind}_{step}" for kind in MARKERS for step in ("read", "added")),
                 "skipped",
             ),
             0,
         )
     )
-    warnings: list[str] = field(default_factory=list)
+    skips: SkipTally = field(default_factory=SkipTally)
     samples: list[SampleIn] = field(default_factory=list)
+    markers: list[MarkerIn] = field(default_factory=list)
     workouts: list[HealthWorkoutIn] = field(default_factory=list)
     first_at: datetime | None = None
     last_at: datetime | None = None
 
-    def take(self, item: SampleIn | HealthWorkoutIn | Skipped) -> None:
+    def take(self, item: SampleIn | MarkerIn | HealthWorkoutIn | Skipped) -> None:
         if isinstance(item, Skipped):
             self.counts["skipped"] += 1
-            if len(self.warnings) < MAX_WARNINGS:
-                self.warnings.append(item.reason)
+            self.skips.add(item)
+            return
+        if isinstance(item, MarkerIn):  # no workout to match: not part of the matched time range
+            self.markers.append(item)
+            self.counts[f"{item.kind}_read"] += 1
             return
         if isinstance(item, SampleIn):
             self.samples.append(item)
@@ -135,7 +148,7 @@ class _Run:
 
     @property
     def pending(self) -> int:
-        return len(self.samples) + len(self.workouts)
+        return len(self.samples) + len(self.markers) + len(self.workouts)
 
     def store(self, bytes_done: int, bytes_total: int | None, records_read: int) -> None:
         """Store the pending batch and the job's progress in one transaction."""
@@ -143,13 +156,14 @@ class _Run:
         with self.db.session(write=True) as session, session.begin():
             job = _job_for_update(session, self.job_id)
             added = store_samples(session, self.user_id, self.samples)
+            added |= store_markers(session, self.user_id, self.markers)
             for kind, new in added.items():
                 counts[f"{kind}_added"] += new
             counts["health_workouts_added"] += store_health_workouts(session, self.user_id, self.workouts)
-            job.counts, job.warnings = counts, list(self.warnings)
+            job.counts, job.warnings, job.skipped = counts, list(self.skips.warnings), self.skips.as_list()
             job.bytes_done, job.bytes_total, job.heartbeat_at = bytes_done, bytes_total, utcnow()
         self.counts = counts
-        self.samples, self.workouts = [], []
+        self.samples, self.markers, self.workouts = [], [], []
 
 
 def _job_for_update(session: Session, job_id: int) -> ImportJob:
@@ -285,6 +299,7 @@ def record_finished_job(
     counts: dict[str, int],
     warnings: list[str],
     filename: str | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> ImportJob:
     """The job row of an import done within one request (a push, a JSON restore), in its transaction."""
     now = utcnow()
@@ -295,6 +310,7 @@ def record_finished_job(
         filename=filename,
         counts=counts,
         warnings=warnings[:MAX_WARNINGS],
+        skipped=skipped or [],
         started_at=now,
         finished_at=now,
         heartbeat_at=now,

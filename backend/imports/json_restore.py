@@ -2,10 +2,10 @@
 
 Portability: the document restores everything it holds, into any user (a new account, another server).
 Workouts are created or replaced by id, exactly as `PUT /api/v1/workouts/<id>` does (ids are per user,
-so importing someone's export never touches their workouts); samples and health-app workouts already
-stored are skipped. So importing the same document twice changes nothing. Links between samples and
-workouts are restored as the document states them. One transaction: a document with any invalid part
-is refused with 422 naming the field, and nothing is stored.
+so importing someone's export never touches their workouts); samples, fitness markers and health-app
+workouts already stored are skipped. So importing the same document twice changes nothing. Links between
+samples and workouts are restored as the document states them. One transaction: a document with any
+invalid part is refused with 422 naming the field, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from sqlalchemy.orm import Session
 from backend.exports.schemas import RespiraExport
 from backend.imports.records import (
     HEART_RATE,
+    MARKERS,
     RESPIRATORY_RATE,
     HealthWorkoutIn,
+    MarkerIn,
     SampleIn,
+    marker_problem,
     sample_problem,
     store_health_workouts,
+    store_markers,
     store_samples,
 )
 from backend.models import Workout
@@ -100,10 +104,19 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
             )
         )
         workout_links.append(link(w.workout_id, (*loc, "workout_id")))
+    markers = []
+    for m_index, m in enumerate(document.fitness_markers):
+        loc = ("fitness_markers", m_index)
+        if m.ended_at < m.started_at:
+            errors.append(FieldError((*loc, "ended_at"), "the marker ends before it starts"))
+        if problem := marker_problem(m.kind.value, m.value):
+            errors.append(FieldError((*loc, "value"), problem))
+        markers.append(MarkerIn(m.kind.value, m.started_at, m.ended_at, m.value, m.source, m.local_date))
     if errors:
         raise ProblemError.invalid(errors[:50], "Invalid export document")
 
     added = store_samples(session, user_id, samples, sample_links)
+    added_markers = store_markers(session, user_id, markers)
     counts = {
         "workouts_created": created,
         "workouts_replaced": len(document.workouts) - created,
@@ -114,4 +127,7 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
         "health_workouts_read": len(health_workouts),
         "health_workouts_added": store_health_workouts(session, user_id, health_workouts, workout_links),
     }
+    for kind in MARKERS:
+        counts[f"{kind}_read"] = sum(m.kind == kind for m in markers)
+        counts[f"{kind}_added"] = added_markers.get(kind, 0)
     return counts, []

@@ -1,16 +1,17 @@
 """What imports produce, and how it is stored so that importing the same data twice adds nothing.
 
-Every importer turns its input into `SampleIn` and `HealthWorkoutIn` values; `store_samples` and
-`store_health_workouts` insert them with INSERT ... ON CONFLICT DO NOTHING against the unique
-(user, kind, start, source) and (user, start, source) constraints, and report how many rows were new.
-So a re-imported file, an overlapping Health Auto Export sync or two imports at once never duplicate.
+Every importer turns its input into `SampleIn`, `MarkerIn` and `HealthWorkoutIn` values;
+`store_samples`, `store_markers` and `store_health_workouts` insert them with INSERT ... ON CONFLICT DO
+NOTHING against the unique (user, kind, start, source) and (user, start, source) constraints, and report
+how many rows were new. So a re-imported file, an overlapping Health Auto Export sync or two imports at
+once never duplicate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Insert, Table
@@ -18,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, RR_MAX_BPM
-from backend.models import HealthSample, HealthWorkout
+from backend.models import FitnessMarker, HealthSample, HealthWorkout
 
 HEART_RATE = "heart_rate"
 RESPIRATORY_RATE = "respiratory_rate"
@@ -26,6 +27,34 @@ SOURCE_MAX_CHARS = 200
 # Rows per INSERT statement. psycopg parses each statement's placeholders in Python, ~7 kB per row, so
 # pages of 1000 (SQLAlchemy's default) would make a 7 MB peak on PostgreSQL; 250 keeps it under 2 MB.
 INSERT_PAGE_ROWS = 100
+
+RESTING_HEART_RATE = "resting_heart_rate"
+HRV_SDNN = "hrv_sdnn"
+VO2_MAX = "vo2_max"
+WALKING_HEART_RATE = "walking_heart_rate_average"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A fitness marker kind: what it is called, its one stored unit and the values it can take."""
+
+    label: str
+    unit: str  # as written in exports (CSV `unit`, JSON); UCUM spelling in `ucum`
+    ucum: str
+    low: float  # plausible range, inclusive
+    high: float
+
+
+# Heart rates share the API's pulse range; HRV SDNN and VO2 max ranges hold any adult's values
+# (Apple Watch reports VO2 max of about 14-65 and SDNN of a few ms to ~200 ms).
+MARKERS: dict[str, Marker] = {
+    RESTING_HEART_RATE: Marker("Resting heart rate", "beats/min", "/min", PULSE_MIN_BPM, PULSE_MAX_BPM),
+    HRV_SDNN: Marker("Heart-rate variability (SDNN)", "ms", "ms", 1.0, 1000.0),
+    VO2_MAX: Marker("VO2 max", "mL/(kg·min)", "mL/kg/min", 5.0, 100.0),
+    WALKING_HEART_RATE: Marker(
+        "Walking heart-rate average", "beats/min", "/min", PULSE_MIN_BPM, PULSE_MAX_BPM
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +78,31 @@ class HealthWorkoutIn:
     hr_avg_bpm: float | None = None
     hr_min_bpm: float | None = None
     hr_max_bpm: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerIn:
+    kind: str  # a key of MARKERS
+    started_at: datetime
+    ended_at: datetime
+    value: float  # in MARKERS[kind].unit
+    source: str
+    local_date: date  # the day on the recording app's clock
+
+
+def local_day(moment: datetime) -> date:
+    """The calendar day of a parsed health-app date, on its own clock (the offset it was written with)."""
+    return moment.date()
+
+
+def marker_problem(kind: str, value: float) -> str | None:
+    """Why a value cannot be a marker of this kind (None when it can)."""
+    marker = MARKERS[kind]
+    if value != value:  # NaN
+        return "the value is not a number"
+    if not marker.low <= value <= marker.high:
+        return f"{marker.label.lower()} {value:g} {marker.unit} is outside {marker.low:g}-{marker.high:g}"
+    return None
 
 
 def sample_problem(kind: str, bpm: float) -> str | None:
@@ -117,6 +171,25 @@ def store_samples(
             }
         )
     table: Table = HealthSample.__table__  # type: ignore[assignment]
+    return {kind: _insert_new(session, table, rows) for kind, rows in by_kind.items()}
+
+
+def store_markers(session: Session, user_id: int, markers: Sequence[MarkerIn]) -> dict[str, int]:
+    """Insert fitness markers not stored yet; returns new rows per kind."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for m in markers:
+        by_kind.setdefault(m.kind, []).append(
+            {
+                "user_id": user_id,
+                "kind": m.kind,
+                "started_at": m.started_at,
+                "ended_at": m.ended_at,
+                "local_date": m.local_date,
+                "value": m.value,
+                "source": m.source,
+            }
+        )
+    table: Table = FitnessMarker.__table__  # type: ignore[assignment]
     return {kind: _insert_new(session, table, rows) for kind, rows in by_kind.items()}
 
 

@@ -23,6 +23,20 @@ class AppleHealthUpload(BaseModel):
     )
 
 
+class SkippedRecords(BaseModel):
+    type: str = Field(description='As the file names it: "HKQuantityTypeIdentifierStepCount", "step_count"')
+    reason: str
+    count: int
+
+
+class StoredKind(BaseModel):
+    kind: str = Field(description="heart_rate, respiratory_rate, a fitness marker, or health_workouts")
+    label: str
+    read: int
+    added: int = Field(description="Newly stored by this import")
+    already_stored: int = Field(description="Read but stored before (a re-import, an overlapping sync)")
+
+
 class ImportJobOut(BaseModel):
     id: uuid.UUID
     url: str = Field(description="Poll this for progress")
@@ -33,12 +47,22 @@ class ImportJobOut(BaseModel):
     bytes_total: int | None = Field(description="Size of the XML (uncompressed), when known")
     bytes_done: int = Field(description="Bytes of XML read and stored so far")
     counts: dict[str, int] = Field(
-        description="What was read and stored: records_read, heart_rate_read/_added, "
-        "respiratory_rate_read/_added, health_workouts_read/_added, skipped (unusable records), "
+        description="What was read and stored: records_read (every record counted: the *_read below plus "
+        "skipped), heart_rate_read/_added, respiratory_rate_read/_added, resting_heart_rate, hrv_sdnn, "
+        "vo2_max and walking_heart_rate_average _read/_added, health_workouts_read/_added, skipped (records "
+        "not stored: see `skipped`), "
         "workouts_linked, samples_attached, pulse_filled; JSON imports also workouts_created/_replaced. "
         "*_read minus *_added is what was already stored."
     )
     warnings: list[str] = Field(description="The first skipped records and why")
+    skipped: list[SkippedRecords] = Field(
+        description="Every record not stored, by type and reason, most frequent first: record types "
+        "Respira does not import, unusable values, workout routes and events..."
+    )
+    stored: list[StoredKind] = Field(
+        description="Per kind stored: records read, newly stored, and already stored before (the report "
+        "the dashboard shows, from `counts`)"
+    )
     error: str | None = Field(description="Why the import failed; records stored before are kept")
     error_line: int | None = Field(description="Line of the export.xml where malformed XML was found")
     created_at: datetime
@@ -68,12 +92,16 @@ class _HaeModel(BaseModel):
 
 
 class HaeMetric(_HaeModel):
-    name: str = Field(description="heart_rate and respiratory_rate are imported; other metrics are ignored")
+    name: str = Field(
+        description="heart_rate, respiratory_rate, resting_heart_rate, heart_rate_variability, vo2_max and "
+        "walking_heart_rate_average are imported; other metrics are counted as skipped"
+    )
     units: str | None = None
     data: list[dict[str, Any]] = Field(
         default_factory=list,
-        description='heart_rate: {"date", "Min", "Avg", "Max", "source"?}; respiratory_rate: '
-        '{"date", "qty", "source"?}. Dates: "2024-09-28 16:51:59 +1000" or "2024-09-28 4:51:59 pm +1000".',
+        description='heart_rate: {"date", "Min", "Avg", "Max", "source"?}; the others: '
+        '{"date", "qty", "source"?}; any point may carry its own "end". '
+        'Dates: "2024-09-28 16:51:59 +1000" or "2024-09-28 4:51:59 pm +1000".',
     )
 
 
@@ -102,6 +130,7 @@ class HealthAutoExportPush(_HaeModel):
 
 class HaePoint(_HaeModel):
     date: str
+    end: str | None = None  # some points span an interval: kept as the sample's end
     qty: float | None = None
     Min: float | None = None
     Avg: float | None = None

@@ -20,6 +20,7 @@ from typing import TextIO
 
 CST, CDT = timezone(timedelta(hours=-6)), timezone(timedelta(hours=-5))
 DST_STARTS = date(2024, 3, 10)
+IMPORTED_TYPES = {"HeartRate", "RespiratoryRate", "HeartRateVariabilitySDNN"}  # of the types written here
 WATCH = "Alice’s Apple Watch"
 PHONE = "Alice’s iPhone"
 WATCH_DEVICE = (
@@ -88,8 +89,10 @@ class ExportSummary:
 
     heart_rate: int = 0
     respiratory_rate: int = 0
+    hrv_sdnn: int = 0
     workouts: int = 0
-    records: int = 0  # Record and Workout elements of every type (nested ones included)
+    skipped: int = 0  # records of types Respira does not import, and workouts' events, routes, statistics
+    records: int = 0  # every record counted: imported kinds + skipped
     days: int = 0
     bytes: int = 0
 
@@ -133,6 +136,8 @@ class _Day:
             f" <Record {attrs}>\n{children} </Record>\n" if children else f" <Record {attrs}/>\n"
         )
         self.summary.records += 1
+        if type_ not in IMPORTED_TYPES:
+            self.summary.skipped += 1
 
     def in_workout(self, t: float) -> bool:
         # Whole seconds are written: keep a margin so a resting reading never lands on a workout second.
@@ -193,6 +198,7 @@ class _Day:
             self.record(
                 "HeartRateVariabilitySDNN", "ms", f"{self.rng.uniform(25, 70):.4f}", t, 60, children=children
             )
+            self.summary.hrv_sdnn += 1
 
     def blood_pressure(self) -> None:
         start = fmt(local_time(self.day, 8 * 3600))
@@ -207,7 +213,10 @@ class _Day:
                 f'endDate="{start}" value="{value}"/>\n'
             )
             self.summary.records += 1
+            self.summary.skipped += 1
         self.lines.append(" </Correlation>\n")
+        self.summary.records += 1  # the correlation itself
+        self.summary.skipped += 1
 
     def workout(self) -> None:
         assert self.workout_span is not None
@@ -242,6 +251,9 @@ class _Day:
         )
         self.summary.records += 1
         self.summary.workouts += 1
+        parts_skipped = 3 + 2 + 1  # events, statistics other than heart rate, the route
+        self.summary.records += parts_skipped
+        self.summary.skipped += parts_skipped
 
     def summary_line(self) -> None:
         self.lines.append(
@@ -251,6 +263,8 @@ class _Day:
             f'appleExerciseTimeGoal="30" appleStandHours="{self.rng.randint(6, 14)}" '
             f'appleStandHoursGoal="12"/>\n'
         )
+        self.summary.records += 1
+        self.summary.skipped += 1
 
 
 def day_chunks(first_day: date, rng: random.Random, summary: ExportSummary) -> Iterator[str]:

@@ -12,11 +12,14 @@ import pytest
 from api_helpers import Api, app_config, make_user, workout_url
 from flask import Flask
 from interop_helpers import (
+    FULL_SHAPE_COUNTS,
+    FULL_SHAPE_SKIPPED,
     PHONE,
     count,
     db_of,
     export_xml,
     export_zip,
+    full_shape_export,
     heart_rate,
     hk_workout,
     record,
@@ -27,8 +30,9 @@ from sqlalchemy import select
 
 from backend import create_app
 from backend.imports.jobs import ImportSettings, create_job, run_apple_health_job, wait_for_job
+from backend.imports.records import MARKERS
 from backend.imports.synthetic import ExportSummary, write_export_file
-from backend.models import HealthSample, HealthWorkout, ImportJob, PulseReading
+from backend.models import FitnessMarker, HealthSample, HealthWorkout, ImportJob, PulseReading
 
 PROBLEM = "application/problem+json"
 WORKOUT_ID = uuid.UUID("3f1d2c4b-5a69-4788-9e0f-a1b2c3d4e5f6")
@@ -93,15 +97,16 @@ def scenario_export() -> bytes:
     )
 
 
-EXPECTED_COUNTS = {
-    "records_read": 20,
+NO_MARKERS = {f"{kind}_{step}": 0 for kind in MARKERS for step in ("read", "added")}
+EXPECTED_COUNTS = NO_MARKERS | {
+    "records_read": 24,  # 20 records and workouts, and the workouts' events and routes
     "heart_rate_read": 11,
     "heart_rate_added": 11,
     "respiratory_rate_read": 2,
     "respiratory_rate_added": 2,
     "health_workouts_read": 2,
     "health_workouts_added": 2,
-    "skipped": 3,
+    "skipped": 9,  # 3 unusable, 2 types not imported, 2 workout events and 2 routes
     "workouts_linked": 1,
     "samples_attached": 9,
     "pulse_filled": 4,
@@ -346,7 +351,8 @@ def test_cli_import_prints_counts_and_names_the_line_on_failure(app: Flask, tmp_
     result = runner.invoke(args=["import", "apple-health", "erin", str(good)])
     assert result.exit_code == 0, result.output
     assert "11 heart-rate samples (11 new), 2 respiratory-rate samples (2 new)" in result.output
-    assert "3 skipped" in result.output
+    assert "9 skipped" in result.output
+    assert "  skipped 2 WorkoutRoute: routes (GPS tracks) are not imported" in result.output
     again = runner.invoke(args=["import", "apple-health", "erin", str(good)])
     assert "11 heart-rate samples (0 new)" in again.output
 
@@ -403,7 +409,8 @@ def test_a_realistic_export_imports_with_bounded_memory(
         assert done.counts["heart_rate_added"] == summary.heart_rate == count(app, HealthSample, *mine)
         assert done.counts["respiratory_rate_added"] == summary.respiratory_rate
         assert done.counts["health_workouts_added"] == summary.workouts
-        assert done.counts["records_read"] == summary.records and done.counts["skipped"] == 0
+        assert done.counts["hrv_sdnn_added"] == summary.hrv_sdnn
+        assert done.counts["records_read"] == summary.records and done.counts["skipped"] == summary.skipped
     large_size = synthetic_exports["large"][0].stat().st_size
     assert large_size > 3 * synthetic_exports["small"][0].stat().st_size
     # What Python allocates at most is one batch, whatever the size of the file: 3.5x the file, same peak.
@@ -411,3 +418,45 @@ def test_a_realistic_export_imports_with_bounded_memory(
     assert peaks["large"] < large_size / 3, (
         f"peak {peaks['large'] / 1e6:.2f} MB, file {large_size / 1e6:.1f} MB"
     )
+
+
+# ---- issue 16: an export of every shape, every record accounted for ------------------------------------
+
+
+def test_an_export_with_every_record_type_counts_every_skip(alice: Api, app: Flask) -> None:
+    response = upload(alice, full_shape_export())
+    assert response.status_code == 201, response.json
+    job = response.json
+    assert {k: job["counts"][k] for k in FULL_SHAPE_COUNTS} == FULL_SHAPE_COUNTS
+    assert job["skipped"] == FULL_SHAPE_SKIPPED
+    read = sum(v for k, v in job["counts"].items() if k.endswith("_read") and k != "records_read")
+    assert job["counts"]["records_read"] == read + job["counts"]["skipped"]
+    # Only the unusable records are described one by one; whole types are in `skipped`.
+    assert len(job["warnings"]) == 2
+    assert any(
+        "RestingHeartRate record of 2026-11-25" in w and "outside 25-250" in w for w in job["warnings"]
+    )
+    assert any("unit 'count'" in w for w in job["warnings"])
+    assert {row["kind"]: (row["read"], row["added"]) for row in job["stored"]} == {
+        "heart_rate": (2, 2),
+        "respiratory_rate": (1, 1),
+        "resting_heart_rate": (2, 2),
+        "hrv_sdnn": (1, 1),
+        "vo2_max": (1, 1),
+        "walking_heart_rate_average": (1, 1),
+        "health_workouts": (1, 1),
+    }
+    with db_of(app).session() as session:
+        values = {(m.kind, m.local_date.isoformat()): m.value for m in session.scalars(select(FitnessMarker))}
+    assert values == {
+        ("resting_heart_rate", "2026-11-23"): 54,
+        ("resting_heart_rate", "2026-11-30"): 52,
+        ("hrv_sdnn", "2026-11-23"): 48.25,
+        ("vo2_max", "2026-11-24"): 44.7,
+        ("walking_heart_rate_average", "2026-11-23"): 98,
+    }
+    # The report is kept with the job, and the same file again stores nothing new but counts the same.
+    assert alice.get(job["url"]).json["skipped"] == FULL_SHAPE_SKIPPED
+    again = upload(alice, full_shape_export()).json
+    assert again["skipped"] == FULL_SHAPE_SKIPPED and again["counts"]["vo2_max_added"] == 0
+    assert count(app, FitnessMarker) == 5

@@ -17,7 +17,8 @@ from interop_helpers import count, db_of
 from sqlalchemy import select
 
 from backend.imports.dates import parse_health_datetime
-from backend.models import HealthSample, HealthWorkout, ImportJob
+from backend.imports.records import MARKERS
+from backend.models import FitnessMarker, HealthSample, HealthWorkout, ImportJob
 
 URL = "/api/v1/imports/health-auto-export"
 PROBLEM = "application/problem+json"
@@ -101,15 +102,16 @@ def push() -> dict[str, Any]:
     }
 
 
-FIRST_COUNTS = {
-    "records_read": 9,
+NO_MARKERS = {f"{kind}_{step}": 0 for kind in MARKERS for step in ("read", "added")}
+FIRST_COUNTS = NO_MARKERS | {
+    "records_read": 10,
     "heart_rate_read": 6,
     "heart_rate_added": 6,
     "respiratory_rate_read": 2,
     "respiratory_rate_added": 2,
     "health_workouts_read": 1,
     "health_workouts_added": 1,
-    "skipped": 0,
+    "skipped": 1,  # the step_count point
     "workouts_linked": 0,
     "samples_attached": 0,
     "pulse_filled": 0,
@@ -203,8 +205,11 @@ def test_implausible_values_are_skipped_with_a_warning(alice: Api, app: Flask) -
     body["data"]["metrics"][0]["data"].append(hr("2024-09-28 4:44:00 pm +1000", 300))
     response = alice.post(URL, json=body)
     assert response.status_code == 201
-    assert response.json["counts"]["skipped"] == 1 and response.json["counts"]["heart_rate_added"] == 6
-    assert "300/min is outside 25-250" in response.json["warnings"][0]
+    assert response.json["counts"]["skipped"] == 2 and response.json["counts"]["heart_rate_added"] == 6
+    assert any("300/min is outside 25-250" in w for w in response.json["warnings"])
+    assert {"type": "heart_rate", "reason": "value outside the plausible range", "count": 1} in (
+        response.json["skipped"]
+    )
 
 
 def set_path(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -283,3 +288,171 @@ def test_cli_imports_a_push_file(app: Flask, tmp_path: Path) -> None:
     path.write_text(json.dumps(set_path(push(), ("data", "metrics", 0, "data", 0, "date"), "now")))
     failed = runner.invoke(args=["import", "health-auto-export", "gina", str(path)])
     assert failed.exit_code == 1 and "data.metrics[0].data[0].date" in failed.output
+
+
+# ---- issue 16: fitness markers, points' own end, workouts' real source, nothing dropped silently --------
+
+NNBSP = "\u202f"  # iOS's narrow no-break space before am/pm
+
+
+def marker_push() -> dict[str, Any]:
+    """A v2 sync with the four fitness markers (units as the app writes them), a 12-hour phone's dates,
+    a point with its own end, workouts from other apps, and data Respira does not import."""
+    return {
+        "data": {
+            "metrics": [
+                {
+                    "name": "resting_heart_rate",
+                    "units": "bpm",
+                    "data": [
+                        {
+                            "date": f"2026-11-23 12:00:00{NNBSP}am -0800",
+                            "qty": 54,
+                            "source": "Alice’s Apple Watch",
+                        },
+                        {"date": "2026-11-30 00:00:00 -0800", "qty": 52, "source": "Alice’s Apple Watch"},
+                    ],
+                },
+                {
+                    "name": "heart_rate_variability",
+                    "units": "ms",
+                    "data": [{"date": f"2026-11-23 7:41:13{NNBSP}am -0800", "qty": 48.25}],
+                },
+                {
+                    "name": "vo2_max",
+                    "units": "ml/(kg·min)",
+                    "data": [{"date": "2026-11-24 18:02:00 -0800", "qty": 44.7}],
+                },
+                {
+                    "name": "walking_heart_rate_average",
+                    "units": "bpm",
+                    "data": [{"date": "2026-11-23 00:00:00 -0800", "qty": 98}],
+                },
+                {
+                    "name": "respiratory_rate",
+                    "units": "count/min",
+                    "data": [
+                        {
+                            "date": "2026-11-24 02:00:00 -0800",
+                            "end": "2026-11-24 02:02:30 -0800",
+                            "qty": 14.0,
+                            "source": "Alice’s Apple Watch",
+                        }
+                    ],
+                },
+                {
+                    "name": "step_count",
+                    "units": "count",
+                    "data": [{"date": "2026-11-23 09:00:00 -0800", "qty": 120}] * 3,
+                },
+                {
+                    "name": "sleep_analysis",
+                    "units": "hr",
+                    "data": [
+                        {"date": "2026-11-23", "totalSleep": 7.1},
+                        {"date": "2026-11-24", "totalSleep": 6.4},
+                    ],
+                },
+            ],
+            "workouts": [
+                {  # version 2 with its own source
+                    "id": "0C1F3B2A-6D5E-4F70-9A8B-1C2D3E4F5A6B",
+                    "name": "Outdoor Cycling",
+                    "source": "Connect",
+                    "start": "2026-11-24 17:00:00 -0800",
+                    "end": "2026-11-24 17:45:00 -0800",
+                    "duration": 2700,
+                    "heartRate": {
+                        "min": {"qty": 101, "units": "bpm"},
+                        "avg": {"qty": 139, "units": "bpm"},
+                        "max": {"qty": 166, "units": "bpm"},
+                    },
+                    "route": [
+                        {"latitude": 47.6, "longitude": -122.3, "timestamp": "2026-11-24 17:00:05 -0800"},
+                        {"latitude": 47.61, "longitude": -122.31, "timestamp": "2026-11-24 17:00:10 -0800"},
+                    ],
+                },
+                {  # version 1: the recording app only on its heart-rate points
+                    "name": "HIIT",
+                    "start": f"2026-11-25 6:30:00{NNBSP}pm -0800",
+                    "end": f"2026-11-25 6:50:00{NNBSP}pm -0800",
+                    "heartRateData": [
+                        {"date": "2026-11-25 18:35:00 -0800", "qty": 151, "source": "JustFit"},
+                        {"date": "2026-11-25 18:45:00 -0800", "qty": 163, "source": "JustFit"},
+                    ],
+                },
+            ],
+            "stateOfMind": [{"id": "x", "valence": 0.3}],
+        }
+    }
+
+
+def test_fitness_markers_end_and_real_sources_are_kept(alice: Api, app: Flask) -> None:
+    response = alice.post(URL, json=marker_push())
+    assert response.status_code == 201, response.json
+    counts = response.json["counts"]
+    assert {k: counts[k] for k in NO_MARKERS} == {
+        "resting_heart_rate_read": 2,
+        "resting_heart_rate_added": 2,
+        "hrv_sdnn_read": 1,
+        "hrv_sdnn_added": 1,
+        "vo2_max_read": 1,
+        "vo2_max_added": 1,
+        "walking_heart_rate_average_read": 1,
+        "walking_heart_rate_average_added": 1,
+    }
+    with db_of(app).session() as session:
+        markers = {(m.kind, m.local_date.isoformat()): m for m in session.scalars(select(FitnessMarker))}
+        # 12:00 am on the 23rd (Pacific) is 08:00 UTC, and its day stays the 23rd on the phone's clock.
+        resting = markers[("resting_heart_rate", "2026-11-23")]
+        assert resting.value == 54 and resting.started_at == datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+        assert markers[("hrv_sdnn", "2026-11-23")].value == 48.25
+        assert markers[("vo2_max", "2026-11-24")].value == 44.7
+        assert markers[("walking_heart_rate_average", "2026-11-23")].source == "Health Auto Export"
+        rr = session.scalars(select(HealthSample).where(HealthSample.kind == "respiratory_rate")).one()
+        assert rr.ended_at - rr.started_at == timedelta(minutes=2, seconds=30)  # the point's own end
+        sources = {w.activity_type: w.source for w in session.scalars(select(HealthWorkout))}
+        assert sources == {"Outdoor Cycling": "Connect", "HIIT": "JustFit"}
+        cycling = session.scalars(select(HealthWorkout).where(HealthWorkout.source == "Connect")).one()
+        assert (cycling.hr_min_bpm, cycling.hr_avg_bpm, cycling.hr_max_bpm) == (101, 139, 166)
+    again = alice.post(URL, json=marker_push()).json["counts"]
+    assert again["resting_heart_rate_read"] == 2 and again["resting_heart_rate_added"] == 0
+    assert count(app, FitnessMarker) == 5
+
+
+def test_everything_not_imported_is_counted_as_skipped_with_a_warning(alice: Api) -> None:
+    job = alice.post(URL, json=marker_push()).json
+    assert sorted(job["skipped"], key=lambda s: s["type"]) == [
+        {"type": "sleep_analysis", "reason": "not a record type Respira imports", "count": 2},
+        {"type": "stateOfMind", "reason": "not a record type Respira imports", "count": 1},
+        {"type": "step_count", "reason": "not a record type Respira imports", "count": 3},
+        {"type": "workout route", "reason": "not a record type Respira imports", "count": 2},
+    ]
+    counts = job["counts"]
+    assert counts["skipped"] == 8
+    read = sum(v for k, v in counts.items() if k.endswith("_read") and k != "records_read")
+    assert counts["records_read"] == read + counts["skipped"] == 5 + 3 + 2 + 8  # markers, samples, workouts
+    assert any("'step_count' points: 3 not imported" in w for w in job["warnings"])
+    assert any("'stateOfMind' entries: 1 not imported" in w for w in job["warnings"])
+    assert {row["kind"]: row["added"] for row in job["stored"]}["vo2_max"] == 1
+
+
+@pytest.mark.parametrize(
+    ("metric", "units", "says"),
+    [(1, "s", "not a unit of heart_rate_variability"), (2, "kg", "not a unit of vo2_max")],
+)
+def test_a_marker_in_a_unit_respira_cannot_convert_rejects_the_push(
+    alice: Api, app: Flask, metric: int, units: str, says: str
+) -> None:
+    response = alice.post(URL, json=set_path(marker_push(), ("data", "metrics", metric, "units"), units))
+    assert response.status_code == 422
+    fields = {e["field"]: e["detail"] for e in response.json["errors"]}
+    assert says in fields[f"data.metrics[{metric}].units"]
+    assert count(app, FitnessMarker) == count(app, HealthSample) == 0
+
+
+def test_a_point_ending_before_it_starts_is_refused(alice: Api, app: Flask) -> None:
+    body = set_path(marker_push(), ("data", "metrics", 4, "data", 0, "end"), "2026-11-24 01:00:00 -0800")
+    response = alice.post(URL, json=body)
+    fields = {e["field"]: e["detail"] for e in response.json["errors"]}
+    assert response.status_code == 422 and "ends before" in fields["data.metrics[4].data[0].end"]
