@@ -63,7 +63,7 @@ def iter_samples(
             yield_per=ROW_BATCH
         )
     )
-    yield from rows.tuples()
+    yield from rows
 
 
 def iter_markers(session: Session, user_id: int, since: datetime | None = None) -> Iterator[FitnessMarker]:
@@ -92,7 +92,7 @@ def iter_health_workouts(
     rows = session.execute(
         query.order_by(HealthWorkout.started_at, HealthWorkout.source).execution_options(yield_per=ROW_BATCH)
     )
-    yield from rows.tuples()
+    yield from rows
 
 
 def utc_iso(moment: datetime | None) -> str | None:

@@ -126,7 +126,8 @@ def marker_records() -> list[str]:
     hrv = record("HeartRateVariabilitySDNN", day("07:40:13"), "48.25", unit="ms", end=day("07:41:13"))
     hrv = hrv.replace(
         "  <MetadataEntry",
-        f"  <HeartRateVariabilityMetadataList>\n{beats}  </HeartRateVariabilityMetadataList>\n  <MetadataEntry",
+        f"  <HeartRateVariabilityMetadataList>\n{beats}  </HeartRateVariabilityMetadataList>\n"
+        "  <MetadataEntry",
     )
     return [
         record("RestingHeartRate", day("00:00:00"), "54", end=day("23:59:59"), metadata=False),
@@ -145,14 +146,16 @@ def full_shape_export() -> bytes:
     mid = day("17:20:00", "2026-11-24")
     workout = (
         f' <Workout workoutActivityType="HKWorkoutActivityTypeRunning" duration="45" durationUnit="min" '
-        f'sourceName="{WATCH}" sourceVersion="10.2" creationDate="{end}" startDate="{start}" endDate="{end}">\n'
+        f'sourceName="{WATCH}" sourceVersion="10.2" creationDate="{end}" startDate="{start}" '
+        f'endDate="{end}">\n'
         '  <MetadataEntry key="HKIndoorWorkout" value="0"/>\n'
         '  <MetadataEntry key="HKTimeZone" value="America/Los_Angeles"/>\n'
         f'  <WorkoutEvent type="HKWorkoutEventTypePause" date="{mid}"/>\n'
         f'  <WorkoutEvent type="HKWorkoutEventTypeResume" date="{day("17:21:00", "2026-11-24")}"/>\n'
         f'  <WorkoutActivity uuid="7B1C9E2D-3F4A-4B5C-8D6E-9F0A1B2C3D4E" startDate="{start}" '
         f'endDate="{end}" duration="45" durationUnit="min">\n'
-        f'   <WorkoutEvent type="HKWorkoutEventTypeSegment" date="{start}" duration="10" durationUnit="min"/>\n'
+        f'   <WorkoutEvent type="HKWorkoutEventTypeSegment" date="{start}" duration="10" '
+        'durationUnit="min"/>\n'
         f'   <WorkoutStatistics type="HKQuantityTypeIdentifierHeartRate" startDate="{start}" endDate="{end}" '
         'average="141" minimum="98" maximum="168" unit="count/min"/>\n'
         "  </WorkoutActivity>\n"
@@ -190,8 +193,9 @@ def full_shape_export() -> bytes:
         'appleStandHoursGoal="12"/>\n'
     )
     clinical = (
-        ' <ClinicalRecord type="HKClinicalTypeIdentifierLabResultRecord" identifier="a1b2" sourceName="Clinic" '
-        'sourceURL="https://fhir.example/Observation/1" fhirVersion="4.0.1" receivedDate="2026-11-20 09:00:00 -0800" '
+        ' <ClinicalRecord type="HKClinicalTypeIdentifierLabResultRecord" identifier="a1b2" '
+        'sourceName="Clinic" sourceURL="https://fhir.example/Observation/1" fhirVersion="4.0.1" '
+        'receivedDate="2026-11-20 09:00:00 -0800" '
         'resourceFilePath="/clinical-records/Observation-a1b2.json"/>\n'
     )
     return export_xml(
