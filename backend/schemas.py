@@ -224,6 +224,12 @@ class Week(BaseModel):
     rr_recovery_bpm: float | None = Field(description="Mean of (stage-3 median RR - stage-4 median RR)")
     hr_recovery_bpm: float | None = Field(description="Mean of (after_3 pulse - after_4 pulse)")
     heavy_share: float | None = Field(description="Heavy segments / segments with a breath class")
+    # Fitness markers imported from health apps: weekly means (weeks with markers but no workout appear
+    # with workouts = 0). The activity filter does not apply to them.
+    resting_hr_bpm: float | None = Field(default=None, description="Mean resting heart rate")
+    hrv_sdnn_ms: float | None = Field(default=None, description="Mean heart-rate variability (SDNN)")
+    vo2_max_ml_kg_min: float | None = Field(default=None, description="Mean VO2 max, mL/(kg·min)")
+    walking_hr_bpm: float | None = Field(default=None, description="Mean walking heart-rate average")
 
 
 class WeeklyTrends(BaseModel):

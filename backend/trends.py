@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Date, Float, Subquery, and_, case, cast, func, select
@@ -26,7 +26,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from backend.domain import STAGES, BreathClass, PulsePoint, stage_of_point
-from backend.models import PulseReading, Segment, Stage, Workout
+from backend.models import FitnessMarker, PulseReading, Segment, Stage, Workout
 from backend.schemas import RrVsPulse, StageTrends, WeeklyTrends, WorkoutFilter
 from backend.workouts import workout_conditions
 
@@ -273,7 +273,63 @@ def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, 
                 },
             }
         )
+    weeks = _with_markers(weeks, weekly_markers(session, user_id, filters))
     return WeeklyTrends.model_validate({"weeks": weeks}).model_dump(mode="json")
+
+
+# ---- fitness markers per week (issue 16) -------------------------------------------------------------
+
+# Week field of each marker kind: its weekly mean, in the kind's unit.
+MARKER_FIELDS = {
+    "resting_heart_rate": "resting_hr_bpm",
+    "hrv_sdnn": "hrv_sdnn_ms",
+    "vo2_max": "vo2_max_ml_kg_min",
+    "walking_heart_rate_average": "walking_hr_bpm",
+}
+
+
+def weekly_markers(session: Session, user_id: int, filters: WorkoutFilter) -> dict[date, dict[str, float]]:
+    """Mean of each fitness marker per ISO week of its local date, in SQL. The date filters apply (a date
+    is the marker's local day, an instant its start); the activity filter does not: markers belong to no
+    workout."""
+    conditions = [FitnessMarker.user_id == user_id]
+    if isinstance(filters.from_, datetime):
+        conditions.append(FitnessMarker.started_at >= filters.from_)
+    elif isinstance(filters.from_, date):
+        conditions.append(FitnessMarker.local_date >= filters.from_)
+    if isinstance(filters.to, datetime):
+        conditions.append(FitnessMarker.started_at < filters.to)
+    elif isinstance(filters.to, date):
+        conditions.append(FitnessMarker.local_date <= filters.to)
+    week = IsoWeekStart(FitnessMarker.local_date)
+    rows = session.execute(
+        select(week.label("week_start"), FitnessMarker.kind, func.avg(FitnessMarker.value).label("mean"))
+        .where(*conditions)
+        .group_by(week, FitnessMarker.kind)
+    )
+    by_week: dict[date, dict[str, float]] = defaultdict(dict)
+    for start, kind, mean in rows:
+        by_week[start][MARKER_FIELDS[kind]] = float(mean)
+    return by_week
+
+
+def _with_markers(weeks: list[dict[str, Any]], markers: dict[date, dict[str, float]]) -> list[dict[str, Any]]:
+    """The workout weeks with their markers, plus weeks that have markers but no workout."""
+    empty = dict.fromkeys(MARKER_FIELDS.values())
+    merged = {w["week_start"]: w | empty | markers.get(w["week_start"], {}) for w in weeks}
+    for start, values in markers.items():
+        if start not in merged:
+            iso = start.isocalendar()
+            merged[start] = {
+                "week": f"{iso.year}-W{iso.week:02d}",
+                "week_start": start,
+                "workouts": 0,
+                **dict.fromkeys(("resting_rr_bpm", "peak_rr_bpm", "rr_recovery_bpm", "hr_recovery_bpm")),
+                "heavy_share": None,
+                **empty,
+                **values,
+            }
+    return [merged[start] for start in sorted(merged)]
 
 
 def _float(value: Any) -> float | None:

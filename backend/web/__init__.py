@@ -4,6 +4,7 @@
     /workouts, /workouts/ID  backend.web.workouts  (list with filters; one workout's stages and pulse)
     /trends                  backend.web.trends    (Fig. 4 box plots, RR vs pulse, weekly fitness)
     /tokens                  backend.web.devices   (device tokens: create once-shown, revoke)
+    /imports                 backend.web.imports   (each import's report: counted, stored, skipped and why)
 
 One parent blueprint holds them all, so its checks guard every page (default-deny, as the API does):
 first the CSRF token of any POST, then the login. Charts are drawn server-side as SVG (backend.web.charts);
@@ -17,7 +18,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from backend.web import auth, devices, trends, workouts
+from backend.web import auth, devices, imports, trends, workouts
 from backend.web.format import register_filters
 from backend.web.security import add_security_headers, configure_sessions, csrf
 
@@ -35,6 +36,7 @@ web.register_blueprint(auth.bp)
 web.register_blueprint(workouts.bp)
 web.register_blueprint(trends.bp)
 web.register_blueprint(devices.bp)
+web.register_blueprint(imports.bp)
 
 
 @web.get("/")

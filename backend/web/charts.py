@@ -361,6 +361,11 @@ WEEKLY_METRICS = (
     ),
     ("hr_recovery_bpm", "Heart-rate recovery", "beats/min", "Drop in pulse from after_3 to after_4."),
     ("heavy_share", "Heavy breathing", "% of segments", "Share of classified segments that were heavy."),
+    # Fitness markers imported from health apps (Apple Health, Health Auto Export): weekly means.
+    ("resting_hr_bpm", "Resting heart rate", "beats/min", "Mean resting heart rate: lower is fitter."),
+    ("hrv_sdnn_ms", "Heart-rate variability", "ms (SDNN)", "Mean HRV (SDNN): higher is usually better."),
+    ("vo2_max_ml_kg_min", "VO2 max", "mL/(kg·min)", "Mean estimated VO2 max: higher is fitter."),
+    ("walking_hr_bpm", "Walking heart rate", "beats/min", "Mean walking heart rate: lower is fitter."),
 )
 
 

@@ -68,7 +68,7 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("created_at", sa.DateTime(timezone=True), nullable=True))
         op.get_bind().execute(
-            sa.text(f"UPDATE {table} SET created_at = :now"),  # noqa: S608 (a constant table name)
+            sa.text(f"UPDATE {table} SET created_at = :now"),  # table: one of STORED_AT
             {"now": migrated_at},
         )
         with op.batch_alter_table(table) as batch:

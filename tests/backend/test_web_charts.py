@@ -155,6 +155,10 @@ def test_weekly_lines_break_where_a_week_has_no_value() -> None:
             "rr_recovery_bpm": None,
             "hr_recovery_bpm": 30.0,
             "heavy_share": 0.25,
+            "resting_hr_bpm": None,
+            "hrv_sdnn_ms": None,
+            "vo2_max_ml_kg_min": 45.0,
+            "walking_hr_bpm": None,
         }
         for w, start, rr in [
             (41, "2026-10-05", 14.0),

@@ -6,6 +6,7 @@ import pytest
 from api_helpers import Api
 from flask import Flask
 from flask.testing import FlaskClient
+from interop_helpers import FULL_SHAPE_SKIPPED, full_shape_export, upload
 from web_helpers import csrf_token, elements, login, px_to_value, seed_workouts, set_password
 
 from backend.web import workouts as workout_pages
@@ -226,3 +227,44 @@ def test_another_users_token_cannot_be_revoked(app: Flask, alice_web: FlaskClien
     )
     assert response.status_code == 404
     assert bob.get("/api/v1/workouts").status_code == 200  # bob's device still works
+
+
+# ---- issue 16: the import report, fitness markers in the weekly view ----------------------------------
+
+
+def test_import_report_shows_what_was_stored_and_every_skip_with_its_reason(
+    alice_web: FlaskClient, alice: Api
+) -> None:
+    empty = text(alice_web.get("/imports"))
+    assert "No imports yet" in empty and 'aria-current="page"' in empty
+    job = upload(alice, full_shape_export()).json
+    page = text(alice_web.get("/imports"))
+    (section,) = elements(page, tag="section", cls="import-report")
+    assert section.attrs["data-import-id"] == job["id"] and section.attrs["data-status"] == "succeeded"
+    skipped = [
+        (row.attrs["data-type"], int(row.attrs["data-count"]))
+        for row in elements(page, tag="tr")
+        if "data-type" in row.attrs
+    ]
+    assert skipped == [(row["type"], row["count"]) for row in FULL_SHAPE_SKIPPED]
+    for row in FULL_SHAPE_SKIPPED:
+        assert row["reason"].replace("'", "&#39;") in page
+    stored = [row.attrs["data-kind"] for row in elements(page, tag="tr") if "data-kind" in row.attrs]
+    assert stored == [row["kind"] for row in job["stored"]] and "vo2_max" in stored
+    assert "28 records counted, 19 skipped." in page
+    assert "RestingHeartRate record of 2026-11-25" in page  # the unusable record, described
+
+
+def test_weekly_view_draws_the_fitness_markers_beside_rr(
+    alice_web: FlaskClient, alice: Api, seeded: list[str]
+) -> None:
+    assert upload(alice, full_shape_export()).status_code == 201
+    page = text(alice_web.get("/trends"))
+    weeks = alice.get("/api/v1/trends/weekly").json["weeks"]
+    for metric in ("resting_hr_bpm", "hrv_sdnn_ms", "vo2_max_ml_kg_min", "walking_hr_bpm", "resting_rr_bpm"):
+        points = elements(page, cls="week-point", data_metric=metric)
+        expected = [(w["week"], w[metric]) for w in weeks if w[metric] is not None]
+        assert expected, metric
+        assert [p.attrs["data-week"] for p in points] == [week for week, _ in expected]
+        assert [float(p.attrs["data-value"]) for p in points] == pytest.approx([v for _, v in expected])
+    assert "VO2 max" in page and "Resting heart rate" in page and "44.7" in page  # the table of numbers
