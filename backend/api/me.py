@@ -18,7 +18,7 @@ from backend.api.auth import current_principal
 from backend.api.openapi import operation
 from backend.db import get_session, transactional
 from backend.imports.jobs import ACTIVE, ImportSettings, upload_path
-from backend.models import ApiToken, HealthSample, HealthWorkout, ImportJob, User, Workout
+from backend.models import ApiToken, FitnessMarker, HealthSample, HealthWorkout, ImportJob, User, Workout
 from backend.problems import ProblemError
 
 bp = Blueprint("me", __name__)
@@ -33,6 +33,7 @@ class Me(BaseModel):
     workouts: int
     health_samples: int
     health_workouts: int
+    fitness_markers: int
     imports: int
 
 
@@ -56,6 +57,7 @@ def get_me() -> dict[str, Any]:
         workouts=_count(Workout, user_id),
         health_samples=_count(HealthSample, user_id),
         health_workouts=_count(HealthWorkout, user_id),
+        fitness_markers=_count(FitnessMarker, user_id),
         imports=_count(ImportJob, user_id),
     )
     return me.model_dump(mode="json")

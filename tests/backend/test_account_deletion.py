@@ -6,7 +6,15 @@ import uuid
 
 from api_helpers import Api, sample_workout, workout_url
 from flask import Flask
-from interop_helpers import db_of, export_xml, heart_rate, hk_workout, respiratory_rate, upload
+from interop_helpers import (
+    db_of,
+    export_xml,
+    heart_rate,
+    hk_workout,
+    marker_records,
+    respiratory_rate,
+    upload,
+)
 from sqlalchemy import func, select, text
 
 from backend.db import Base
@@ -29,6 +37,7 @@ OWNED_ROWS = {
     "health_samples": "SELECT count(*) FROM health_samples WHERE user_id = :user",
     "health_workouts": "SELECT count(*) FROM health_workouts WHERE user_id = :user",
     "import_jobs": "SELECT count(*) FROM import_jobs WHERE user_id = :user",
+    "fitness_markers": "SELECT count(*) FROM fitness_markers WHERE user_id = :user",
 }
 
 
@@ -61,6 +70,7 @@ def fill(api: Api, app: Flask, label: str) -> None:
             heart_rate("2026-11-21 12:00:00 -0800", 70),
             respiratory_rate("2026-11-21 02:00:00 -0800", "2026-11-21 02:02:30 -0800", 14.5),
             hk_workout("2026-11-21 07:35:00 -0800", "2026-11-21 07:52:30 -0800"),
+            *marker_records(),
         ]
     )
     assert upload(api, xml).status_code == 201
@@ -98,7 +108,7 @@ def test_me_describes_the_account(alice: Api) -> None:
     alice.put(workout_url(uuid.uuid4()), json=sample_workout())
     me = alice.get("/api/v1/me").json
     assert me["name"] == "alice" and me["workouts"] == 1 and me["devices"] == 1
-    assert me["dashboard_login"] is False and me["health_samples"] == 0
+    assert me["dashboard_login"] is False and me["health_samples"] == me["fitness_markers"] == 0
 
 
 def test_deleting_an_account_removes_its_waiting_uploads(alice: Api, app: Flask) -> None:

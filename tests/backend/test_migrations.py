@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from api_helpers import app_config, empty_database
 from sqlalchemy import inspect
+from sqlalchemy import text as sa_text
 
 from backend import create_app, migrate
 from backend.db import EXTENSION_KEY, Base, Database
 
+OLD = datetime(2026, 11, 1, 12, 0)  # naive: how SQLite holds UTC instants (PostgreSQL reads it as UTC)
 TABLES = {
     *("users", "api_tokens", "workouts", "stages", "segments", "pulse_readings", "idempotency_records"),
     *("health_samples", "health_workouts", "import_jobs"),  # 0002: interop
@@ -65,3 +69,45 @@ def test_flask_db_commands(empty_db: Database) -> None:
     assert result.exit_code == 0 and "database at base" in result.output
     assert tables(empty_db) == set()
     app.extensions[EXTENSION_KEY].dispose()
+
+
+def test_0003_keeps_rows_stored_before_it(empty_db: Database) -> None:
+    """Samples, health-app workouts and jobs stored under 0002 survive, with a stored time and a report."""
+    migrate.upgrade(empty_db, "0002")
+    with empty_db.engine.begin() as conn:
+        conn.execute(sa_text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', :t)"), {"t": OLD})
+        conn.execute(
+            sa_text(
+                "INSERT INTO health_samples (user_id, kind, started_at, ended_at, bpm, source) "
+                "VALUES (1, 'heart_rate', :t, :t, 61, 'Watch')"
+            ),
+            {"t": OLD},
+        )
+        conn.execute(
+            sa_text(
+                "INSERT INTO health_workouts (user_id, source, activity_type, started_at, ended_at) "
+                "VALUES (1, 'Watch', 'Running', :t, :t)"
+            ),
+            {"t": OLD},
+        )
+        conn.execute(
+            sa_text(
+                "INSERT INTO import_jobs (uuid, user_id, kind, status, bytes_done, counts, warnings, "
+                "created_at) VALUES (:u, 1, 'json', 'succeeded', 0, '{}', '[]', :t)"
+            ),
+            {
+                "u": uuid.uuid4().hex if empty_db.engine.dialect.name == "sqlite" else str(uuid.uuid4()),
+                "t": OLD,
+            },
+        )
+    migrate.upgrade(empty_db)
+    with empty_db.engine.connect() as conn:
+        assert conn.execute(sa_text("SELECT bpm FROM health_samples")).scalars().all() == [61]
+        for table in ("health_samples", "health_workouts"):
+            assert (
+                conn.execute(sa_text(f"SELECT count(*) FROM {table} WHERE created_at IS NULL")).scalar() == 0
+            )
+        assert conn.execute(sa_text("SELECT skipped FROM import_jobs")).scalar() in ("[]", [])
+    migrate.downgrade(empty_db, "0002")
+    with empty_db.engine.connect() as conn:
+        assert conn.execute(sa_text("SELECT count(*) FROM health_samples")).scalar() == 1
