@@ -18,6 +18,7 @@ from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from backend.db import utcnow
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, RR_MAX_BPM
 from backend.models import FitnessMarker, HealthSample, HealthWorkout
 
@@ -26,7 +27,8 @@ RESPIRATORY_RATE = "respiratory_rate"
 SOURCE_MAX_CHARS = 200
 # Rows per INSERT statement. psycopg parses each statement's placeholders in Python, ~7 kB per row, so
 # pages of 1000 (SQLAlchemy's default) would make a 7 MB peak on PostgreSQL; 250 keeps it under 2 MB.
-INSERT_PAGE_ROWS = 100
+# 80 since rows carry their stored time (`created_at`): 11 parameters a row, under 1000 a statement.
+INSERT_PAGE_ROWS = 80
 
 RESTING_HEART_RATE = "resting_heart_rate"
 HRV_SDNN = "hrv_sdnn"
@@ -155,6 +157,7 @@ def store_samples(
     workout_ids: Sequence[int | None] | None = None,
 ) -> dict[str, int]:
     """Insert samples not stored yet; returns new rows per kind. `workout_ids` (aligned) links them."""
+    stored_at = utcnow()  # one value for the batch: no per-row default to evaluate
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for i, s in enumerate(samples):
         by_kind.setdefault(s.kind, []).append(
@@ -168,6 +171,7 @@ def store_samples(
                 "bpm_max": s.bpm_max,
                 "source": s.source,
                 "workout_id": workout_ids[i] if workout_ids is not None else None,
+                "created_at": stored_at,
             }
         )
     table: Table = HealthSample.__table__  # type: ignore[assignment]
@@ -176,6 +180,7 @@ def store_samples(
 
 def store_markers(session: Session, user_id: int, markers: Sequence[MarkerIn]) -> dict[str, int]:
     """Insert fitness markers not stored yet; returns new rows per kind."""
+    stored_at = utcnow()
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for m in markers:
         by_kind.setdefault(m.kind, []).append(
@@ -187,6 +192,7 @@ def store_markers(session: Session, user_id: int, markers: Sequence[MarkerIn]) -
                 "local_date": m.local_date,
                 "value": m.value,
                 "source": m.source,
+                "created_at": stored_at,
             }
         )
     table: Table = FitnessMarker.__table__  # type: ignore[assignment]
@@ -200,6 +206,7 @@ def store_health_workouts(
     workout_ids: Sequence[int | None] | None = None,
 ) -> int:
     """Insert health-app workouts not stored yet; returns how many were new."""
+    stored_at = utcnow()
     rows = [
         {
             "user_id": user_id,
@@ -212,6 +219,7 @@ def store_health_workouts(
             "hr_min_bpm": w.hr_min_bpm,
             "hr_max_bpm": w.hr_max_bpm,
             "workout_id": workout_ids[i] if workout_ids is not None else None,
+            "created_at": stored_at,
         }
         for i, w in enumerate(workouts)
     ]
