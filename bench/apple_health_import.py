@@ -8,9 +8,9 @@ The file comes from backend.imports.synthetic (heart rate every few minutes and 
 respiratory rate at night, energy, steps, HRV, blood pressure, workouts with routes...). Each measured
 import runs in a fresh child process, so its peak resident memory (ru_maxrss) is the import's own; the
 child also reports the peak of Python allocations when --tracemalloc is given (slower). Printed:
-records/s (Record and Workout elements parsed), stored samples/s, MB/s, peak memory, and the same for a
-re-import of the file (which must add nothing). A PostgreSQL database given with --database-url must be
-empty or already migrated; a user named bench-<random> is created in it.
+records/s (every record counted: imported kinds and skipped ones), stored rows/s, MB/s, peak memory,
+and the same for a re-import of the file (which must add nothing). A PostgreSQL database given with
+--database-url must be empty or already migrated; a user named bench-<random> is created in it.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def run_child(path: Path, database_url: str, user: str, trace: bool) -> dict[str
 def report(label: str, result: dict[str, object], size_bytes: int) -> None:
     counts: dict[str, int] = result["counts"]  # type: ignore[assignment]
     seconds: float = result["seconds"]  # type: ignore[assignment]
-    added = counts["heart_rate_added"] + counts["respiratory_rate_added"] + counts["health_workouts_added"]
+    added = sum(n for key, n in counts.items() if key.endswith("_added"))
     print(f"{label}: {seconds:.1f} s")
     records = counts["records_read"]
     print(f"  records parsed  {records:>10,}  {records / seconds:>10,.0f} records/s")
@@ -128,20 +128,26 @@ def main() -> None:
         first = run_child(xml, database_url, user, args.tracemalloc)
         report("import", first, xml.stat().st_size)
         counts: dict[str, int] = first["counts"]  # type: ignore[assignment]
-        expected = (summary.heart_rate, summary.respiratory_rate, summary.workouts, summary.records)
+        expected = (
+            summary.heart_rate,
+            summary.respiratory_rate,
+            summary.hrv_sdnn,
+            summary.workouts,
+            summary.skipped,
+            summary.records,
+        )
         got = (
             counts["heart_rate_added"],
             counts["respiratory_rate_added"],
+            counts["hrv_sdnn_added"],
             counts["health_workouts_added"],
+            counts["skipped"],
             counts["records_read"],
         )
         print(f"  stored as generated: {got == expected} {got}")
         again = run_child(xml, database_url, user, args.tracemalloc)
         report("re-import of the same file", again, xml.stat().st_size)
-        new = sum(
-            again["counts"][k]
-            for k in ("heart_rate_added", "respiratory_rate_added", "health_workouts_added")
-        )  # type: ignore[index]
+        new = sum(n for key, n in again["counts"].items() if key.endswith("_added"))  # type: ignore[attr-defined]
         print(f"  rows added by the re-import: {new}")
         if args.zip:
             archive = folder / "export.zip"
