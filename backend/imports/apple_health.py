@@ -233,8 +233,7 @@ def parse_export(
                 stats.records += 1
                 yield Skipped(NOT_IMPORTED, elem.get("type") or str(tag), NOT_IMPORTED, warn=False)
             # Finished elements hang off the root: drop them (an open element lives on in the parser).
-            if level == 1:
-                root.clear()
+            root.clear()
     except ET.ParseError as exc:
         raise _malformed(exc) from None
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
