@@ -40,6 +40,8 @@ def _not_a_number(value: object) -> object:
     raise ValueError("expected a date YYYY-MM-DD or an ISO 8601 instant with its UTC offset, not a number")
 
 
+# An exact instant with its UTC offset (never a number read as Unix time).
+Instant = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 # A calendar day on the workout's own clock (inclusive), or an exact instant with its offset.
 DateOrInstant = Annotated[
     AwareDatetime | date, Field(union_mode="left_to_right"), BeforeValidator(_not_a_number)

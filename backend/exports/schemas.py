@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from backend.schemas import Body, Params, WorkoutIn
+from backend.schemas import Body, Instant, Params, WorkoutIn
 
 
 class ExportFormat(str, enum.Enum):
@@ -28,7 +28,7 @@ class ExportQuery(Params):
         "(vital-signs profile where one applies); omh: Open mHealth data points (respiratory-rate, "
         "heart-rate, rr-interval, physical-activity)",
     )
-    since: AwareDatetime | None = Field(
+    since: Instant | None = Field(
         default=None,
         description="Incremental export: only workouts changed and records stored at or after this instant "
         "(ISO 8601 with an offset). Deletions are not reported; a full export shows them.",

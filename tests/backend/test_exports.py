@@ -660,5 +660,6 @@ def test_since_exports_only_what_was_stored_or_changed_after(alice_data: Api, ap
     # The Patient, the 6 segments and 2 pulse readings of workout B as PUT again, and VO2 max.
     assert len(bundle["entry"]) == 1 + 6 + 2 + 1
 
-    naive = alice_data.get("/api/v1/export", query_string={"format": "json", "since": "2026-11-28T10:00:00"})
-    assert naive.status_code == 422 and naive.json["errors"][0]["field"] == "since"
+    for bad in ("2026-11-28T10:00:00", "0.5"):  # no offset; a number (not read as Unix time)
+        refused = alice_data.get("/api/v1/export", query_string={"format": "json", "since": bad})
+        assert refused.status_code == 422 and refused.json["errors"][0]["field"] == "since"
