@@ -48,7 +48,7 @@ def summary(counts: dict[str, int]) -> str:
         part("health-app workouts", "health_workouts"),
     ]
     parts += [  # fitness markers, when the import read any
-        part(MARKERS[kind].label.lower(), kind) for kind in MARKERS if counts.get(f"{kind}_read")
+        part(MARKERS[kind].label, kind) for kind in MARKERS if counts.get(f"{kind}_read")
     ]
     text = ", ".join(parts)
     text += f", {counts.get('skipped', 0)} skipped"
