@@ -365,6 +365,8 @@ def test_fhir_bundle_is_valid_r4_with_vital_signs(alice_data: Api) -> None:
     workouts = observations(bundle, "73985-4")
     assert len(hrv) == len(vo2) == len(workouts) == 1
     assert len(bundle["entry"]) == 1 + 10 + 15 + 3
+    every = [e["resource"] for e in bundle["entry"][1:]]
+    assert all("effectiveDateTime" in o or "effectivePeriod" in o for o in every)  # vital signs or not
     for obs in rr + hr + hrv:
         assert obs["status"] == "final" and obs["subject"]["reference"] == patient["fullUrl"]
         assert obs["category"][0]["coding"][0]["code"] == "vital-signs"
