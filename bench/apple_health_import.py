@@ -60,14 +60,15 @@ def import_once(path: Path, database_url: str, user: str, trace: bool) -> dict[s
     rss_before = rss_mb()
     if trace:
         tracemalloc.start()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     done = run_apple_health_job(db, job.id, path, settings)
-    seconds = time.perf_counter() - started
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     traced_peak = tracemalloc.get_traced_memory()[1] / 1e6 if trace else None
     if done is None or done.status != "succeeded":
         raise SystemExit(f"import failed: {done and done.error}")
     return {
         "seconds": seconds,
+        "cpu_s": cpu_s,  # steadier than wall time on a busy machine
         "counts": done.counts,
         "rss_before_mb": rss_before,
         "rss_peak_mb": rss_mb(),
@@ -88,7 +89,7 @@ def report(label: str, result: dict[str, object], size_bytes: int) -> None:
     counts: dict[str, int] = result["counts"]  # type: ignore[assignment]
     seconds: float = result["seconds"]  # type: ignore[assignment]
     added = sum(n for key, n in counts.items() if key.endswith("_added"))
-    print(f"{label}: {seconds:.1f} s")
+    print(f"{label}: {seconds:.1f} s ({result['cpu_s']:.1f} s CPU in this process)")
     records = counts["records_read"]
     print(f"  records parsed  {records:>10,}  {records / seconds:>10,.0f} records/s")
     print(f"  XML             {size_bytes / 1e6:>10,.1f} MB {size_bytes / 1e6 / seconds:>10,.1f} MB/s")
@@ -132,6 +133,7 @@ def main() -> None:
             summary.heart_rate,
             summary.respiratory_rate,
             summary.hrv_sdnn,
+            summary.resting_heart_rate + summary.walking_heart_rate_average + summary.vo2_max,
             summary.workouts,
             summary.skipped,
             summary.records,
@@ -140,6 +142,9 @@ def main() -> None:
             counts["heart_rate_added"],
             counts["respiratory_rate_added"],
             counts["hrv_sdnn_added"],
+            counts["resting_heart_rate_added"]
+            + counts["walking_heart_rate_average_added"]
+            + counts["vo2_max_added"],
             counts["health_workouts_added"],
             counts["skipped"],
             counts["records_read"],

@@ -21,6 +21,7 @@ ElementTree never fetches external entities or DTDs.
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 import zlib
@@ -231,7 +232,7 @@ def parse_export(
                     yield part
             elif level == 1 and tag not in NOT_RECORDS:
                 stats.records += 1
-                yield Skipped(NOT_IMPORTED, elem.get("type") or str(tag), NOT_IMPORTED, warn=False)
+                yield _not_imported(elem.get("type") or str(tag))
             # Finished elements hang off the root: drop them (an open element lives on in the parser).
             root.clear()
     except ET.ParseError as exc:
@@ -246,7 +247,13 @@ def _record_item(elem: ET.Element) -> SampleIn | MarkerIn | Skipped:
         return _record(elem, kind)
     if (marker := MARKER_KINDS.get(record_type)) is not None:
         return _marker(elem, marker)
-    return Skipped(NOT_IMPORTED, record_type or "Record", NOT_IMPORTED, warn=False)
+    return _not_imported(record_type or "Record")
+
+
+@functools.lru_cache(maxsize=1024)
+def _not_imported(record_type: str) -> Skipped:
+    """The skip of a record type Respira does not read: one shared value per type (most of an export)."""
+    return Skipped(NOT_IMPORTED, record_type, NOT_IMPORTED, warn=False)
 
 
 def _workout_parts_skipped(workout: ET.Element) -> Iterator[Skipped]:
@@ -257,7 +264,12 @@ def _workout_parts_skipped(workout: ET.Element) -> Iterator[Skipped]:
         record_type = str(child.tag)
         if child.tag == "WorkoutStatistics":
             record_type += f" {child.get('type', '')}".rstrip()
-        yield Skipped(reason, record_type, reason, warn=False)
+        yield _workout_part(record_type, reason)
+
+
+@functools.lru_cache(maxsize=256)
+def _workout_part(record_type: str, reason: str) -> Skipped:
+    return Skipped(reason, record_type, reason, warn=False)
 
 
 def _malformed(exc: ET.ParseError) -> ExportError:

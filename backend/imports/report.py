@@ -43,6 +43,11 @@ class Skipped:
     category: str = ""
     warn: bool = True  # False for records skipped by type (they are counted, not described one by one)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What the report groups by: the type, and the category (else the reason)."""
+        return self.record_type, self.category or self.reason
+
 
 @dataclass
 class SkipTally:
@@ -52,7 +57,7 @@ class SkipTally:
     warnings: list[str] = field(default_factory=list)
 
     def add(self, skipped: Skipped, count: int = 1) -> None:
-        key = (skipped.record_type, skipped.category or skipped.reason)
+        key = skipped.key
         self.counts[key] = self.counts.get(key, 0) + count
         if skipped.warn and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(skipped.reason)

@@ -20,7 +20,14 @@ from typing import TextIO
 
 CST, CDT = timezone(timedelta(hours=-6)), timezone(timedelta(hours=-5))
 DST_STARTS = date(2024, 3, 10)
-IMPORTED_TYPES = {"HeartRate", "RespiratoryRate", "HeartRateVariabilitySDNN"}  # of the types written here
+IMPORTED_TYPES = {  # of the types written here
+    "HeartRate",
+    "RespiratoryRate",
+    "HeartRateVariabilitySDNN",
+    "RestingHeartRate",
+    "WalkingHeartRateAverage",
+    "VO2Max",
+}
 WATCH = "Alice’s Apple Watch"
 PHONE = "Alice’s iPhone"
 WATCH_DEVICE = (
@@ -90,6 +97,9 @@ class ExportSummary:
     heart_rate: int = 0
     respiratory_rate: int = 0
     hrv_sdnn: int = 0
+    resting_heart_rate: int = 0
+    walking_heart_rate_average: int = 0
+    vo2_max: int = 0
     workouts: int = 0
     skipped: int = 0  # records of types Respira does not import, and workouts' events, routes, statistics
     records: int = 0  # every record counted: imported kinds + skipped
@@ -200,6 +210,17 @@ class _Day:
             )
             self.summary.hrv_sdnn += 1
 
+    def fitness_markers(self) -> None:
+        """The Watch's daily resting and walking heart rate, and a VO2 max estimate after an outdoor run."""
+        day_s = 86_400 - 1
+        self.record("RestingHeartRate", "count/min", str(self.rng.randint(52, 60)), 0, day_s)
+        self.summary.resting_heart_rate += 1
+        self.record("WalkingHeartRateAverage", "count/min", str(self.rng.randint(92, 108)), 0, day_s)
+        self.summary.walking_heart_rate_average += 1
+        if self.workout_span is not None:
+            self.record("VO2Max", "mL/min·kg", f"{self.rng.uniform(42, 47):.2f}", self.workout_span[1] + 60)
+            self.summary.vo2_max += 1
+
     def blood_pressure(self) -> None:
         start = fmt(local_time(self.day, 8 * 3600))
         self.lines.append(
@@ -275,6 +296,7 @@ def day_chunks(first_day: date, rng: random.Random, summary: ExportSummary) -> I
         writer.respiratory_rate()
         writer.activity()
         writer.hrv()
+        writer.fitness_markers()
         if day.weekday() == 6:
             writer.blood_pressure()
         if writer.workout_span is not None:
