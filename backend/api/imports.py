@@ -39,7 +39,14 @@ from backend.imports.schemas import (
     ImportListQuery,
 )
 from backend.models import ImportJob
-from backend.problems import MALFORMED_XML, NOT_AN_EXPORT, PROBLEM_MIMETYPE, FieldError, ProblemError
+from backend.problems import (
+    MALFORMED_XML,
+    NOT_AN_EXPORT,
+    PROBLEM_MIMETYPE,
+    UPLOAD_TOO_LARGE,
+    FieldError,
+    ProblemError,
+)
 from backend.schemas import Problem
 
 bp = Blueprint("imports", __name__)
@@ -105,6 +112,14 @@ def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> Pr
         )
     if kind == "internal":
         return ProblemError(500, "Internal Server Error", f"{message}{where}")
+    if kind == "too_large":
+        return ProblemError(
+            413,
+            "Content Too Large",
+            f"{message}.{where}",
+            UPLOAD_TOO_LARGE,
+            [FieldError((FILE_PART,), message)],
+        )
     return ProblemError(
         422,
         "Not an Apple Health export",
@@ -130,6 +145,11 @@ def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> Pr
         201: ("Imported (small file)", ImportJobOut),
         202: ("Importing in the background; poll `url`", ImportJobOut),
         400: ("Malformed XML: `detail` names the line and column", {PROBLEM_MIMETYPE: Problem}),
+        413: (
+            "Larger than IMPORT_MAX_CONTENT_LENGTH, or it would inflate past the import limits (a zip "
+            "bomb, a gigantic element)",
+            {PROBLEM_MIMETYPE: Problem},
+        ),
         415: ("Not multipart/form-data, or the file is neither zip nor XML", {PROBLEM_MIMETYPE: Problem}),
         422: ("No `file` part, or not an Apple Health export", {PROBLEM_MIMETYPE: Problem}),
     },
@@ -157,7 +177,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     try:
         if path.stat().st_size == 0:
             raise ExportError("the file is empty", "invalid")
-        check_export(path)
+        xml_bytes = check_export(path, settings.limits)  # zip bombs are refused here, uninflated
     except ExportError as exc:
         path.unlink(missing_ok=True)
         raise _export_problem(exc) from None
@@ -166,7 +186,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     filename = "".join(c for c in PurePath(upload.filename or "").name if c.isprintable())[:255] or None
     job = create_job(db, user_id, "apple_health", filename, job_uuid)
     headers = {"Location": job_url(job)}
-    if path.stat().st_size <= settings.inline_max_bytes:
+    if xml_bytes <= settings.inline_max_bytes:  # what will be parsed, not what was sent
         done = run_apple_health_job(db, job.id, path, settings, delete_file=True)
         if done is None:
             raise ProblemError(404, "Not Found", "The account was deleted during the import.")

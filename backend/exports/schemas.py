@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from backend.schemas import Body, Params, WorkoutIn
+from backend.schemas import Body, Instant, Params, WorkoutIn
 
 
 class ExportFormat(str, enum.Enum):
@@ -38,8 +38,8 @@ class ExportedWorkout(WorkoutIn):
 
 class ExportedSample(Body):
     kind: SampleKind
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     bpm: float = Field(gt=0, le=300, description="Per minute: beats (heart rate) or breaths")
     bpm_min: float | None = Field(default=None, gt=0, le=300)
     bpm_max: float | None = Field(default=None, gt=0, le=300)
@@ -50,8 +50,8 @@ class ExportedSample(Body):
 class ExportedHealthWorkout(Body):
     source: str = Field(min_length=1, max_length=200)
     activity_type: str = Field(min_length=1, max_length=100)
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     indoor: bool | None = None
     hr_avg_bpm: float | None = Field(default=None, gt=0, le=300)
     hr_min_bpm: float | None = Field(default=None, gt=0, le=300)

@@ -22,8 +22,17 @@ SETTINGS: dict[str, Any] = {
     "IMPORT_MAX_CONTENT_LENGTH": 4 * 1024**3,
     # JSON imports (Health Auto Export pushes, JSON exports) are parsed in memory: keep them bounded.
     "IMPORT_JSON_MAX_CONTENT_LENGTH": 64 * 1024**2,
-    # Uploads up to this size are imported during the request; larger ones in a background job.
+    # Imports up to this size (an export's XML once inflated; a push's JSON) run during the request;
+    # larger ones in a background job, so no request is long enough for gunicorn to kill its worker.
     "IMPORT_INLINE_MAX_BYTES": 8 * 1024**2,
+    # Hostile uploads (docs/security.md): the most an export.xml may inflate to, how many times its
+    # compressed size, and the longest single tag, comment or text (apple_health.ExportLimits).
+    "IMPORT_MAX_XML_BYTES": 16 * 1024**3,
+    "IMPORT_MAX_ZIP_RATIO": 100,
+    "IMPORT_MAX_XML_NODE_BYTES": 1024**2,
+    # Health Auto Export pushes up to this size are parsed whole in the request (about 20 times the
+    # body in memory); larger ones are spooled to disk and parsed as a stream in a job.
+    "IMPORT_PUSH_INLINE_MAX_BYTES": 2 * 1024**2,
     "IMPORT_BATCH_SIZE": 5000,  # records per transaction
     "IMPORT_UPLOAD_DIR": None,  # where uploads wait for their job; default: <instance>/imports
     # A protocol pulse point is filled from the nearest heart-rate sample at most this far away.

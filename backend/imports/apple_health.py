@@ -1,10 +1,9 @@
 """Streaming reader of Apple Health exports (export.zip from the Health app, or its export.xml).
 
-Exports run to several GB, so nothing is loaded whole: a zip member is decompressed as a stream, and
-`xml.etree.ElementTree.iterparse` builds one element at a time. After each element ends the root is
-cleared, which drops every finished element (`elem.clear()` alone would leave one empty element per
-record hanging off the root: hundreds of MB for a large export). Memory stays at one record plus the
-caller's batch, whatever the file size.
+Exports run to several GB, so nothing is loaded whole: a zip member is decompressed as a stream and fed
+to expat in 64 kB chunks; its callbacks keep the attributes of one record (or one workout and its few
+children) at a time, and no text at all (Apple's export carries everything in attributes). Memory stays
+at one record plus the caller's batch, whatever the file size.
 
 Read: `Record` elements of HKQuantityTypeIdentifierHeartRate and HKQuantityTypeIdentifierRespiratoryRate
 (attributes type, unit, value, sourceName, startDate, endDate) and `Workout` elements (type, start, end,
@@ -12,8 +11,17 @@ indoor flag, heart-rate statistics). Everything else (steps, energy, routes, ECG
 A record with an unusable value or date is skipped and reported, not fatal; malformed XML is fatal and
 reported with its line and column.
 
-Untrusted input: expat (>= 2.4.1, bundled with supported Pythons) refuses entity-expansion bombs, and
-ElementTree never fetches external entities or DTDs.
+Untrusted input (docs/security.md), every limit in `ExportLimits` (settings IMPORT_MAX_*):
+
+- zip bombs: a member whose declared size passes `max_xml_bytes`, or that inflates more than
+  `max_zip_ratio` times its compressed size, is refused before a byte is inflated; the stream also stops
+  at the declared size (zipfile checks it, and so does `CountingReader`), so a lying header cannot
+  inflate more;
+- huge nodes: expat must buffer a whole start tag (and comment) before reporting it, and text arrives in
+  pieces; once `max_node_bytes` of input go by without a complete node, or one element holds more text
+  than that, the import stops with an error, so one 300 MB attribute or text node cannot fill memory;
+- entities: a DTD that declares any entity is refused (no expansion bombs, no external entities);
+  expat never fetches anything.
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
-from xml.etree import ElementTree as ET
+from typing import IO, Any
 from xml.parsers import expat
 
+from backend.domain import implausible_time
 from backend.imports.dates import parse_health_datetime
 from backend.imports.records import (
     HEART_RATE,
@@ -46,13 +54,35 @@ PER_MINUTE = {"count/min": 1.0, "count/s": 60.0, "count/h": 1 / 60}  # unit -> f
 ROOT_TAG = "HealthData"
 DEFAULT_SOURCE = "Apple Health"
 ZIP_MAGIC = b"PK\x03\x04"
+CHUNK_BYTES = 64 * 1024
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExportLimits:
+    """What an upload may ask of the server (defaults: backend.imports.SETTINGS)."""
+
+    max_xml_bytes: int = 16 * 1024 * MiB  # export.xml, inflated
+    max_zip_ratio: float = 100.0  # inflated / compressed size of the export.xml member
+    max_node_bytes: int = 1 * MiB  # one tag, comment or element text
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ExportLimits:
+        from backend.imports import setting
+
+        return cls(
+            max_xml_bytes=int(setting(config, "IMPORT_MAX_XML_BYTES")),
+            max_zip_ratio=float(setting(config, "IMPORT_MAX_ZIP_RATIO")),
+            max_node_bytes=int(setting(config, "IMPORT_MAX_XML_NODE_BYTES")),
+        )
 
 
 class ExportError(Exception):
     """The upload is not a usable Apple Health export.
 
     `kind`: "unsupported" (neither zip nor XML), "invalid" (a zip without export.xml, another XML
-    document) or "malformed" (broken XML; `line` and `column`, both from 1, say where).
+    document), "too_large" (past an `ExportLimits` limit) or "malformed" (broken XML; `line` and
+    `column`, both from 1, say where).
     """
 
     def __init__(
@@ -75,14 +105,17 @@ class ParseStats:
 
 
 class CountingReader:
-    """Wraps a binary stream and counts the bytes read through it: the import's progress."""
+    """Wraps a binary stream and counts the bytes read through it: the import's progress. Reading past
+    `limit` bytes is an error (an inflating stream that does not stop where its header said)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw, self.bytes_read = raw, 0
+    def __init__(self, raw: IO[bytes], limit: int | None = None) -> None:
+        self.raw, self.bytes_read, self.limit = raw, 0, limit
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.bytes_read += len(data)
+        if self.limit is not None and self.bytes_read > self.limit:
+            raise ExportError(f"the export.xml is larger than the {self.limit:,} bytes it may inflate to")
         return data
 
 
@@ -128,14 +161,39 @@ def _not_an_export() -> ExportError:
     )
 
 
+def _check_member(member: zipfile.ZipInfo, limits: ExportLimits) -> None:
+    """Refuse a zip bomb from its header, before inflating anything."""
+    if member.file_size > limits.max_xml_bytes:
+        raise ExportError(
+            f"{member.filename} would inflate to {member.file_size:,} bytes; at most "
+            f"{limits.max_xml_bytes:,} are accepted",
+            "too_large",
+        )
+    ratio = member.file_size / max(member.compress_size, 1)
+    if ratio > limits.max_zip_ratio:
+        raise ExportError(
+            f"{member.filename} would inflate {ratio:,.0f} times its compressed size (at most "
+            f"{limits.max_zip_ratio:g} times is accepted): this is not an export from the Health app",
+            "too_large",
+        )
+
+
 @contextmanager
-def open_export(path: Path) -> Iterator[OpenedExport]:
-    """Open an uploaded export.zip or export.xml for streaming; raises ExportError when it is neither."""
+def open_export(path: Path, limits: ExportLimits | None = None) -> Iterator[OpenedExport]:
+    """Open an uploaded export.zip or export.xml for streaming; raises ExportError when it is neither,
+    or when it would inflate past the limits."""
+    limits = limits or ExportLimits()
     with open(path, "rb") as file:
         kind = sniff(file.read(64))
         file.seek(0)
         if kind == "xml":
-            yield OpenedExport(CountingReader(file), os.fstat(file.fileno()).st_size, None)
+            size = os.fstat(file.fileno()).st_size
+            if size > limits.max_xml_bytes:
+                raise ExportError(
+                    f"the export.xml has {size:,} bytes; at most {limits.max_xml_bytes:,} are accepted",
+                    "too_large",
+                )
+            yield OpenedExport(CountingReader(file), size, None)
             return
         if kind != "zip":
             raise _not_an_export()
@@ -148,53 +206,117 @@ def open_export(path: Path) -> Iterator[OpenedExport]:
             if member is None:
                 names = ", ".join(archive.namelist()[:5]) or "nothing"
                 raise ExportError(f"the zip holds no export.xml (it holds {names})")
+            _check_member(member, limits)
             with archive.open(member) as raw:
-                yield OpenedExport(CountingReader(raw), member.file_size, member.filename)
+                yield OpenedExport(CountingReader(raw, member.file_size), member.file_size, member.filename)
 
 
-def check_export(path: Path) -> None:
-    """Fail fast, before an import job is created, on an upload that cannot be an export."""
-    with open_export(path):
-        pass
+def check_export(path: Path, limits: ExportLimits | None = None) -> int:
+    """Fail fast, before an import job is created, on an upload that cannot be an export (or would
+    inflate too far). Returns the size of its XML, inflated: what decides between inline and a job."""
+    with open_export(path, limits) as export:
+        return export.size
+
+
+class _Collector:
+    """expat callbacks: keep what the import needs of each element, count progress, enforce limits."""
+
+    def __init__(self, parser: Any, stats: ParseStats, limits: ExportLimits) -> None:
+        self.parser, self.stats, self.limits = parser, stats, limits
+        self.items: list[SampleIn | HealthWorkoutIn | Skipped] = []
+        self.root_seen = False
+        self.node_at = 0  # byte offset where the last complete node was reported
+        self.text_bytes = 0  # text of the current element so far
+        self.workout: tuple[dict[str, str], list[tuple[str, dict[str, str]]]] | None = None
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+        parser.CharacterDataHandler = self.text
+        parser.CommentHandler = self.other
+        parser.StartDoctypeDeclHandler = self.other
+        parser.ElementDeclHandler = self.other
+        parser.AttlistDeclHandler = self.other
+        parser.EntityDeclHandler = self.entity
+
+    def _progress(self) -> None:
+        self.node_at = self.parser.CurrentByteIndex
+
+    def other(self, *_args: Any) -> None:
+        self._progress()
+
+    def entity(self, *_args: Any) -> None:
+        raise ExportError("the XML declares entities, which Apple Health exports never do; refused")
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        self._progress()
+        self.text_bytes = 0
+        if not self.root_seen:
+            self.root_seen = True
+            if tag != ROOT_TAG:
+                raise ExportError(
+                    f"this XML is not an Apple Health export: its root element is <{tag}>, not <{ROOT_TAG}>"
+                )
+            return
+        if tag == "Record":
+            self.stats.records += 1
+            kind = RECORD_KINDS.get(attrs.get("type", ""))
+            if kind is not None:
+                self.items.append(_record(attrs, kind))
+        elif tag == "Workout":
+            self.stats.records += 1
+            self.workout = (attrs, [])
+        elif self.workout is not None and tag in ("MetadataEntry", "WorkoutStatistics"):
+            self.workout[1].append((tag, attrs))
+
+    def end(self, tag: str) -> None:
+        self._progress()
+        self.text_bytes = 0
+        if tag == "Workout" and self.workout is not None:
+            self.items.append(_workout(*self.workout))
+            self.workout = None
+
+    def text(self, data: str) -> None:
+        self._progress()
+        self.text_bytes += len(data)
+        if self.text_bytes > self.limits.max_node_bytes:
+            raise ExportError(
+                f"an element holds more than {self.limits.max_node_bytes:,} bytes of text "
+                f"(line {self.parser.CurrentLineNumber}); Apple Health exports hold none",
+                "too_large",
+            )
 
 
 def parse_export(
-    stream: CountingReader, stats: ParseStats | None = None
+    stream: CountingReader, stats: ParseStats | None = None, limits: ExportLimits | None = None
 ) -> Iterator[SampleIn | HealthWorkoutIn | Skipped]:
     """Yield the heart-rate and respiratory-rate samples and the workouts of an export, in file order."""
     stats = stats if stats is not None else ParseStats()
-    root: ET.Element | None = None
+    limits = limits or ExportLimits()
+    parser = expat.ParserCreate()
+    parser.buffer_text = False  # text comes in pieces as it arrives: counted, never accumulated
+    collector = _Collector(parser, stats, limits)
+    fed = 0
     try:
-        for event, elem in ET.iterparse(stream, events=("start", "end")):
-            if root is None:  # the first event: the document element starts
-                root = elem
-                if elem.tag != ROOT_TAG:
-                    raise ExportError(
-                        f"this XML is not an Apple Health export: its root element is <{elem.tag}>, "
-                        f"not <{ROOT_TAG}>"
-                    )
-                continue
-            if event == "start":
-                continue
-            tag = elem.tag
-            if tag == "Record":
-                stats.records += 1
-                kind = RECORD_KINDS.get(elem.get("type", ""))
-                if kind is not None:
-                    yield _record(elem, kind)
-            elif tag == "Workout":
-                stats.records += 1
-                yield _workout(elem)
-            # Finished elements hang off the root: drop them (an open element lives on in the parser).
-            root.clear()
-    except ET.ParseError as exc:
+        while chunk := stream.read(CHUNK_BYTES):
+            parser.Parse(chunk, False)
+            fed += len(chunk)
+            yield from collector.items
+            collector.items.clear()
+            if fed - collector.node_at > limits.max_node_bytes:
+                raise ExportError(
+                    f"a single tag or comment runs past {limits.max_node_bytes:,} bytes (from line "
+                    f"{parser.CurrentLineNumber}); Apple Health records are a few hundred bytes",
+                    "too_large",
+                )
+        parser.Parse(b"", True)
+        yield from collector.items
+    except expat.ExpatError as exc:
         raise _malformed(exc) from None
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise ExportError(f"the zip file is damaged: {exc}") from None
 
 
-def _malformed(exc: ET.ParseError) -> ExportError:
-    line, column = exc.position
+def _malformed(exc: expat.ExpatError) -> ExportError:
+    line, column = exc.lineno, exc.offset
     reason = expat.errors.messages.get(exc.code, str(exc))
     if exc.code == expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS] or reason == "unclosed token":
         reason += " (the file ends too early: was the upload cut short?)"
@@ -209,7 +331,7 @@ def _number(text: str | None) -> float:
     return float(text)
 
 
-def _record(elem: ET.Element, kind: str) -> SampleIn | Skipped:
+def _record(elem: dict[str, str], kind: str) -> SampleIn | Skipped:
     start_text = elem.get("startDate", "")
     where = f"{elem.get('type', '').removeprefix('HKQuantityTypeIdentifier')} record of {start_text or '?'}"
     factor = PER_MINUTE.get(elem.get("unit", ""))
@@ -226,12 +348,14 @@ def _record(elem: ET.Element, kind: str) -> SampleIn | Skipped:
         return Skipped(f"{where}: {exc}")
     if ended_at < started_at:
         return Skipped(f"{where}: it ends before it starts")
+    if problem := implausible_time(started_at) or implausible_time(ended_at):
+        return Skipped(f"{where}: {problem}")
     if problem := sample_problem(kind, bpm):
         return Skipped(f"{where}: {problem}")
     return SampleIn(kind, started_at, ended_at, bpm, clean_source(elem.get("sourceName"), DEFAULT_SOURCE))
 
 
-def _workout(elem: ET.Element) -> HealthWorkoutIn | Skipped:
+def _workout(elem: dict[str, str], children: list[tuple[str, dict[str, str]]]) -> HealthWorkoutIn | Skipped:
     start_text = elem.get("startDate", "")
     activity = elem.get("workoutActivityType", "").removeprefix("HKWorkoutActivityType") or "Other"
     where = f"{activity} workout of {start_text or '?'}"
@@ -242,12 +366,14 @@ def _workout(elem: ET.Element) -> HealthWorkoutIn | Skipped:
         return Skipped(f"{where}: {exc}")
     if ended_at < started_at:
         return Skipped(f"{where}: it ends before it starts")
+    if problem := implausible_time(started_at) or implausible_time(ended_at):
+        return Skipped(f"{where}: {problem}")
     indoor: bool | None = None
     hr: dict[str, float | None] = {"average": None, "minimum": None, "maximum": None}
-    for child in elem:
-        if child.tag == "MetadataEntry" and child.get("key") == "HKIndoorWorkout":
+    for tag, child in children:
+        if tag == "MetadataEntry" and child.get("key") == "HKIndoorWorkout":
             indoor = child.get("value", "").lower() in ("1", "true", "yes")
-        elif child.tag == "WorkoutStatistics" and child.get("type") == HK_HEART_RATE:
+        elif tag == "WorkoutStatistics" and child.get("type") == HK_HEART_RATE:
             factor = PER_MINUTE.get(child.get("unit", ""), 1.0)
             for stat in hr:
                 try:

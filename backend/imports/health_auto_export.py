@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from backend.domain import implausible_time
 from backend.imports.dates import parse_health_datetime
 from backend.imports.matching import match_workouts
 from backend.imports.records import (
@@ -87,6 +88,9 @@ def _sample(raw: dict[str, Any], kind: str, loc: Loc, out: Converted) -> None:
     except ValueError as exc:
         out.error((*loc, "date"), str(exc))
         return
+    if problem := implausible_time(moment):
+        out.skip(f"{kind} of {point.date}", problem)
+        return
     if kind == HEART_RATE:
         value, low, high = (point.Avg if point.Avg is not None else point.qty), point.Min, point.Max
     else:
@@ -126,6 +130,9 @@ def _workout(workout: HaeWorkout, loc: Loc, out: Converted) -> None:
     started_at, ended_at = times
     if ended_at < started_at:
         out.error((*loc, "end"), "the workout ends before it starts")
+        return
+    if problem := implausible_time(started_at) or implausible_time(ended_at):
+        out.skip(f"workout {workout.name or ''} of {workout.start}".replace("  ", " "), problem)
         return
     extra = workout.model_extra or {}
     during = [s for s in out.samples[first_new:] if started_at <= s.started_at <= ended_at]

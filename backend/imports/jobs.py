@@ -33,7 +33,14 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.imports import setting
-from backend.imports.apple_health import ExportError, ParseStats, Skipped, open_export, parse_export
+from backend.imports.apple_health import (
+    ExportError,
+    ExportLimits,
+    ParseStats,
+    Skipped,
+    open_export,
+    parse_export,
+)
 from backend.imports.matching import match_workouts
 from backend.imports.records import HealthWorkoutIn, SampleIn, store_health_workouts, store_samples
 from backend.models import ImportJob
@@ -51,6 +58,7 @@ class ImportSettings:
     upload_dir: Path
     inline_max_bytes: int
     stale_after_s: float
+    limits: ExportLimits = field(default_factory=ExportLimits)
 
     @classmethod
     def from_app(cls, app: Flask) -> ImportSettings:
@@ -62,6 +70,7 @@ class ImportSettings:
             upload_dir=Path(upload_dir),
             inline_max_bytes=int(setting(config, "IMPORT_INLINE_MAX_BYTES")),
             stale_after_s=float(setting(config, "IMPORT_STALE_AFTER_S")),
+            limits=ExportLimits.from_config(config),
         )
 
 
@@ -191,9 +200,9 @@ def run_apple_health_job(
         _set_status(db, job_id, status="running", started_at=utcnow())
         stats, bytes_total, bytes_done = ParseStats(), None, 0
         try:
-            with open_export(path) as export:
+            with open_export(path, settings.limits) as export:
                 bytes_total = export.size
-                for item in parse_export(export.stream, stats):
+                for item in parse_export(export.stream, stats, settings.limits):
                     run.take(item)
                     if run.pending >= settings.batch_size:
                         bytes_done = export.stream.bytes_read

@@ -17,6 +17,7 @@ from backend.db import EXTENSION_KEY, Base, Database
 TABLES = {
     *("users", "api_tokens", "workouts", "stages", "segments", "pulse_readings", "idempotency_records"),
     *("health_samples", "health_workouts", "import_jobs"),  # 0002: interop
+    *("web_sessions", "auth_failures"),  # 0003: security
 }
 
 
