@@ -7,6 +7,7 @@ requests only, after authentication.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import PurePath
 from typing import Any
@@ -15,10 +16,10 @@ from flask import Blueprint, current_app, request, url_for
 from sqlalchemy import select
 
 from backend.api.auth import current_principal
-from backend.api.openapi import operation
+from backend.api.openapi import malformed_json, operation, parse_body, require_json
 from backend.db import get_db, get_session, transactional
 from backend.exports.schemas import RespiraExport
-from backend.imports import health_auto_export, json_restore, setting
+from backend.imports import health_auto_export, json_restore, push_stream, setting
 from backend.imports.apple_health import ExportError, check_export
 from backend.imports.jobs import (
     ImportSettings,
@@ -202,14 +203,51 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     "Receive a Health Auto Export push",
     description="The JSON the Health Auto Export app's REST API automation sends. heart_rate and "
     "respiratory_rate metrics and workouts (with heartRateData) are stored; other metrics are ignored. "
-    "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'. Overlapping syncs never "
-    "duplicate. One transaction: a malformed point rejects the push (422 naming it) and stores nothing.",
+    "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'; values must be JSON "
+    "numbers. Overlapping syncs never duplicate. A malformed point rejects the push (422 naming it) and "
+    "stores nothing. Small pushes are imported during the request (201); large ones (above "
+    "IMPORT_PUSH_INLINE_MAX_BYTES) are checked whole, then stored in the background (202): poll `url`.",
     tags=TAGS,
     body=HealthAutoExportPush,
-    responses={201: ("Imported", ImportJobOut)},
+    reads_body=True,
+    responses={
+        201: ("Imported", ImportJobOut),
+        202: ("A large push: importing in the background; poll `url`", ImportJobOut),
+    },
 )
-@transactional
-def health_auto_export_push(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
+def health_auto_export_push() -> tuple[dict[str, Any], int, dict[str, str]]:
+    require_json()
+    inline_max = int(setting(current_app.config, "IMPORT_PUSH_INLINE_MAX_BYTES"))
+    length = request.content_length
+    if length is not None and length <= inline_max:
+        return transactional(_push_inline)(parse_body(HealthAutoExportPush))
+    # Large (or of unknown length): to disk in chunks, never whole in memory (413 past the body limit).
+    settings = ImportSettings.from_app(current_app)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_uuid = uuid.uuid4()
+    path = upload_path(settings, job_uuid)
+    try:
+        with open(path, "wb") as spool:
+            shutil.copyfileobj(request.stream, spool, 1024 * 1024)
+        if path.stat().st_size <= inline_max:
+            return transactional(_push_inline)(parse_body(HealthAutoExportPush, path.read_bytes()))
+        push_stream.scan(path)  # structure and JSON syntax now, as a problem+json; values in the job
+    except push_stream.PushInvalid as exc:
+        path.unlink(missing_ok=True)
+        if exc.errors[0].loc == () and exc.errors[0].detail.startswith("not valid JSON"):
+            raise malformed_json(exc.errors[0].detail.removeprefix("not valid JSON: ")) from None
+        raise ProblemError.invalid(exc.errors, "Invalid Health Auto Export data") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    db = get_db()
+    job = create_job(db, current_principal().user_id, "health_auto_export", None, job_uuid)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    start_in_background(app, db, job, path, settings, runner=push_stream.run_push_job)
+    return job_json(load_job(db, job.id) or job), 202, {"Location": job_url(job)}
+
+
+def _push_inline(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
     session, user_id = get_session(), current_principal().user_id
     tolerance_s = float(setting(current_app.config, "IMPORT_PULSE_TOLERANCE_S"))
     counts, warnings = health_auto_export.import_push(session, user_id, body, tolerance_s)

@@ -309,10 +309,15 @@ def parse_export(
                 )
         parser.Parse(b"", True)
         yield from collector.items
+        return
     except expat.ExpatError as exc:
-        raise _malformed(exc) from None
+        error = _malformed(exc)
+    except ExportError as exc:
+        error = exc
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise ExportError(f"the zip file is damaged: {exc}") from None
+        error = ExportError(f"the zip file is damaged: {exc}")
+    yield from collector.items  # the records read whole before the error are good
+    raise error
 
 
 def _malformed(exc: expat.ExpatError) -> ExportError:

@@ -261,11 +261,17 @@ def run_apple_health_job(
 
 
 def start_in_background(
-    app: Flask, db: Database, job: ImportJob, path: Path, settings: ImportSettings
+    app: Flask,
+    db: Database,
+    job: ImportJob,
+    path: Path,
+    settings: ImportSettings,
+    runner: Callable[..., ImportJob | None] | None = None,
 ) -> None:
-    """Run the import in a daemon thread of this process, with its own database sessions."""
+    """Run the import (`runner`, default run_apple_health_job, same arguments) in a daemon thread of
+    this process, with its own database sessions."""
     thread = threading.Thread(
-        target=run_apple_health_job,
+        target=runner or run_apple_health_job,
         args=(db, job.id, path, settings),
         kwargs={"delete_file": True},
         name=f"respira-import-{job.uuid}",

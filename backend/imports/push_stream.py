@@ -1,0 +1,353 @@
+"""Large Health Auto Export pushes, read as a stream from a file in bounded memory, in a job.
+
+A push parsed whole (pydantic over the body) costs about twenty times its size in memory: 1.3 GB for a
+64 MB body. So pushes above IMPORT_PUSH_INLINE_MAX_BYTES are spooled to disk by the endpoint and
+imported here, with ijson (yajl, C) reading one point at a time:
+
+1. `scan`: the structure (what the schema says: objects where objects belong, arrays where arrays do)
+   and the name and units of each metric, which JSON may place after the metric's data.
+2. `_convert(store=False)`: every point and workout is checked exactly as an inline push is
+   (backend.imports.health_auto_export); any malformed field fails the job, naming it, and nothing is
+   stored: the same promise as the inline push.
+3. `_convert(store=True)`: the same walk again, storing batches of IMPORT_BATCH_SIZE samples, each in its
+   own transaction; duplicates are skipped as always, so re-sending a push that failed midway completes
+   it. Then workouts are matched, as after every import.
+
+Memory holds one batch, and one workout with its heart-rate points (at most MAX_WORKOUT_POINTS).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+from pydantic import ValidationError
+
+from backend.db import Database, utcnow
+from backend.imports.health_auto_export import (
+    METRICS,
+    PER_MINUTE_UNITS,
+    Converted,
+    _sample,
+    _workout,
+)
+from backend.imports.jobs import MAX_WARNINGS, ImportSettings, JobGone, load_job
+from backend.imports.matching import match_workouts
+from backend.imports.records import store_health_workouts, store_samples
+from backend.imports.schemas import HaeWorkout
+from backend.models import ImportJob
+from backend.problems import FieldError, field_errors
+
+log = logging.getLogger("respira.imports")
+
+METRIC = "data.metrics.item"
+POINT = "data.metrics.item.data.item"
+WORKOUT = "data.workouts.item"
+WORKOUT_POINT_LISTS = ("heartRateData", "heartRateRecovery")
+# Workout fields kept while streaming (others, such as routes, are skipped unread).
+WORKOUT_FIELDS = ("id", "name", "start", "end", "location", "avgHeartRate", "minHeartRate", "maxHeartRate")
+WORKOUT_FIELDS += ("heartRate",)
+MAX_WORKOUT_POINTS = 100_000  # heart-rate points of one workout: 69 days at one a minute
+# Where the schema wants an object or an array.
+CONTAINERS = {
+    "": "start_map",
+    "data": "start_map",
+    "data.metrics": "start_array",
+    METRIC: "start_map",
+    "data.metrics.item.data": "start_array",
+    POINT: "start_map",
+    "data.workouts": "start_array",
+    WORKOUT: "start_map",
+    **{f"{WORKOUT}.{name}": "start_array" for name in WORKOUT_POINT_LISTS},
+    **{f"{WORKOUT}.{name}.item": "start_map" for name in WORKOUT_POINT_LISTS},
+}
+VALUE_STARTS = ("start_map", "start_array", "string", "number", "boolean", "null")
+KIND_NAMES = {"start_map": "an object", "start_array": "an array"}
+
+
+class PushInvalid(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{errors[0].field}: {errors[0].detail}")
+        self.errors = errors
+
+
+def _loc(prefix: str, indices: dict[str, int]) -> tuple[str | int, ...]:
+    """('data', 'metrics', 2, 'data', 7) from 'data.metrics.item.data.item' and the current indices."""
+    loc: list[str | int] = []
+    path = ""
+    for part in prefix.split(".") if prefix else []:
+        path = f"{path}.{part}" if path else part
+        loc.append(indices.get(path, 0) if part == "item" else part)
+    return tuple(loc)
+
+
+@dataclass
+class Scan:
+    """What the first pass learns: each metric's name and units, by index."""
+
+    names: dict[int, str] = field(default_factory=dict)
+    units: dict[int, str | None] = field(default_factory=dict)
+
+
+def _events(file: IO[bytes]) -> Iterator[tuple[str, str, Any, dict[str, int]]]:
+    """ijson's events with the index of every array item on the way (prefix of the item -> index)."""
+    indices: dict[str, int] = {}
+    for prefix, event, value in ijson.parse(file, use_float=True):
+        if prefix.endswith("item") and event in VALUE_STARTS:
+            indices[prefix] = indices.get(prefix, -1) + 1
+        if event == "start_array":
+            indices.pop(f"{prefix}.item" if prefix else "item", None)
+        yield prefix, event, value, indices
+
+
+def scan(path: Path) -> Scan:
+    """Pass 1: check the structure and read the metrics' names; raises PushInvalid."""
+    out = Scan()
+    seen_data = False
+    with open(path, "rb") as file:
+        try:
+            for prefix, event, value, indices in _events(file):
+                want = CONTAINERS.get(prefix)
+                if want is not None and event not in ("end_map", "end_array", "map_key"):
+                    if event != want:
+                        loc = _loc(prefix, indices)
+                        raise PushInvalid([FieldError(loc, f"must be {KIND_NAMES[want]}")])
+                    seen_data |= prefix == "data"
+                if prefix == f"{METRIC}.name":
+                    if event != "string":
+                        raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string")])
+                    out.names[indices[METRIC]] = value
+                elif prefix == f"{METRIC}.units":
+                    if event not in ("string", "null"):
+                        raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string or null")])
+                    out.units[indices[METRIC]] = value
+                elif prefix == METRIC and event == "end_map" and indices[METRIC] not in out.names:
+                    raise PushInvalid([FieldError((*_loc(METRIC, indices), "name"), "Field required")])
+        except ijson.JSONError as exc:
+            raise PushInvalid([FieldError((), f"not valid JSON: {exc}")]) from None
+    if not seen_data:
+        raise PushInvalid([FieldError(("data",), "Field required")])
+    return out
+
+
+STARTS, ENDS = ("start_map", "start_array"), ("end_map", "end_array")
+
+
+class _Builder:
+    """Builds one JSON value from ijson events; members of the top object not in `keep` are skipped
+    unbuilt (a workout's route, say)."""
+
+    def __init__(self, keep: tuple[str, ...] | None = None) -> None:
+        self.keep = keep
+        self.builder = ijson.ObjectBuilder()
+        self.depth = 0
+        self.skip_next = False  # the next value belongs to a skipped member
+        self.skip_depth = 0  # inside a skipped member's object or array
+
+    def event(self, event: str, value: Any) -> bool:
+        """Feed one event; True once the value is complete."""
+        if self.skip_depth:
+            self.skip_depth += (event in STARTS) - (event in ENDS)
+            return False
+        if self.skip_next:
+            self.skip_next = False
+            self.skip_depth = int(event in STARTS)
+            return False
+        if event == "map_key" and self.depth == 1 and self.keep is not None and value not in self.keep:
+            self.skip_next = True
+            return False
+        self.depth += (event in STARTS) - (event in ENDS)
+        self.builder.event(event, value)
+        return self.depth == 0
+
+    @property
+    def value(self) -> Any:
+        return self.builder.value
+
+
+@dataclass
+class _Totals:
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            (
+                "records_read",
+                "heart_rate_read",
+                "heart_rate_added",
+                "respiratory_rate_read",
+                "respiratory_rate_added",
+                "health_workouts_read",
+                "health_workouts_added",
+                "skipped",
+            ),
+            0,
+        )
+    )
+    warnings: list[str] = field(default_factory=list)
+    errors: list[FieldError] = field(default_factory=list)
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+
+    def take(self, out: Converted) -> None:
+        """Count what `out` converted (then it is emptied)."""
+        self.counts["records_read"] += len(out.samples) + len(out.workouts) + out.skipped
+        self.counts["skipped"] += out.skipped
+        self.counts["health_workouts_read"] += len(out.workouts)
+        for sample in out.samples:
+            self.counts[f"{sample.kind}_read"] += 1
+        moments = [s.started_at for s in out.samples]
+        moments += [t for w in out.workouts for t in (w.started_at, w.ended_at)]
+        if moments:
+            low, high = min(moments), max(moments)
+            self.first_at = low if self.first_at is None else min(self.first_at, low)
+            self.last_at = high if self.last_at is None else max(self.last_at, high)
+        self.warnings.extend(out.warnings[: MAX_WARNINGS - len(self.warnings)])
+        self.errors.extend(out.errors[: 50 - len(self.errors)])
+        out.samples, out.workouts, out.warnings, out.errors, out.skipped = [], [], [], [], 0
+
+
+def _convert(path: Path, found: Scan, db: Database | None, user_id: int, batch_size: int) -> _Totals:
+    """Pass 2 (`db` None: check only) or pass 3 (store in batches of `batch_size`)."""
+    totals, out = _Totals(), Converted()
+    building: _Builder | None = None
+    loc: tuple[str | int, ...] = ()
+
+    def flush(force: bool = False) -> None:
+        if not force and len(out.samples) + len(out.workouts) < batch_size:
+            return
+        if db is not None:
+            with db.session(write=True) as session, session.begin():
+                added = store_samples(session, user_id, out.samples)
+                for kind, new in added.items():
+                    totals.counts[f"{kind}_added"] += new
+                totals.counts["health_workouts_added"] += store_health_workouts(
+                    session, user_id, out.workouts
+                )
+        totals.take(out)
+
+    with open(path, "rb") as file:
+        for prefix, event, value, indices in _events(file):
+            if building is not None:
+                if building.event(event, value):
+                    raw, building = building.value, None
+                    if loc[:2] == ("data", "metrics"):
+                        metric = int(loc[2])
+                        if _units_ok(found, metric, out):
+                            _sample(raw, METRICS[found.names[metric]], loc, out)
+                    else:
+                        _workout_value(raw, loc, out)
+                    flush()
+            elif event == "start_map" and prefix == POINT and found.names.get(indices[METRIC]) in METRICS:
+                building, loc = _Builder(), _loc(prefix, indices)
+                building.event(event, value)
+            elif event == "start_map" and prefix == WORKOUT:
+                building, loc = _Builder(WORKOUT_FIELDS + WORKOUT_POINT_LISTS), _loc(prefix, indices)
+                building.event(event, value)
+    flush(force=True)
+    return totals
+
+
+def _units_ok(found: Scan, metric: int, out: Converted) -> bool:
+    units = found.units.get(metric)
+    if units is not None and units.strip().lower() not in PER_MINUTE_UNITS:
+        loc = ("data", "metrics", metric, "units")
+        if not any(e.loc == loc for e in out.errors):
+            out.error(loc, f"{units!r} is not a rate per minute (expected count/min or bpm)")
+        return False
+    return True
+
+
+def _workout_value(raw: dict[str, Any], loc: tuple[str | int, ...], out: Converted) -> None:
+    if sum(len(raw.get(name) or []) for name in WORKOUT_POINT_LISTS) > MAX_WORKOUT_POINTS:
+        out.error(loc, f"a workout may hold at most {MAX_WORKOUT_POINTS:,} heart-rate points")
+        return
+    try:
+        workout = HaeWorkout.model_validate(raw)
+    except ValidationError as exc:
+        for err in field_errors(exc, "body"):
+            out.error((*loc, *err.loc), err.detail)
+        return
+    _workout(workout, loc, out)
+
+
+def import_push_file(
+    db: Database, user_id: int, path: Path, settings: ImportSettings
+) -> tuple[dict[str, int], list[str]]:
+    """Check the whole push, then store it batch by batch; raises PushInvalid naming its errors."""
+    found = scan(path)
+    checked = _convert(path, found, None, user_id, settings.batch_size)
+    if checked.errors:
+        raise PushInvalid(checked.errors)
+    stored = _convert(path, found, db, user_id, settings.batch_size)
+    counts = dict(stored.counts)
+    if stored.first_at is not None and stored.last_at is not None:
+        with db.session(write=True) as session, session.begin():
+            matched = match_workouts(
+                session, user_id, stored.first_at, stored.last_at, settings.pulse_tolerance_s
+            )
+        counts |= matched.as_dict()
+    else:
+        counts |= {"workouts_linked": 0, "samples_attached": 0, "pulse_filled": 0}
+    return counts, stored.warnings
+
+
+def _finish(db: Database, job_id: int, **changes: Any) -> None:
+    with db.session(write=True) as session, session.begin():
+        job = session.get(ImportJob, job_id)
+        if job is None:
+            raise JobGone(job_id)
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.heartbeat_at = utcnow()
+
+
+def run_push_job(
+    db: Database, job_id: int, path: Path, settings: ImportSettings, *, delete_file: bool = False
+) -> ImportJob | None:
+    """The job runner for a spooled push (same shape as jobs.run_apple_health_job); never raises."""
+    try:
+        job = load_job(db, job_id)
+        if job is None:
+            raise JobGone(job_id)
+        _finish(db, job_id, status="running", started_at=utcnow())
+        try:
+            counts, warnings = import_push_file(db, job.user_id, path, settings)
+        except PushInvalid as exc:
+            detail = "; ".join(f"{e.field}: {e.detail}" for e in exc.errors[:10])
+            more = f" (and {len(exc.errors) - 10} more)" if len(exc.errors) > 10 else ""
+            _finish(
+                db,
+                job_id,
+                status="failed",
+                error=f"invalid Health Auto Export data, nothing stored: {detail}{more}"[:4000],
+                error_type="invalid",
+                finished_at=utcnow(),
+            )
+            return load_job(db, job_id)
+        _finish(db, job_id, status="succeeded", counts=counts, warnings=warnings, finished_at=utcnow())
+        return load_job(db, job_id)
+    except JobGone:
+        log.info("import job %s vanished (account deleted?); stopped", job_id)
+        return None
+    except Exception:
+        log.exception("push import job %s crashed", job_id)
+        try:
+            _finish(
+                db,
+                job_id,
+                status="failed",
+                error="the server failed while importing; it was logged. Records stored so far are kept.",
+                error_type="internal",
+                finished_at=utcnow(),
+            )
+        except Exception:
+            log.exception("could not record the failure of import job %s", job_id)
+        return load_job(db, job_id)
+    finally:
+        if delete_file:
+            path.unlink(missing_ok=True)
+
