@@ -238,7 +238,10 @@ class _Collector:
         parser.EntityDeclHandler = self.entity
 
     def _progress(self) -> None:
-        self.node_at = self.parser.CurrentByteIndex
+        at = self.parser.CurrentByteIndex
+        if at - self.node_at > self.limits.max_node_bytes:  # the node before this one was that long
+            raise _node_too_large(self.limits, self.parser.CurrentLineNumber)
+        self.node_at = at
 
     def other(self, *_args: Any) -> None:
         self._progress()
@@ -285,6 +288,14 @@ class _Collector:
             )
 
 
+def _node_too_large(limits: ExportLimits, line: int) -> ExportError:
+    return ExportError(
+        f"a single tag or comment runs past {limits.max_node_bytes:,} bytes (near line {line}); "
+        "Apple Health records are a few hundred bytes",
+        "too_large",
+    )
+
+
 def parse_export(
     stream: CountingReader, stats: ParseStats | None = None, limits: ExportLimits | None = None
 ) -> Iterator[SampleIn | HealthWorkoutIn | Skipped]:
@@ -296,17 +307,14 @@ def parse_export(
     collector = _Collector(parser, stats, limits)
     fed = 0
     try:
-        while chunk := stream.read(CHUNK_BYTES):
+        # Chunks smaller than a node may be, so that an overlong one is noticed while it is still open.
+        while chunk := stream.read(min(CHUNK_BYTES, max(1024, limits.max_node_bytes // 2))):
             parser.Parse(chunk, False)
             fed += len(chunk)
             yield from collector.items
             collector.items.clear()
-            if fed - collector.node_at > limits.max_node_bytes:
-                raise ExportError(
-                    f"a single tag or comment runs past {limits.max_node_bytes:,} bytes (from line "
-                    f"{parser.CurrentLineNumber}); Apple Health records are a few hundred bytes",
-                    "too_large",
-                )
+            if fed - collector.node_at > limits.max_node_bytes:  # a node still open, already too long
+                raise _node_too_large(limits, parser.CurrentLineNumber)
         parser.Parse(b"", True)
         yield from collector.items
         return
@@ -351,10 +359,10 @@ def _record(elem: dict[str, str], kind: str) -> SampleIn | Skipped:
         ended_at = parse_health_datetime(elem.get("endDate") or start_text)
     except ValueError as exc:
         return Skipped(f"{where}: {exc}")
-    if ended_at < started_at:
-        return Skipped(f"{where}: it ends before it starts")
     if problem := implausible_time(started_at) or implausible_time(ended_at):
         return Skipped(f"{where}: {problem}")
+    if ended_at < started_at:
+        return Skipped(f"{where}: it ends before it starts")
     if problem := sample_problem(kind, bpm):
         return Skipped(f"{where}: {problem}")
     return SampleIn(kind, started_at, ended_at, bpm, clean_source(elem.get("sourceName"), DEFAULT_SOURCE))
@@ -369,10 +377,10 @@ def _workout(elem: dict[str, str], children: list[tuple[str, dict[str, str]]]) -
         ended_at = parse_health_datetime(elem.get("endDate", ""))
     except ValueError as exc:
         return Skipped(f"{where}: {exc}")
-    if ended_at < started_at:
-        return Skipped(f"{where}: it ends before it starts")
     if problem := implausible_time(started_at) or implausible_time(ended_at):
         return Skipped(f"{where}: {problem}")
+    if ended_at < started_at:
+        return Skipped(f"{where}: it ends before it starts")
     indoor: bool | None = None
     hr: dict[str, float | None] = {"average": None, "minimum": None, "maximum": None}
     for tag, child in children:

@@ -128,11 +128,11 @@ def _workout(workout: HaeWorkout, loc: Loc, out: Converted) -> None:
     if len(times) < 2:
         return
     started_at, ended_at = times
-    if ended_at < started_at:
-        out.error((*loc, "end"), "the workout ends before it starts")
-        return
     if problem := implausible_time(started_at) or implausible_time(ended_at):
         out.skip(f"workout {workout.name or ''} of {workout.start}".replace("  ", " "), problem)
+        return
+    if ended_at < started_at:
+        out.error((*loc, "end"), "the workout ends before it starts")
         return
     extra = workout.model_extra or {}
     during = [s for s in out.samples[first_new:] if started_at <= s.started_at <= ended_at]

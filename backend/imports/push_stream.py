@@ -350,4 +350,3 @@ def run_push_job(
     finally:
         if delete_file:
             path.unlink(missing_ok=True)
-
