@@ -68,7 +68,11 @@ def current_web_user() -> WebUser:
 
 def require_login() -> Response | None:
     """Before every web request: default-deny, like the API's token check."""
-    if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
+    if current_user.is_authenticated:
+        return None
+    if "_user_id" in session:
+        logout_user()  # a login id whose server-side session has ended: drop it from the cookie too
+    if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if getattr(session, "expired", False) or g.get("web_session_expired"):
         flash("Your session expired. Please log in again.", "info")
