@@ -312,6 +312,8 @@ class ImportJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last batch stored
+    # "host:pid" of the process running it: when that process is gone the job is reported failed at once.
+    worker: Mapped[str | None] = mapped_column(String(100))
 
 
 # ---- security (issue 15): dashboard sessions kept on the server, and shared auth-failure counts -------

@@ -36,7 +36,7 @@ from backend.imports.health_auto_export import (
     _sample,
     _workout,
 )
-from backend.imports.jobs import MAX_WARNINGS, ImportSettings, JobGone, load_job
+from backend.imports.jobs import MAX_WARNINGS, ImportSettings, JobGone, load_job, this_worker
 from backend.imports.matching import match_workouts
 from backend.imports.records import store_health_workouts, store_samples
 from backend.imports.schemas import HaeWorkout
@@ -313,7 +313,7 @@ def run_push_job(
         job = load_job(db, job_id)
         if job is None:
             raise JobGone(job_id)
-        _finish(db, job_id, status="running", started_at=utcnow())
+        _finish(db, job_id, status="running", started_at=utcnow(), worker=this_worker())
         try:
             counts, warnings = import_push_file(db, job.user_id, path, settings)
         except PushInvalid as exc:

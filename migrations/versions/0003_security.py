@@ -1,4 +1,5 @@
-"""Security: dashboard sessions kept on the server, and auth-failure counts shared by all workers.
+"""Security: dashboard sessions kept on the server, auth-failure counts shared by all workers, and the
+process running each import job (so that a job whose process died is reported failed at once).
 
 Revision ID: 0003
 Revises: 0002
@@ -42,9 +43,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_failures")),
     )
     op.create_index("ix_auth_failures_bucket_at", "auth_failures", ["bucket", "failed_at"])
+    op.add_column("import_jobs", sa.Column("worker", sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("import_jobs") as batch:  # SQLite rebuilds the table to drop a column
+        batch.drop_column("worker")
     op.drop_index("ix_auth_failures_bucket_at", table_name="auth_failures")
     op.drop_table("auth_failures")
     op.drop_index(op.f("ix_web_sessions_user_id"), table_name="web_sessions")

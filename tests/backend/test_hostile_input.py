@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import socket
+import subprocess
+import sys
 import uuid
 import zipfile
 from typing import Any
@@ -17,7 +20,7 @@ from flask import Flask
 from interop_helpers import count, db_of, export_xml, export_zip, heart_rate, upload
 
 from backend import create_app
-from backend.imports.jobs import ImportSettings, wait_for_job
+from backend.imports.jobs import ImportSettings, create_job, this_worker, wait_for_job
 from backend.models import HealthSample, HealthWorkout, ImportJob, Workout
 
 PROBLEM = "application/problem+json"
@@ -355,3 +358,25 @@ def test_a_large_push_that_is_not_one_is_refused_at_once(
     assert count(job_app, ImportJob) == 0
     assert not list(ImportSettings.from_app(job_app).upload_dir.glob("*.upload"))
     db_of(job_app).dispose()
+
+
+# ---- a job whose process died --------------------------------------------------------------------
+
+
+def test_a_job_whose_process_died_is_reported_failed_at_once(app: Flask, alice: Api) -> None:
+    """gunicorn killed the worker (timeout, OOM): the next poll says so, not IMPORT_STALE_AFTER_S later."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    db = db_of(app)
+    running = []
+    for worker in (f"{socket.gethostname()}:{dead.pid}", this_worker(), f"elsewhere.example:{dead.pid}"):
+        job = create_job(db, alice.user_id, "apple_health", "export.zip")
+        with db.session(write=True) as session, session.begin():
+            stored = session.get(ImportJob, job.id)
+            assert stored is not None
+            stored.status, stored.worker = "running", worker
+        running.append(job)
+    answers = [alice.get(f"/api/v1/imports/{job.uuid}").json for job in running]
+    assert answers[0]["status"] == "failed" and "process running it stopped" in answers[0]["error"]
+    assert answers[1]["status"] == "running"  # alive: this very process
+    assert answers[2]["status"] == "running"  # another host: its heartbeat will tell
