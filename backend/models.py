@@ -343,7 +343,10 @@ class AuthFailure(Base):
     ones come in; every worker and host sharing the database sees the same counts."""
 
     __tablename__ = "auth_failures"
-    __table_args__ = (Index("ix_auth_failures_bucket_at", "bucket", "failed_at"),)
+    __table_args__ = (
+        Index("ix_auth_failures_bucket_at", "bucket", "failed_at"),
+        Index("ix_auth_failures_failed_at", "failed_at"),  # deleting expired rows
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     bucket: Mapped[str] = mapped_column(String(200))

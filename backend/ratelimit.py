@@ -12,7 +12,7 @@ Where the counts live (`RESPIRA_RATELIMIT_STORAGE_URI`):
 
 - `database` (default): the table `auth_failures` of the app's database, shared by all workers and
   hosts with nothing else to run. A moving window: failures older than the window are deleted as new
-  ones come in.
+  ones come in (any bucket's).
 - `redis://host:6379/N`: Redis, through the `limits` library (moving window), for deployments that
   would rather keep this traffic off the database.
 - `memory://`: per process. Only for a single-process server: with several workers each counts alone.
@@ -57,8 +57,9 @@ class _Counts(Protocol):
 class DatabaseCounts:
     """Failures as rows of `auth_failures` (see the module docstring)."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow, horizon_s: float = 3600) -> None:
         self.db, self.clock = db, clock
+        self.horizon = timedelta(seconds=horizon_s)  # the longest window: older rows count for nothing
 
     def _since(self, item: RateLimitItem) -> datetime:
         return self.clock() - timedelta(seconds=item.get_expiry())
@@ -71,13 +72,11 @@ class DatabaseCounts:
             return session.scalar(query) or 0
 
     def hit(self, item: RateLimitItem, bucket: str) -> None:
+        now = self.clock()
         with self.db.session(write=True) as session, session.begin():
-            session.execute(
-                delete(AuthFailure).where(
-                    AuthFailure.bucket == bucket, AuthFailure.failed_at <= self._since(item)
-                )
-            )
-            session.execute(insert(AuthFailure).values(bucket=bucket, failed_at=self.clock()))
+            # Housekeeping as we go: rows past every window are deleted, whichever bucket they are in.
+            session.execute(delete(AuthFailure).where(AuthFailure.failed_at <= now - self.horizon))
+            session.execute(insert(AuthFailure).values(bucket=bucket, failed_at=now))
 
     def retry_after_s(self, item: RateLimitItem, bucket: str) -> int:
         """Seconds until the window holds fewer than `amount` failures again."""
@@ -131,7 +130,8 @@ class AuthFailureLimiter:
         if storage_uri == DATABASE:
             if db is None:
                 raise ValueError("the database rate-limit storage needs the app's database")
-            self.counts: _Counts = DatabaseCounts(db, clock)
+            horizon_s = max(self.address_item.get_expiry(), self.account_item.get_expiry())
+            self.counts: _Counts = DatabaseCounts(db, clock, horizon_s)
         else:
             self.counts = LimitsCounts(storage_uri, key_prefix)
 

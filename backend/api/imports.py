@@ -1,8 +1,9 @@
 """Import endpoints: Apple Health exports (as jobs), Health Auto Export pushes, JSON exports; job status.
 
 Uploads may be far larger than the JSON body limit: this blueprint raises the request's limit to
-IMPORT_MAX_CONTENT_LENGTH (export uploads) or IMPORT_JSON_MAX_CONTENT_LENGTH (JSON bodies), for its own
-requests only, after authentication.
+IMPORT_MAX_CONTENT_LENGTH (export uploads, streamed to disk), IMPORT_JSON_MAX_CONTENT_LENGTH (Health Auto
+Export pushes: large ones are streamed to disk too) or IMPORT_RESTORE_MAX_CONTENT_LENGTH (JSON restores,
+parsed whole), for its own requests only, after authentication.
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ FILE_PART = "file"
 UPLOAD_ENDPOINT = "api.imports.apple_health"
 
 
+BODY_LIMITS = {  # endpoint -> its body limit setting; other endpoints here get the JSON one
+    UPLOAD_ENDPOINT: "IMPORT_MAX_CONTENT_LENGTH",  # streamed to disk
+    "api.imports.json_import": "IMPORT_RESTORE_MAX_CONTENT_LENGTH",  # parsed whole, in memory
+}
+
+
 @bp.before_request
 def _raise_body_limit() -> None:
-    name = (
-        "IMPORT_MAX_CONTENT_LENGTH"
-        if request.endpoint == UPLOAD_ENDPOINT
-        else "IMPORT_JSON_MAX_CONTENT_LENGTH"
-    )
+    name = BODY_LIMITS.get(request.endpoint or "", "IMPORT_JSON_MAX_CONTENT_LENGTH")
     request.max_content_length = int(setting(current_app.config, name))
 
 

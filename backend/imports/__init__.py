@@ -20,8 +20,11 @@ from typing import Any
 SETTINGS: dict[str, Any] = {
     # Uploads of export.zip / export.xml may be this large (bytes); the JSON body limit stays small.
     "IMPORT_MAX_CONTENT_LENGTH": 4 * 1024**3,
-    # JSON imports (Health Auto Export pushes, JSON exports) are parsed in memory: keep them bounded.
+    # Health Auto Export pushes; those above IMPORT_PUSH_INLINE_MAX_BYTES are streamed from disk.
     "IMPORT_JSON_MAX_CONTENT_LENGTH": 64 * 1024**2,
+    # JSON restores are parsed whole in memory (about 20 times the body): keep them small; larger
+    # documents are restored with `flask --app backend import json USER FILE`, outside the web workers.
+    "IMPORT_RESTORE_MAX_CONTENT_LENGTH": 16 * 1024**2,
     # Imports up to this size (an export's XML once inflated; a push's JSON) run during the request;
     # larger ones in a background job, so no request is long enough for gunicorn to kill its worker.
     "IMPORT_INLINE_MAX_BYTES": 8 * 1024**2,

@@ -43,12 +43,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_failures")),
     )
     op.create_index("ix_auth_failures_bucket_at", "auth_failures", ["bucket", "failed_at"])
+    op.create_index("ix_auth_failures_failed_at", "auth_failures", ["failed_at"])
     op.add_column("import_jobs", sa.Column("worker", sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("import_jobs") as batch:  # SQLite rebuilds the table to drop a column
         batch.drop_column("worker")
+    op.drop_index("ix_auth_failures_failed_at", table_name="auth_failures")
     op.drop_index("ix_auth_failures_bucket_at", table_name="auth_failures")
     op.drop_table("auth_failures")
     op.drop_index(op.f("ix_web_sessions_user_id"), table_name="web_sessions")
