@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -182,16 +183,38 @@ def wait_job(port: int, token: str, url: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
+class PeakWatcher(threading.Thread):
+    """Samples the worker's VmHWM while a case runs: a worker gunicorn kills takes its figure along."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, peak_rss_mb(pid), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            try:
+                self.peak = max(self.peak, peak_rss_mb(self.pid))
+            except (OSError, RuntimeError):
+                return  # the worker is gone
+
+
 def run_case(name: str, tmp: Path, send: Any, env: dict[str, str]) -> dict[str, Any]:
     with server(tmp, **env) as (port, pid, token):
         idle = peak_rss_mb(pid)
+        watcher = PeakWatcher(pid)
+        watcher.start()
         started = time.perf_counter()
-        status, answer = send(port, token)
+        try:
+            status, answer = send(port, token)
+        except (OSError, http.client.HTTPException) as exc:  # e.g. the worker was killed mid-request
+            status, answer = 0, {"detail": f"no answer: {exc!r}"}
         job = None
         if status == 202:
             job = wait_job(port, token, answer["url"])
         seconds = time.perf_counter() - started
-        peak = peak_rss_mb(pid)
+        watcher.done.set()
+        watcher.join()
+        peak = watcher.peak
     result = {
         "case": name,
         "status": status,
