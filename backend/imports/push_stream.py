@@ -13,7 +13,7 @@ imported here, with ijson (yajl, C) reading one point at a time:
    own transaction; duplicates are skipped as always, so re-sending a push that failed midway completes
    it. Then workouts are matched, as after every import.
 
-Memory holds one batch, and one workout with its heart-rate points (at most MAX_WORKOUT_POINTS).
+Memory holds one batch, and one workout (at most MAX_WORKOUT_VALUES JSON values, routes included).
 """
 
 from __future__ import annotations
@@ -49,10 +49,8 @@ METRIC = "data.metrics.item"
 POINT = "data.metrics.item.data.item"
 WORKOUT = "data.workouts.item"
 WORKOUT_POINT_LISTS = ("heartRateData", "heartRateRecovery")
-# Workout fields kept while streaming (others, such as routes, are skipped unread).
-WORKOUT_FIELDS = ("id", "name", "start", "end", "location", "avgHeartRate", "minHeartRate", "maxHeartRate")
-WORKOUT_FIELDS += ("heartRate",)
 MAX_WORKOUT_POINTS = 100_000  # heart-rate points of one workout: 69 days at one a minute
+MAX_WORKOUT_VALUES = 1_000_000  # JSON values in one workout (routes included): it is built whole
 # Where the schema wants an object or an array.
 CONTAINERS = {
     "": "start_map",
@@ -92,6 +90,8 @@ class Scan:
 
     names: dict[int, str] = field(default_factory=dict)
     units: dict[int, str | None] = field(default_factory=dict)
+    points: dict[int, int] = field(default_factory=dict)  # metric index -> its points, in file order
+    workouts: int = 0
 
 
 def _events(file: IO[bytes]) -> Iterator[tuple[str, str, Any, dict[str, int]]]:
@@ -108,16 +108,29 @@ def _events(file: IO[bytes]) -> Iterator[tuple[str, str, Any, dict[str, int]]]:
 def scan(path: Path) -> Scan:
     """Pass 1: check the structure and read the metrics' names; raises PushInvalid."""
     out = Scan()
-    seen_data = False
+    seen: set[tuple[str | int, ...]] = set()  # containers met: a key given twice is refused
+    workout_values = 0
     with open(path, "rb") as file:
         try:
             for prefix, event, value, indices in _events(file):
                 want = CONTAINERS.get(prefix)
                 if want is not None and event not in ("end_map", "end_array", "map_key"):
+                    loc = _loc(prefix, indices)
                     if event != want:
-                        loc = _loc(prefix, indices)
                         raise PushInvalid([FieldError(loc, f"must be {KIND_NAMES[want]}")])
-                    seen_data |= prefix == "data"
+                    if loc in seen:
+                        raise PushInvalid([FieldError(loc, "is given twice")])
+                    seen.add(loc)
+                if prefix == POINT and event == "start_map":
+                    metric = indices[METRIC]
+                    out.points[metric] = out.points.get(metric, 0) + 1
+                elif prefix == WORKOUT and event == "start_map":
+                    out.workouts, workout_values = out.workouts + 1, 0
+                if prefix.startswith(WORKOUT):
+                    workout_values += 1
+                    if workout_values > MAX_WORKOUT_VALUES:
+                        loc = _loc(WORKOUT, indices)
+                        raise PushInvalid([FieldError(loc, f"holds more than {MAX_WORKOUT_VALUES:,} values")])
                 if prefix == f"{METRIC}.name":
                     if event != "string":
                         raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string")])
@@ -130,44 +143,9 @@ def scan(path: Path) -> Scan:
                     raise PushInvalid([FieldError((*_loc(METRIC, indices), "name"), "Field required")])
         except ijson.JSONError as exc:
             raise PushInvalid([FieldError((), f"not valid JSON: {exc}")]) from None
-    if not seen_data:
+    if ("data",) not in seen:
         raise PushInvalid([FieldError(("data",), "Field required")])
     return out
-
-
-STARTS, ENDS = ("start_map", "start_array"), ("end_map", "end_array")
-
-
-class _Builder:
-    """Builds one JSON value from ijson events; members of the top object not in `keep` are skipped
-    unbuilt (a workout's route, say)."""
-
-    def __init__(self, keep: tuple[str, ...] | None = None) -> None:
-        self.keep = keep
-        self.builder = ijson.ObjectBuilder()
-        self.depth = 0
-        self.skip_next = False  # the next value belongs to a skipped member
-        self.skip_depth = 0  # inside a skipped member's object or array
-
-    def event(self, event: str, value: Any) -> bool:
-        """Feed one event; True once the value is complete."""
-        if self.skip_depth:
-            self.skip_depth += (event in STARTS) - (event in ENDS)
-            return False
-        if self.skip_next:
-            self.skip_next = False
-            self.skip_depth = int(event in STARTS)
-            return False
-        if event == "map_key" and self.depth == 1 and self.keep is not None and value not in self.keep:
-            self.skip_next = True
-            return False
-        self.depth += (event in STARTS) - (event in ENDS)
-        self.builder.event(event, value)
-        return self.depth == 0
-
-    @property
-    def value(self) -> Any:
-        return self.builder.value
 
 
 @dataclass
@@ -211,10 +189,12 @@ class _Totals:
 
 
 def _convert(path: Path, found: Scan, db: Database | None, user_id: int, batch_size: int) -> _Totals:
-    """Pass 2 (`db` None: check only) or pass 3 (store in batches of `batch_size`)."""
+    """Pass 2 (`db` None: check only) or pass 3 (store in batches of `batch_size`).
+
+    Points and workouts are built by ijson's C code one at a time (`ijson.items`); the scan said how
+    many points each metric has, in file order, so each point's metric is known by counting.
+    """
     totals, out = _Totals(), Converted()
-    building: _Builder | None = None
-    loc: tuple[str | int, ...] = ()
 
     def flush(force: bool = False) -> None:
         if not force and len(out.samples) + len(out.workouts) < batch_size:
@@ -230,23 +210,20 @@ def _convert(path: Path, found: Scan, db: Database | None, user_id: int, batch_s
         totals.take(out)
 
     with open(path, "rb") as file:
-        for prefix, event, value, indices in _events(file):
-            if building is not None:
-                if building.event(event, value):
-                    raw, building = building.value, None
-                    if loc[:2] == ("data", "metrics"):
-                        metric = int(loc[2])
-                        if _units_ok(found, metric, out):
-                            _sample(raw, METRICS[found.names[metric]], loc, out)
-                    else:
-                        _workout_value(raw, loc, out)
+        points = ijson.items(file, POINT, use_float=True)
+        for metric in sorted(found.points):
+            kind = METRICS.get(found.names.get(metric, ""))
+            usable = kind is not None and _units_ok(found, metric, out)
+            for j in range(found.points[metric]):
+                raw = next(points)
+                if usable:
+                    _sample(raw, kind, ("data", "metrics", metric, "data", j), out)  # type: ignore[arg-type]
                     flush()
-            elif event == "start_map" and prefix == POINT and found.names.get(indices[METRIC]) in METRICS:
-                building, loc = _Builder(), _loc(prefix, indices)
-                building.event(event, value)
-            elif event == "start_map" and prefix == WORKOUT:
-                building, loc = _Builder(WORKOUT_FIELDS + WORKOUT_POINT_LISTS), _loc(prefix, indices)
-                building.event(event, value)
+    if found.workouts:
+        with open(path, "rb") as file:
+            for k, raw in enumerate(ijson.items(file, WORKOUT, use_float=True)):
+                _workout_value(raw, ("data", "workouts", k), out)
+                flush()
     flush(force=True)
     return totals
 

@@ -279,7 +279,7 @@ def big_push(points: int = 200, bad_at: int | None = None) -> dict:
                     "name": "Run",
                     "start": "2024-09-28 5:00:00 pm +1000",
                     "end": "2024-09-28 5:30:00 pm +1000",
-                    "route": [{"lat": 1.0, "lon": 2.0}] * 50,  # skipped unread
+                    "route": [{"lat": 1.0, "lon": 2.0}] * 50,  # extra fields are allowed
                     "heartRateData": [{"date": "2024-09-28 5:10:00 pm +1000", "Avg": 150}],
                 }
             ],
