@@ -118,9 +118,10 @@ def scan(path: Path) -> Scan:
                     loc = _loc(prefix, indices)
                     if event != want:
                         raise PushInvalid([FieldError(loc, f"must be {KIND_NAMES[want]}")])
-                    if loc in seen:
-                        raise PushInvalid([FieldError(loc, "is given twice")])
-                    seen.add(loc)
+                    if not prefix.endswith("item"):  # (array items cannot repeat; and are many)
+                        if loc in seen:
+                            raise PushInvalid([FieldError(loc, "is given twice")])
+                        seen.add(loc)
                 if prefix == POINT and event == "start_map":
                     metric = indices[METRIC]
                     out.points[metric] = out.points.get(metric, 0) + 1

@@ -338,6 +338,7 @@ def test_a_large_push_with_a_bad_point_fails_naming_it_and_stores_nothing(
             422,
             "data.metrics[0].name",
         ),
+        (b'{"data": {"metrics": []}, "pad": "' + b"x" * 3000 + b'", "data": {}}', 422, "data"),  # twice
         (json.dumps({"pad": "x" * 3000}).encode(), 422, "data"),
         (
             json.dumps(
