@@ -29,7 +29,7 @@ SETTINGS: dict[str, Any] = {
     # larger ones in a background job, so no request is long enough for gunicorn to kill its worker.
     "IMPORT_INLINE_MAX_BYTES": 8 * 1024**2,
     # Hostile uploads (docs/security.md): the most an export.xml may inflate to, how many times its
-    # compressed size, and the longest single tag, comment or text (apple_health.ExportLimits).
+    # compressed size, and the longest single tag or comment (apple_health.ExportLimits).
     "IMPORT_MAX_XML_BYTES": 16 * 1024**3,
     "IMPORT_MAX_ZIP_RATIO": 100,
     "IMPORT_MAX_XML_NODE_BYTES": 1024**2,

@@ -17,9 +17,9 @@ Untrusted input (docs/security.md), every limit in `ExportLimits` (settings IMPO
   `max_zip_ratio` times its compressed size, is refused before a byte is inflated; the stream also stops
   at the declared size (zipfile checks it, and so does `CountingReader`), so a lying header cannot
   inflate more;
-- huge nodes: expat must buffer a whole start tag (and comment) before reporting it, and text arrives in
-  pieces; once `max_node_bytes` of input go by without a complete node, or one element holds more text
-  than that, the import stops with an error, so one 300 MB attribute or text node cannot fill memory;
+- huge nodes: expat must buffer a whole start tag (or comment) before reporting it, and drops text (no
+  handler is set for it); once it holds more than `max_node_bytes` of an unfinished token the import
+  stops with an error, so one 300 MB attribute or comment cannot fill memory, nor can text;
 - entities: a DTD that declares any entity is refused (no expansion bombs, no external entities);
   expat never fetches anything.
 """
@@ -64,7 +64,7 @@ class ExportLimits:
 
     max_xml_bytes: int = 16 * 1024 * MiB  # export.xml, inflated
     max_zip_ratio: float = 100.0  # inflated / compressed size of the export.xml member
-    max_node_bytes: int = 1 * MiB  # one tag, comment or element text
+    max_node_bytes: int = 1 * MiB  # one tag or comment (text is never kept)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ExportLimits:
@@ -225,33 +225,15 @@ class _Collector:
         self.parser, self.stats, self.limits = parser, stats, limits
         self.items: list[SampleIn | HealthWorkoutIn | Skipped] = []
         self.root_seen = False
-        self.node_at = 0  # byte offset where the last complete node was reported
-        self.text_bytes = 0  # text of the current element so far
         self.workout: tuple[dict[str, str], list[tuple[str, dict[str, str]]]] | None = None
-        parser.StartElementHandler = self.start
-        parser.EndElementHandler = self.end
-        parser.CharacterDataHandler = self.text
-        parser.CommentHandler = self.other
-        parser.StartDoctypeDeclHandler = self.other
-        parser.ElementDeclHandler = self.other
-        parser.AttlistDeclHandler = self.other
+        parser.StartElementHandler = self.start  # (EndElementHandler only inside a workout: speed)
+        # No CharacterDataHandler: expat then drops text as it goes, so none accumulates.
         parser.EntityDeclHandler = self.entity
-
-    def _progress(self) -> None:
-        at = self.parser.CurrentByteIndex
-        if at - self.node_at > self.limits.max_node_bytes:  # the node before this one was that long
-            raise _node_too_large(self.limits, self.parser.CurrentLineNumber)
-        self.node_at = at
-
-    def other(self, *_args: Any) -> None:
-        self._progress()
 
     def entity(self, *_args: Any) -> None:
         raise ExportError("the XML declares entities, which Apple Health exports never do; refused")
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
-        self._progress()
-        self.text_bytes = 0
         if not self.root_seen:
             self.root_seen = True
             if tag != ROOT_TAG:
@@ -267,25 +249,15 @@ class _Collector:
         elif tag == "Workout":
             self.stats.records += 1
             self.workout = (attrs, [])
+            self.parser.EndElementHandler = self.end
         elif self.workout is not None and tag in ("MetadataEntry", "WorkoutStatistics"):
             self.workout[1].append((tag, attrs))
 
     def end(self, tag: str) -> None:
-        self._progress()
-        self.text_bytes = 0
         if tag == "Workout" and self.workout is not None:
             self.items.append(_workout(*self.workout))
             self.workout = None
-
-    def text(self, data: str) -> None:
-        self._progress()
-        self.text_bytes += len(data)
-        if self.text_bytes > self.limits.max_node_bytes:
-            raise ExportError(
-                f"an element holds more than {self.limits.max_node_bytes:,} bytes of text "
-                f"(line {self.parser.CurrentLineNumber}); Apple Health exports hold none",
-                "too_large",
-            )
+            self.parser.EndElementHandler = None
 
 
 def _node_too_large(limits: ExportLimits, line: int) -> ExportError:
@@ -313,7 +285,8 @@ def parse_export(
             fed += len(chunk)
             yield from collector.items
             collector.items.clear()
-            if fed - collector.node_at > limits.max_node_bytes:  # a node still open, already too long
+            # Between calls, CurrentByteIndex is where expat's unfinished token starts: what it buffers.
+            if fed - parser.CurrentByteIndex > limits.max_node_bytes:
                 raise _node_too_large(limits, parser.CurrentLineNumber)
         parser.Parse(b"", True)
         yield from collector.items
