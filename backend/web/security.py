@@ -1,6 +1,7 @@
 """Session secret, cookie flags, CSRF and response headers of the dashboard.
 
-The secret key signs the session cookie (Flask's signed-cookie sessions: no table, nothing to clean up).
+The secret key signs the session cookie (Flask's signed-cookie sessions; the login itself is a row of
+`web_sessions` that the cookie names, see backend.web.sessions).
 Where it comes from depends on the deployment (`RESPIRA_ENV`, see docs/dashboard.md):
 
 - `RESPIRA_SECRET_KEY` set: used as is (production requires at least 32 characters).
