@@ -4,10 +4,14 @@ answers as problem+json. The last tests run a real gunicorn with several workers
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 import redis
 from api_helpers import app_config, make_user, wipe
 from flask import Flask
-from test_faults import gunicorn, request
+from test_faults import free_port, gunicorn, request, wait_for
 from web_helpers import login, set_password
 
 import backend.models
@@ -189,3 +193,87 @@ def test_gunicorn_workers_behind_a_proxy_share_limits_and_answer_problem_json(
         )
         assert status == 400 and headers["content-type"] == "application/problem+json"
         assert json.loads(body)["status"] == 400 and headers["x-content-type-options"] == "nosniff"
+
+
+# ---- behind a real nginx (Debian's package; scripts/system-deps installs it) -----------------------
+
+NGINX_CONF = """
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(upstream: int, folder: Path) -> Iterator[int]:
+    """nginx as docs/deployment.md configures it, in front of 127.0.0.1:<upstream>; yields its port."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        pytest.skip("nginx is not installed (scripts/system-deps installs Debian's nginx-light)")
+    port = free_port()
+    conf = folder / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(folder=folder, port=port, upstream=upstream))
+    proc = subprocess.Popen([binary, "-p", str(folder), "-c", str(conf)], stderr=subprocess.PIPE)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"nginx exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            return request(port, "GET", "/readyz")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, "nginx to answer /readyz", 30)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def from_source(port: int, source: str, token: str, headers: dict[str, str] | None = None) -> int:
+    """GET the workouts from the loopback address `source` (127.0.0.2, ...): a distinct client."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", LIST, headers={"Authorization": f"Bearer {token}", **(headers or {})})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_behind_nginx_each_client_has_its_own_count_and_cannot_forge_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    [app] = workers(database_url, 1)
+    _, token = make_user(app, "honest")
+    dispose([app])
+    env = {"RESPIRA_TRUSTED_PROXY_COUNT": "1", "RESPIRA_AUTH_FAILURE_LIMIT": "5 per minute"}
+    with (
+        gunicorn(database_url, tmp_path / "gunicorn.log", 2, **env) as upstream,
+        nginx(upstream, tmp_path) as port,
+    ):
+        # The attacker forges X-Forwarded-For to frame the honest client; nginx appends the real peer.
+        framing = {"X-Forwarded-For": "127.0.0.3"}
+        answers = [from_source(port, "127.0.0.2", "rsp_guess", framing) for _ in range(7)]
+        assert answers == [401] * 5 + [429] * 2
+        assert from_source(port, "127.0.0.3", token) == 200  # the honest client is not locked out
+        assert from_source(port, "127.0.0.2", token) == 429  # the attacker is, even with a good token
