@@ -52,6 +52,17 @@ log = logging.getLogger("respira.imports")
 THREADS_KEY = "respira.import_threads"
 MAX_WARNINGS = 20  # skipped records are counted; the first few are described
 ACTIVE = ("queued", "running")
+# What an import of health-app data counts (the job's `counts`, before matching adds its own).
+COUNT_KEYS = (
+    "records_read",
+    "heart_rate_read",
+    "heart_rate_added",
+    "respiratory_rate_read",
+    "respiratory_rate_added",
+    "health_workouts_read",
+    "health_workouts_added",
+    "skipped",
+)
 
 
 @dataclass(frozen=True)
@@ -107,21 +118,7 @@ class _Run:
     db: Database
     job_id: int
     user_id: int
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "records_read",
-                "heart_rate_read",
-                "heart_rate_added",
-                "respiratory_rate_read",
-                "respiratory_rate_added",
-                "health_workouts_read",
-                "health_workouts_added",
-                "skipped",
-            ),
-            0,
-        )
-    )
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
     warnings: list[str] = field(default_factory=list)
     samples: list[SampleIn] = field(default_factory=list)
     workouts: list[HealthWorkoutIn] = field(default_factory=list)

@@ -36,7 +36,15 @@ from backend.imports.health_auto_export import (
     _sample,
     _workout,
 )
-from backend.imports.jobs import MAX_WARNINGS, ImportSettings, JobGone, load_job, this_worker
+from backend.imports.jobs import (  # the job mechanics of Apple Health imports, shared
+    COUNT_KEYS,
+    MAX_WARNINGS,
+    ImportSettings,
+    JobGone,
+    _set_status,
+    load_job,
+    this_worker,
+)
 from backend.imports.matching import match_workouts
 from backend.imports.records import store_health_workouts, store_samples
 from backend.imports.schemas import HaeWorkout
@@ -151,21 +159,7 @@ def scan(path: Path) -> Scan:
 
 @dataclass
 class _Totals:
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "records_read",
-                "heart_rate_read",
-                "heart_rate_added",
-                "respiratory_rate_read",
-                "respiratory_rate_added",
-                "health_workouts_read",
-                "health_workouts_added",
-                "skipped",
-            ),
-            0,
-        )
-    )
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
     warnings: list[str] = field(default_factory=list)
     errors: list[FieldError] = field(default_factory=list)
     first_at: datetime | None = None
@@ -273,16 +267,6 @@ def import_push_file(
     return counts, stored.warnings
 
 
-def _finish(db: Database, job_id: int, **changes: Any) -> None:
-    with db.session(write=True) as session, session.begin():
-        job = session.get(ImportJob, job_id)
-        if job is None:
-            raise JobGone(job_id)
-        for name, value in changes.items():
-            setattr(job, name, value)
-        job.heartbeat_at = utcnow()
-
-
 def run_push_job(
     db: Database, job_id: int, path: Path, settings: ImportSettings, *, delete_file: bool = False
 ) -> ImportJob | None:
@@ -291,13 +275,13 @@ def run_push_job(
         job = load_job(db, job_id)
         if job is None:
             raise JobGone(job_id)
-        _finish(db, job_id, status="running", started_at=utcnow(), worker=this_worker())
+        _set_status(db, job_id, status="running", started_at=utcnow(), worker=this_worker())
         try:
             counts, warnings = import_push_file(db, job.user_id, path, settings)
         except PushInvalid as exc:
             detail = "; ".join(f"{e.field}: {e.detail}" for e in exc.errors[:10])
             more = f" (and {len(exc.errors) - 10} more)" if len(exc.errors) > 10 else ""
-            _finish(
+            _set_status(
                 db,
                 job_id,
                 status="failed",
@@ -306,7 +290,7 @@ def run_push_job(
                 finished_at=utcnow(),
             )
             return load_job(db, job_id)
-        _finish(db, job_id, status="succeeded", counts=counts, warnings=warnings, finished_at=utcnow())
+        _set_status(db, job_id, status="succeeded", counts=counts, warnings=warnings, finished_at=utcnow())
         return load_job(db, job_id)
     except JobGone:
         log.info("import job %s vanished (account deleted?); stopped", job_id)
@@ -314,7 +298,7 @@ def run_push_job(
     except Exception:
         log.exception("push import job %s crashed", job_id)
         try:
-            _finish(
+            _set_status(
                 db,
                 job_id,
                 status="failed",

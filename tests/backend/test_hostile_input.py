@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 import uuid
 import zipfile
@@ -169,6 +170,7 @@ def test_apple_health_skips_them_with_a_warning(alice: Api, app: Flask, moment: 
 
 
 def configured(database_url: str, **config: Any) -> tuple[Flask, Api]:
+    config.setdefault("IMPORT_UPLOAD_DIR", tempfile.mkdtemp(prefix="respira-uploads-"))  # its own
     app = create_app(app_config(database_url, **config))
     user_id, token = make_user(app, "mallory")
     return app, Api(app, token, user_id)
