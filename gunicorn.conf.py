@@ -4,13 +4,16 @@
 
 Environment: PORT or RESPIRA_BIND (where to listen), WEB_CONCURRENCY (workers; default 2 x CPUs + 1,
 gunicorn's rule of thumb for I/O-bound sync workers), RESPIRA_THREADS (threads per worker, default 1),
-FORWARDED_ALLOW_IPS (proxies whose X-Forwarded-* headers are trusted). Request logs are written by the
+RESPIRA_TRUSTED_PROXY_COUNT (the one proxy setting: how many reverse proxies in front are believed; the
+app applies it, see docs/deployment.md). Request logs are written by the
 app itself, one JSON object per line (backend/request_log.py), so gunicorn's access log stays off and its
 own messages are formatted as JSON too.
 """
 
 import multiprocessing
 import os
+
+from backend import gunicorn_errors
 
 wsgi_app = "backend:create_app()"
 bind = os.environ.get("RESPIRA_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
@@ -21,7 +24,15 @@ graceful_timeout = 30
 keepalive = 5
 max_requests = 2000  # recycle workers now and then; the jitter stops them all restarting at once
 max_requests_jitter = 200
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn itself believes no proxy headers: the app does, per RESPIRA_TRUSTED_PROXY_COUNT (ProxyFix), so
+# trust is configured in one place. An empty list means "trust nobody" to gunicorn.
+forwarded_allow_ips = ""
+
+
+def on_starting(server: object) -> None:
+    gunicorn_errors.install()  # gunicorn's own error answers as problem+json, like the app's
+
+
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("RESPIRA_LOG_LEVEL", "info").lower()

@@ -15,8 +15,9 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from backend.clock import CLOCK_KEY
 from backend.config import load_config
-from backend.db import EXTENSION_KEY, Database, close_session
+from backend.db import EXTENSION_KEY, Database, close_session, utcnow
 from backend.ratelimit import AuthFailureLimiter
 
 
@@ -30,8 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     configure_logging(app)
     init_request_logging(app)
-    if app.config["TRUSTED_PROXY_COUNT"]:
-        count = int(app.config["TRUSTED_PROXY_COUNT"])
+    if count := int(app.config["TRUSTED_PROXY_COUNT"]):  # the one proxy setting (docs/deployment.md)
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
 
     app.extensions[EXTENSION_KEY] = Database(
@@ -47,11 +47,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from backend.health import bp as health_bp
     from backend.problems import register_error_handlers
     from backend.web import init_web
+    from backend.web.security import add_security_headers
 
     app.extensions[LIMITER_KEY] = AuthFailureLimiter(
-        app.config["AUTH_FAILURE_LIMIT"], app.config["RATELIMIT_STORAGE_URI"]
+        app.config["AUTH_FAILURE_LIMIT"],
+        app.config["ACCOUNT_FAILURE_LIMIT"],
+        app.config["RATELIMIT_STORAGE_URI"],
+        db=app.extensions[EXTENSION_KEY],
+        clock=lambda: app.extensions.get(CLOCK_KEY, utcnow)(),
+        key_prefix=app.config["RATELIMIT_KEY_PREFIX"],
     )
     register_error_handlers(app)
+    app.after_request(add_security_headers)  # every response: pages, API answers, errors, static files
     app.register_blueprint(health_bp)
     app.register_blueprint(api)
     init_web(app)  # the dashboard: sessions, login, pages

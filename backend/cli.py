@@ -22,11 +22,20 @@ from sqlalchemy.orm import Session
 from backend import migrate, tokens
 from backend.db import get_db
 from backend.models import ApiToken, IdempotencyRecord, User
+from backend.web.sessions import end_web_sessions
 
-MIN_PASSWORD_CHARS = 8  # for set-password
+MIN_PASSWORD_CHARS = 8  # for every dashboard password, however it is set
 users_cli = AppGroup("users", help="Manage users.")
 tokens_cli = AppGroup("tokens", help="Manage device API tokens.")
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
+
+
+def _ask_password(prompt: str) -> str:
+    """Prompt twice for a dashboard password and refuse a short one (one rule for create and set)."""
+    password: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise click.BadParameter(f"use at least {MIN_PASSWORD_CHARS} characters", param_hint="password")
+    return password
 
 
 def _user(session: Session, name: str) -> User:
@@ -43,7 +52,7 @@ def create_user(name: str, ask_password: bool) -> None:
     """Create user NAME (with --password, one that can also log in to the dashboard)."""
     if not 1 <= len(name) <= 80:
         raise click.BadParameter("must be 1-80 characters", param_hint="NAME")
-    password = click.prompt("Password", hide_input=True, confirmation_prompt=True) if ask_password else None
+    password = _ask_password("Password") if ask_password else None
     try:
         with get_db().session(write=True) as session, session.begin():
             user = User(name=name)
@@ -61,11 +70,11 @@ def set_password(name: str) -> None:
     """Set or change user NAME's dashboard password (their open dashboard sessions end)."""
     with get_db().session() as session:
         _user(session, name)  # fail before asking for a password
-    password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise click.BadParameter(f"use at least {MIN_PASSWORD_CHARS} characters", param_hint="password")
+    password = _ask_password("New password")
     with get_db().session(write=True) as session, session.begin():
-        _user(session, name).set_password(password)
+        user = _user(session, name)
+        user.set_password(password)
+        end_web_sessions(session, user.id)
     click.echo(f"password of {name!r} set; they can log in to the dashboard")
 
 

@@ -17,17 +17,25 @@ from flask import Flask
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # bytes; a workout with four full stages is a few tens of kB
-    "AUTH_FAILURE_LIMIT": "10 per minute",  # per client address, `limits` notation
-    "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://host:6379 to share counts across workers
+    "AUTH_FAILURE_LIMIT": "10 per minute",  # failed authentications per client address, `limits` notation
+    "ACCOUNT_FAILURE_LIMIT": "20 per 10 minutes",  # failed dashboard log-ins per account, any address
+    # Where failure counts live, shared by all workers and hosts: "database" (default) or
+    # redis://host:6379/N; memory:// counts per process (a single-process server only). backend.ratelimit
+    "RATELIMIT_STORAGE_URI": "database",
+    "RATELIMIT_KEY_PREFIX": "",  # tells deployments sharing one Redis apart
     "TOKEN_TOUCH_INTERVAL_S": 60,  # write a token's last_used_at at most this often
     "SQLITE_BUSY_TIMEOUT_MS": 30_000,  # how long an SQLite writer waits for the lock
-    "TRUSTED_PROXY_COUNT": 0,  # reverse proxies in front whose X-Forwarded-For is believed
+    # The one proxy setting (docs/deployment.md): how many reverse proxies stand in front of the app.
+    # Their X-Forwarded-For/-Proto/-Host are believed, so the client address (rate limits, logs) and the
+    # scheme (secure cookies) are the real ones; 0 believes none (a client could forge them).
+    "TRUSTED_PROXY_COUNT": 0,
     "LOG_LEVEL": "INFO",
     "LOG_JSON": True,  # one JSON object per log line (request logs included)
     "SQL_ECHO": False,
     # Dashboard (docs/dashboard.md). SECRET_KEY comes from RESPIRA_SECRET_KEY; required in production.
     "ENV": None,  # "production" | "development"; unset: production when gunicorn serves the app
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # s without a visit after which a dashboard login expires
+    "SESSION_ABSOLUTE_LIFETIME_S": 7 * 24 * 3600,  # s after logging in that a session ends, however used
     "SESSION_COOKIE_NAME": "respira_session",
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_SECURE": None,  # None: HTTPS-only in production, also plain HTTP in development

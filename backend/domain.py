@@ -7,6 +7,7 @@ disagree about what an activity, a stage or a pulse point is.
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timedelta, timezone
 
 
 class Activity(str, enum.Enum):
@@ -49,6 +50,27 @@ STAGE_DEFAULT_DURATION_S = 60.0
 
 RR_MIN_BPM, RR_MAX_BPM = 0.0, 80.0
 PULSE_MIN_BPM, PULSE_MAX_BPM = 25.0, 250.0
+SEGMENT_MAX_DURATION_S = 3600.0
+SEGMENT_MAX_START_S = 24 * 3600.0  # seconds from the stage start: a stage is a minute, never a day
+RESPIRATION_COUNT_MAX = RR_MAX_BPM * SEGMENT_MAX_DURATION_S / 60  # the most breaths a segment can hold
+
+# Plausible measurement times, for every entry point (REST, JSON restore, Health Auto Export, Apple
+# Health): nothing Respira stores was measured before 2000 (no Apple Watch, no AirPods), and nothing in
+# the future beyond a day of clock skew. Years 1 or 9999 with an offset would also overflow when
+# converted to UTC (a 500); refusing them here, before any arithmetic, closes that too.
+EARLIEST_MEASUREMENT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+FUTURE_SKEW = timedelta(days=1)
+
+
+def implausible_time(moment: datetime, now: datetime | None = None) -> str | None:
+    """Why `moment` (an aware datetime) cannot be a measurement time; None when it can."""
+    latest = (now or datetime.now(timezone.utc)) + FUTURE_SKEW
+    if moment < EARLIEST_MEASUREMENT or moment > latest:
+        return (
+            f"{moment.isoformat()} is outside the plausible range {EARLIEST_MEASUREMENT.date().isoformat()}"
+            " to now + 1 day"
+        )
+    return None
 
 
 def stage_of_point(point: PulsePoint | str) -> int:

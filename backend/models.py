@@ -347,3 +347,42 @@ class ImportJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last batch stored
+    # "host:pid" of the process running it: when that process is gone the job is reported failed at once.
+    worker: Mapped[str | None] = mapped_column(String(100))
+
+
+# ---- security (issue 15): dashboard sessions kept on the server, and shared auth-failure counts -------
+
+
+class WebSession(Base):
+    """One logged-in dashboard session. The cookie carries only a random key; this row is the session.
+
+    So logging out (the row is deleted), a new password, or "log out other sessions" ends a session for
+    good, even where someone kept a copy of the cookie. Only the SHA-256 of the key is stored, as for
+    device tokens. The password fingerprint ends it too when a password is changed behind our back.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    password_fingerprint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the absolute lifetime counts from here
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the idle lifetime counts from here
+
+
+class AuthFailure(Base):
+    """One failed authentication (a wrong token or password), counted per bucket: a client address
+    (`addr:203.0.113.7`) or an account (`account:alice`). Rows older than the window are deleted as new
+    ones come in; every worker and host sharing the database sees the same counts."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (
+        Index("ix_auth_failures_bucket_at", "bucket", "failed_at"),
+        Index("ix_auth_failures_failed_at", "failed_at"),  # deleting expired rows
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(200))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -30,6 +30,7 @@ CONFLICT = "conflict"
 IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
 MALFORMED_XML = "malformed-xml"
 NOT_AN_EXPORT = "not-an-export"
+UPLOAD_TOO_LARGE = "upload-too-large"
 PROBLEM_TYPES: dict[str, str] = {
     VALIDATION: "A field is missing, has the wrong type, is unknown or out of range; see `errors`.",
     MALFORMED_JSON: "The body is not valid JSON; `detail` gives the line and column.",
@@ -37,6 +38,7 @@ PROBLEM_TYPES: dict[str, str] = {
     IDEMPOTENCY_KEY_REUSED: "The Idempotency-Key was already used for a different request.",
     MALFORMED_XML: "The uploaded export.xml is not well-formed XML; `detail` gives the line and column.",
     NOT_AN_EXPORT: "The upload is not an Apple Health export (export.zip or export.xml).",
+    UPLOAD_TOO_LARGE: "The upload would inflate past the import limits (a zip bomb, a gigantic element).",
 }
 
 log = logging.getLogger("respira.errors")

@@ -8,21 +8,34 @@ Query and path parameters arrive as text, so their models convert ("5" -> 5) but
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from backend.domain import (
     PULSE_MAX_BPM,
     PULSE_MIN_BPM,
+    RESPIRATION_COUNT_MAX,
     RR_MAX_BPM,
     RR_MIN_BPM,
+    SEGMENT_MAX_DURATION_S,
+    SEGMENT_MAX_START_S,
     STAGE_DEFAULT_DURATION_S,
     Activity,
     BreathClass,
     Environment,
     PulsePoint,
+    implausible_time,
 )
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -40,11 +53,38 @@ def _not_a_number(value: object) -> object:
     raise ValueError("expected a date YYYY-MM-DD or an ISO 8601 instant with its UTC offset, not a number")
 
 
-# An exact instant with its UTC offset (never a number read as Unix time).
-Instant = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+# Validation context for models rebuilt from stored rows (answers): what is stored is not re-judged.
+STORED = {"stored": True}
+
+
+def _plausible(moment: datetime, info: ValidationInfo) -> datetime:
+    if not (info.context or {}).get("stored") and (problem := implausible_time(moment)):
+        raise ValueError(problem)
+    return moment
+
+
+def _representable(value: datetime | date) -> datetime | date:
+    """A filter instant must convert to UTC (year 1 at +01:00 cannot): refuse it rather than fail later."""
+    if isinstance(value, datetime):
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("the instant is out of range once converted to UTC") from None
+    return value
+
+
+# A measurement time: with its UTC offset, and within backend.domain's plausible range.
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible)]
+# A filter instant (`since`): with its UTC offset (never a number read as Unix time), convertible to UTC;
+# any year, since it selects rather than records.
+FilterInstant = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_representable)]
+
 # A calendar day on the workout's own clock (inclusive), or an exact instant with its offset.
 DateOrInstant = Annotated[
-    AwareDatetime | date, Field(union_mode="left_to_right"), BeforeValidator(_not_a_number)
+    AwareDatetime | date,
+    Field(union_mode="left_to_right"),
+    BeforeValidator(_not_a_number),
+    AfterValidator(_representable),
 ]
 
 
@@ -68,10 +108,10 @@ class Params(BaseModel):
 
 
 class Segment(Body):
-    start_s: float = Field(ge=0, description="Seconds from the stage start")
-    duration_s: float = Field(gt=0, le=3600)
+    start_s: float = Field(ge=0, le=SEGMENT_MAX_START_S, description="Seconds from the stage start")
+    duration_s: float = Field(gt=0, le=SEGMENT_MAX_DURATION_S)
     rr_bpm: float = Field(ge=RR_MIN_BPM, le=RR_MAX_BPM, description="Respiratory rate, breaths per minute")
-    respiration_count: float | None = Field(default=None, ge=0)
+    respiration_count: float | None = Field(default=None, ge=0, le=RESPIRATION_COUNT_MAX)
     breath_class: BreathClass | None = None
     breath_probs: list[Probability] | None = Field(
         default=None, min_length=3, max_length=3, description="P(none), P(normal), P(heavy)"
@@ -81,7 +121,7 @@ class Segment(Body):
 
 class Stage(Body):
     stage: StageNumber
-    started_at: AwareDatetime
+    started_at: Instant
     duration_s: float = Field(default=STAGE_DEFAULT_DURATION_S, gt=0, le=3600)
     segments: list[Segment] = Field(default_factory=list, max_length=2000)
 
@@ -89,11 +129,11 @@ class Stage(Body):
 class Pulse(Body):
     point: PulsePoint
     bpm: float = Field(ge=PULSE_MIN_BPM, le=PULSE_MAX_BPM)
-    measured_at: AwareDatetime | None = None
+    measured_at: Instant | None = None
 
 
 class WorkoutIn(Body):
-    started_at: AwareDatetime = Field(description="Start on the device's clock; its UTC offset is kept")
+    started_at: Instant = Field(description="Start on the device's clock; its UTC offset is kept")
     activity: Activity
     environment: Environment
     model_version: str = Field(min_length=1, max_length=100)
@@ -127,7 +167,7 @@ class WorkoutPage(BaseModel):
 
 
 class SegmentAppend(Body):
-    started_at: AwareDatetime | None = Field(default=None, description="Required when the stage is new")
+    started_at: Instant | None = Field(default=None, description="Required when the stage is new")
     duration_s: float | None = Field(default=None, gt=0, le=3600)
     segments: list[Segment] = Field(min_length=1, max_length=2000)
 

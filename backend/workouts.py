@@ -23,6 +23,7 @@ from backend.domain import STAGE_DEFAULT_DURATION_S, PulsePoint, values
 from backend.models import PulseReading, Segment, Stage, Workout
 from backend.problems import FieldError, ProblemError
 from backend.schemas import (
+    STORED,
     Pulse,
     PulseAppend,
     PulseAppendResult,
@@ -175,7 +176,7 @@ def workout_json(workout: Workout) -> dict[str, Any]:
         "created_at": workout.created_at,
         "updated_at": workout.updated_at,
     }
-    return WorkoutOut.model_validate(data, strict=False).model_dump(mode="json")
+    return WorkoutOut.model_validate(data, strict=False, context=STORED).model_dump(mode="json")
 
 
 def workout_conditions(user_id: int, filters: WorkoutFilter) -> list[ColumnElement[bool]]:
@@ -402,5 +403,6 @@ def append_pulse(session: Session, workout: Workout, body: PulseAppend) -> dict[
             "pulse": _pulse_json(workout.pulse_readings, workout.utc_offset_min),
         },
         strict=False,
+        context=STORED,
     )
     return result.model_dump(mode="json")

@@ -1,12 +1,14 @@
 """Import endpoints: Apple Health exports (as jobs), Health Auto Export pushes, JSON exports; job status.
 
 Uploads may be far larger than the JSON body limit: this blueprint raises the request's limit to
-IMPORT_MAX_CONTENT_LENGTH (export uploads) or IMPORT_JSON_MAX_CONTENT_LENGTH (JSON bodies), for its own
-requests only, after authentication.
+IMPORT_MAX_CONTENT_LENGTH (export uploads, streamed to disk), IMPORT_JSON_MAX_CONTENT_LENGTH (Health Auto
+Export pushes: large ones are streamed to disk too) or IMPORT_RESTORE_MAX_CONTENT_LENGTH (JSON restores,
+parsed whole), for its own requests only, after authentication.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import PurePath
 from typing import Any
@@ -15,10 +17,10 @@ from flask import Blueprint, current_app, request, url_for
 from sqlalchemy import select
 
 from backend.api.auth import current_principal
-from backend.api.openapi import operation
+from backend.api.openapi import malformed_json, operation, parse_body, require_json
 from backend.db import get_db, get_session, transactional
 from backend.exports.schemas import RespiraExport
-from backend.imports import health_auto_export, json_restore, setting
+from backend.imports import health_auto_export, json_restore, push_stream, setting
 from backend.imports.apple_health import ExportError, check_export
 from backend.imports.jobs import (
     ImportSettings,
@@ -40,7 +42,14 @@ from backend.imports.schemas import (
     ImportListQuery,
 )
 from backend.models import ImportJob
-from backend.problems import MALFORMED_XML, NOT_AN_EXPORT, PROBLEM_MIMETYPE, FieldError, ProblemError
+from backend.problems import (
+    MALFORMED_XML,
+    NOT_AN_EXPORT,
+    PROBLEM_MIMETYPE,
+    UPLOAD_TOO_LARGE,
+    FieldError,
+    ProblemError,
+)
 from backend.schemas import Problem
 
 bp = Blueprint("imports", __name__)
@@ -50,13 +59,15 @@ FILE_PART = "file"
 UPLOAD_ENDPOINT = "api.imports.apple_health"
 
 
+BODY_LIMITS = {  # endpoint -> its body limit setting; other endpoints here get the JSON one
+    UPLOAD_ENDPOINT: "IMPORT_MAX_CONTENT_LENGTH",  # streamed to disk
+    "api.imports.json_import": "IMPORT_RESTORE_MAX_CONTENT_LENGTH",  # parsed whole, in memory
+}
+
+
 @bp.before_request
 def _raise_body_limit() -> None:
-    name = (
-        "IMPORT_MAX_CONTENT_LENGTH"
-        if request.endpoint == UPLOAD_ENDPOINT
-        else "IMPORT_JSON_MAX_CONTENT_LENGTH"
-    )
+    name = BODY_LIMITS.get(request.endpoint or "", "IMPORT_JSON_MAX_CONTENT_LENGTH")
     request.max_content_length = int(setting(current_app.config, name))
 
 
@@ -108,6 +119,14 @@ def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> Pr
         )
     if kind == "internal":
         return ProblemError(500, "Internal Server Error", f"{message}{where}")
+    if kind == "too_large":
+        return ProblemError(
+            413,
+            "Content Too Large",
+            f"{message}.{where}",
+            UPLOAD_TOO_LARGE,
+            [FieldError((FILE_PART,), message)],
+        )
     return ProblemError(
         422,
         "Not an Apple Health export",
@@ -135,6 +154,11 @@ def _export_problem(exc: ExportError | None, job: ImportJob | None = None) -> Pr
         201: ("Imported (small file)", ImportJobOut),
         202: ("Importing in the background; poll `url`", ImportJobOut),
         400: ("Malformed XML: `detail` names the line and column", {PROBLEM_MIMETYPE: Problem}),
+        413: (
+            "Larger than IMPORT_MAX_CONTENT_LENGTH, or it would inflate past the import limits (a zip "
+            "bomb, a gigantic element)",
+            {PROBLEM_MIMETYPE: Problem},
+        ),
         415: ("Not multipart/form-data, or the file is neither zip nor XML", {PROBLEM_MIMETYPE: Problem}),
         422: ("No `file` part, or not an Apple Health export", {PROBLEM_MIMETYPE: Problem}),
     },
@@ -162,7 +186,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     try:
         if path.stat().st_size == 0:
             raise ExportError("the file is empty", "invalid")
-        check_export(path)
+        xml_bytes = check_export(path, settings.limits)  # zip bombs are refused here, uninflated
     except ExportError as exc:
         path.unlink(missing_ok=True)
         raise _export_problem(exc) from None
@@ -171,7 +195,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     filename = "".join(c for c in PurePath(upload.filename or "").name if c.isprintable())[:255] or None
     job = create_job(db, user_id, "apple_health", filename, job_uuid)
     headers = {"Location": job_url(job)}
-    if path.stat().st_size <= settings.inline_max_bytes:
+    if xml_bytes <= settings.inline_max_bytes:  # what will be parsed, not what was sent
         done = run_apple_health_job(db, job.id, path, settings, delete_file=True)
         if done is None:
             raise ProblemError(404, "Not Found", "The account was deleted during the import.")
@@ -188,14 +212,51 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     description="The JSON the Health Auto Export app's REST API automation sends. heart_rate, "
     "respiratory_rate, resting_heart_rate, heart_rate_variability, vo2_max and walking_heart_rate_average "
     "metrics and workouts (with heartRateData) are stored; other metrics are counted in `skipped`. "
-    "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'. Overlapping syncs never "
-    "duplicate. One transaction: a malformed point rejects the push (422 naming it) and stores nothing.",
+    "Dates: 'yyyy-MM-dd HH:mm:ss Z' or the 12-hour '2024-09-28 4:51:59 pm +1000'; values must be JSON "
+    "numbers. Overlapping syncs never duplicate. A malformed point rejects the push (422 naming it) and "
+    "stores nothing. Small pushes are imported during the request (201); large ones (above "
+    "IMPORT_PUSH_INLINE_MAX_BYTES) are checked whole, then stored in the background (202): poll `url`.",
     tags=TAGS,
     body=HealthAutoExportPush,
-    responses={201: ("Imported", ImportJobOut)},
+    reads_body=True,
+    responses={
+        201: ("Imported", ImportJobOut),
+        202: ("A large push: importing in the background; poll `url`", ImportJobOut),
+    },
 )
-@transactional
-def health_auto_export_push(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
+def health_auto_export_push() -> tuple[dict[str, Any], int, dict[str, str]]:
+    require_json()
+    inline_max = int(setting(current_app.config, "IMPORT_PUSH_INLINE_MAX_BYTES"))
+    length = request.content_length
+    if length is not None and length <= inline_max:
+        return transactional(_push_inline)(parse_body(HealthAutoExportPush))
+    # Large (or of unknown length): to disk in chunks, never whole in memory (413 past the body limit).
+    settings = ImportSettings.from_app(current_app)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_uuid = uuid.uuid4()
+    path = upload_path(settings, job_uuid)
+    try:
+        with open(path, "wb") as spool:
+            shutil.copyfileobj(request.stream, spool, 1024 * 1024)
+        if path.stat().st_size <= inline_max:
+            return transactional(_push_inline)(parse_body(HealthAutoExportPush, path.read_bytes()))
+        push_stream.scan(path)  # structure and JSON syntax now, as a problem+json; values in the job
+    except push_stream.PushInvalid as exc:
+        path.unlink(missing_ok=True)
+        if exc.errors[0].loc == () and exc.errors[0].detail.startswith("not valid JSON"):
+            raise malformed_json(exc.errors[0].detail.removeprefix("not valid JSON: ")) from None
+        raise ProblemError.invalid(exc.errors, "Invalid Health Auto Export data") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    db = get_db()
+    job = create_job(db, current_principal().user_id, "health_auto_export", None, job_uuid)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    start_in_background(app, db, job, path, settings, runner=push_stream.run_push_job)
+    return job_json(load_job(db, job.id) or job), 202, {"Location": job_url(job)}
+
+
+def _push_inline(body: HealthAutoExportPush) -> tuple[dict[str, Any], int, dict[str, str]]:
     session, user_id = get_session(), current_principal().user_id
     tolerance_s = float(setting(current_app.config, "IMPORT_PULSE_TOLERANCE_S"))
     counts, warnings, skipped = health_auto_export.import_push(session, user_id, body, tolerance_s)

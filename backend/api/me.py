@@ -18,8 +18,18 @@ from backend.api.auth import current_principal
 from backend.api.openapi import operation
 from backend.db import get_session, transactional
 from backend.imports.jobs import ACTIVE, ImportSettings, upload_path
-from backend.models import ApiToken, FitnessMarker, HealthSample, HealthWorkout, ImportJob, User, Workout
+from backend.models import (
+    ApiToken,
+    AuthFailure,
+    FitnessMarker,
+    HealthSample,
+    HealthWorkout,
+    ImportJob,
+    User,
+    Workout,
+)
 from backend.problems import ProblemError
+from backend.ratelimit import account_bucket
 
 bp = Blueprint("me", __name__)
 TAGS = ("account",)
@@ -78,7 +88,10 @@ def delete_me() -> tuple[str, int]:
     waiting = session.scalars(
         select(ImportJob.uuid).where(ImportJob.user_id == user_id, ImportJob.status.in_(ACTIVE))
     ).all()
-    session.execute(delete(User).where(User.id == user_id))
+    name = session.scalar(select(User.name).where(User.id == user_id))
+    session.execute(delete(User).where(User.id == user_id))  # web sessions go with it (cascade)
+    if name is not None:  # failed log-ins counted against the name (not a row of the user's)
+        session.execute(delete(AuthFailure).where(AuthFailure.bucket == account_bucket(name)))
     session.flush()
     settings = ImportSettings.from_app(current_app)
     for job_uuid in waiting:  # a running import notices its job is gone and stops

@@ -48,6 +48,7 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     body_media_type: str = JSON  # e.g. multipart/form-data: the view then reads the body itself
+    reads_body: bool = False  # a JSON body the view reads itself (to stream a large one)
     responses: Mapping[int, ResponseSpec] = field(default_factory=dict)
     public: bool = False
     idempotent: bool = False
@@ -65,7 +66,7 @@ def operation(summary: str, **spec: Any) -> Callable[[Callable[..., Any]], Calla
                 kwargs["path"] = parse_params(op.path, view_args, "path")
             if op.query is not None:
                 kwargs["query"] = parse_params(op.query, request.args.to_dict(flat=True), "query")
-            if op.body is not None and op.body_media_type == JSON:
+            if op.body is not None and op.body_media_type == JSON and not op.reads_body:
                 kwargs["body"] = parse_body(op.body)
             return view(**kwargs)
 
@@ -87,24 +88,33 @@ def parse_params(model: type[M], values: Mapping[str, Any], location: str) -> M:
         raise ProblemError.invalid(list(errors.values()), f"Invalid {location} parameter") from None
 
 
-def parse_body(model: type[M]) -> M:
-    """Validate the raw JSON body in one pass: malformed -> 400, anything else wrong -> 422."""
+def require_json() -> None:
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise ProblemError(415, "Unsupported Media Type", "Send the body as Content-Type: application/json.")
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+
+
+def malformed_json(where: str) -> ProblemError:
+    return ProblemError(
+        400,
+        "Malformed JSON",
+        f"The body is not valid JSON: {where}",
+        MALFORMED_JSON,
+        [FieldError((), f"not valid JSON: {where}")],
+    )
+
+
+def parse_body(model: type[M], raw: bytes | None = None) -> M:
+    """Validate the JSON body (or `raw`) in one pass: malformed -> 400, anything else wrong -> 422."""
+    if raw is None:
+        require_json()
+        raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if any(err["type"] == "json_invalid" for err in errors):
             where = errors[0].get("ctx", {}).get("error", errors[0]["msg"])
-            raise ProblemError(
-                400,
-                "Malformed JSON",
-                f"The body is not valid JSON: {where}",
-                MALFORMED_JSON,
-                [FieldError((), f"not valid JSON: {where}")],
-            ) from None
+            raise malformed_json(where) from None
         raise ProblemError.invalid(field_errors(exc, "body"), "Invalid request body") from None
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
-from backend.schemas import Body, Instant, Params, WorkoutIn
+from backend.schemas import Body, FilterInstant, Instant, Params, WorkoutIn
 
 
 class ExportFormat(str, enum.Enum):
@@ -28,7 +28,7 @@ class ExportQuery(Params):
         "(vital-signs profile where one applies); omh: Open mHealth data points (respiratory-rate, "
         "heart-rate, rr-interval, physical-activity)",
     )
-    since: Instant | None = Field(
+    since: FilterInstant | None = Field(
         default=None,
         description="Incremental export: only workouts changed and records stored at or after this instant "
         "(ISO 8601 with an offset). Deletions are not reported; a full export shows them.",
@@ -46,8 +46,8 @@ class ExportedWorkout(WorkoutIn):
 
 class ExportedSample(Body):
     kind: SampleKind
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     bpm: float = Field(gt=0, le=300, description="Per minute: beats (heart rate) or breaths")
     bpm_min: float | None = Field(default=None, gt=0, le=300)
     bpm_max: float | None = Field(default=None, gt=0, le=300)
@@ -64,8 +64,8 @@ class MarkerKind(str, enum.Enum):
 
 class ExportedMarker(Body):
     kind: MarkerKind
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     local_date: date = Field(description="The day on the clock of the app that recorded it")
     value: float = Field(
         gt=0,
@@ -78,8 +78,8 @@ class ExportedMarker(Body):
 class ExportedHealthWorkout(Body):
     source: str = Field(min_length=1, max_length=200)
     activity_type: str = Field(min_length=1, max_length=100)
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     indoor: bool | None = None
     hr_avg_bpm: float | None = Field(default=None, gt=0, le=300)
     hr_min_bpm: float | None = Field(default=None, gt=0, le=300)

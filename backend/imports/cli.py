@@ -19,7 +19,7 @@ from sqlalchemy import select
 from backend.db import get_db
 from backend.exports.schemas import RespiraExport
 from backend.imports import health_auto_export, json_restore, setting
-from backend.imports.apple_health import ExportError, check_export
+from backend.imports.apple_health import ExportError, ExportLimits, check_export
 from backend.imports.jobs import ImportSettings, create_job, record_finished_job, run_apple_health_job
 from backend.imports.records import MARKERS
 from backend.imports.schemas import HealthAutoExportPush
@@ -76,7 +76,7 @@ def import_apple_health(user: str, file: Path) -> None:
     """Import FILE (export.zip or export.xml from the Health app) for USER."""
     user_id, db = _user_id(user), get_db()
     try:
-        check_export(file)
+        check_export(file, ExportLimits.from_config(current_app.config))
     except ExportError as exc:
         raise click.ClickException(exc.message) from None
     job = create_job(db, user_id, "apple_health", file.name)

@@ -23,7 +23,9 @@ other series (route, activeEnergy...).
 Syncs overlap and re-send data: a sample already stored (same kind, start and source) is skipped, so a
 re-send never duplicates. A push is imported in one transaction: malformed points (a date in neither
 format, a missing value) reject the whole push with 422 naming the field, and nothing is stored. Values
-outside the plausible range (heart rate 25-250, RR 0-80 per minute) are skipped and reported as warnings.
+outside the plausible range (heart rate 25-250, RR 0-80 per minute; fitness markers: their own ranges)
+and times outside backend.domain's (2000 to now + 1 day) are skipped and reported as warnings. Pushes too
+large to parse whole are read as a stream by backend.imports.push_stream, with these same functions.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from backend.domain import implausible_time
 from backend.imports.dates import parse_health_datetime
 from backend.imports.matching import match_workouts
 from backend.imports.records import (
@@ -58,7 +61,7 @@ from backend.imports.records import (
     store_markers,
     store_samples,
 )
-from backend.imports.report import NOT_IMPORTED, OUT_OF_RANGE, Skipped, SkipTally
+from backend.imports.report import IMPLAUSIBLE_TIME, NOT_IMPORTED, OUT_OF_RANGE, Skipped, SkipTally
 from backend.imports.schemas import HaePoint, HaeWorkout, HealthAutoExportPush
 from backend.problems import FieldError, ProblemError, field_errors
 
@@ -96,8 +99,8 @@ class Converted:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(FieldError(loc, detail))
 
-    def skip(self, where: str, why: str, record_type: str) -> None:
-        self.skips.add(Skipped(f"{where}: {why}", record_type, OUT_OF_RANGE))
+    def skip(self, where: str, why: str, record_type: str, category: str = OUT_OF_RANGE) -> None:
+        self.skips.add(Skipped(f"{where}: {why}", record_type, category))
 
     def skip_type(self, record_type: str, count: int, what: str) -> None:
         """A whole series not imported: counted, with one warning saying so."""
@@ -118,19 +121,23 @@ def _point(raw: dict[str, Any], loc: Loc, out: Converted) -> HaePoint | None:
         return None
 
 
-def _moments(point: HaePoint, loc: Loc, out: Converted) -> tuple[datetime, datetime] | None:
-    """The point's start (`date`) and end (its own `end` when sent, else the start)."""
+def _moments(point: HaePoint, loc: Loc, out: Converted, record_type: str) -> tuple[datetime, datetime] | None:
+    """The point's start (`date`) and end (its own `end` when sent, else the start). None when a date is
+    malformed (an error: the push is refused) or outside the plausible range (the point is skipped)."""
     try:
         start = parse_health_datetime(point.date)
     except ValueError as exc:
         out.error((*loc, "date"), str(exc))
         return None
-    if point.end is None:
-        return start, start
-    try:
-        end = parse_health_datetime(point.end)
-    except ValueError as exc:
-        out.error((*loc, "end"), str(exc))
+    end = start
+    if point.end is not None:
+        try:
+            end = parse_health_datetime(point.end)
+        except ValueError as exc:
+            out.error((*loc, "end"), str(exc))
+            return None
+    if problem := implausible_time(start) or implausible_time(end):
+        out.skip(f"{record_type} of {point.date}", problem, record_type, IMPLAUSIBLE_TIME)
         return None
     if end < start:
         out.error((*loc, "end"), "the point ends before it starts")
@@ -142,7 +149,7 @@ def _sample(raw: dict[str, Any], kind: str, loc: Loc, out: Converted) -> None:
     point = _point(raw, loc, out)
     if point is None:
         return
-    moments = _moments(point, loc, out)
+    moments = _moments(point, loc, out, kind)
     if moments is None:
         return
     if kind == HEART_RATE:
@@ -163,7 +170,7 @@ def _marker(raw: dict[str, Any], metric: str, kind: str, loc: Loc, out: Converte
     point = _point(raw, loc, out)
     if point is None:
         return
-    moments = _moments(point, loc, out)
+    moments = _moments(point, loc, out, metric)
     if moments is None:
         return
     value = point.qty if point.qty is not None else point.Avg
@@ -201,6 +208,10 @@ def _workout(workout: HaeWorkout, loc: Loc, out: Converted) -> None:
     if len(times) < 2:
         return
     started_at, ended_at = times
+    if problem := implausible_time(started_at) or implausible_time(ended_at):
+        where = f"workout {workout.name or ''} of {workout.start}".replace("  ", " ")
+        out.skip(where, problem, "workout", IMPLAUSIBLE_TIME)
+        return
     if ended_at < started_at:
         out.error((*loc, "end"), "the workout ends before it starts")
         return
@@ -242,32 +253,51 @@ def _max(numbers: Iterable[float]) -> float | None:
     return max(numbers, default=None)
 
 
+def metric_usable(name: str, units: str | None, points: int, loc: Loc, out: Converted) -> bool:
+    """Whether the points of metric `name` are read: a metric Respira does not import is counted as
+    skipped (one warning), units that are not the metric's are an error at `loc` + units."""
+    kind = METRICS.get(name) or MARKER_METRICS.get(name)
+    if kind is None:  # one of the dozens of metrics Respira does not use: counted, with one warning
+        out.skip_type(name, points, f"metric {name!r} points")
+        return False
+    if units is None:
+        return True
+    normal = units.strip().lower().replace(" ", "")
+    if name in METRICS and normal not in PER_MINUTE_UNITS:
+        out.error((*loc, "units"), f"{units!r} is not a rate per minute (expected count/min or bpm)")
+        return False
+    if name in MARKER_METRICS and normal not in MARKER_UNITS[kind]:
+        expected = " or ".join(sorted(MARKER_UNITS[kind]))
+        out.error((*loc, "units"), f"{units!r} is not a unit of {name} ({expected})")
+        return False
+    return True
+
+
+def metric_point(name: str, raw: dict[str, Any], loc: Loc, out: Converted) -> None:
+    """One point of an imported metric (see `metric_usable`): a sample or a fitness marker."""
+    if (kind := METRICS.get(name)) is not None:
+        _sample(raw, kind, loc, out)
+    else:
+        _marker(raw, name, MARKER_METRICS[name], loc, out)
+
+
+def skip_array(name: str, entries: int, out: Converted) -> None:
+    """A data array other than metrics and workouts (symptoms, ecg, stateOfMind...): counted as skipped."""
+    out.skip_type(name, entries, f"{name!r} entries")
+
+
 def convert(push: HealthAutoExportPush) -> Converted:
     """The samples and workouts of a push; raises 422 naming every malformed field (up to 50)."""
     out = Converted()
     for i, metric in enumerate(push.data.metrics):
         loc: Loc = ("data", "metrics", i)
-        units = (metric.units or "").strip().lower().replace(" ", "")
-        if (kind := METRICS.get(metric.name)) is not None:
-            if metric.units is not None and units not in PER_MINUTE_UNITS:
-                out.error(
-                    (*loc, "units"), f"{metric.units!r} is not a rate per minute (expected count/min or bpm)"
-                )
-                continue
-            for j, raw in enumerate(metric.data):
-                _sample(raw, kind, (*loc, "data", j), out)
-        elif (marker := MARKER_METRICS.get(metric.name)) is not None:
-            if metric.units is not None and units not in MARKER_UNITS[marker]:
-                expected = " or ".join(sorted(MARKER_UNITS[marker]))
-                out.error((*loc, "units"), f"{metric.units!r} is not a unit of {metric.name} ({expected})")
-                continue
-            for j, raw in enumerate(metric.data):
-                _marker(raw, metric.name, marker, (*loc, "data", j), out)
-        else:  # one of the dozens of metrics Respira does not use: counted, with one warning
-            out.skip_type(metric.name, len(metric.data), f"metric {metric.name!r} points")
+        if not metric_usable(metric.name, metric.units, len(metric.data), loc, out):
+            continue
+        for j, raw in enumerate(metric.data):
+            metric_point(metric.name, raw, (*loc, "data", j), out)
     for name, series in (push.data.model_extra or {}).items():
         if name not in IMPORTED_ARRAYS and isinstance(series, list):
-            out.skip_type(name, len(series), f"{name!r} entries")
+            skip_array(name, len(series), out)
     for k, workout in enumerate(push.data.workouts):
         _workout(workout, ("data", "workouts", k), out)
     if out.errors:

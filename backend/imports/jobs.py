@@ -13,12 +13,15 @@ the file again completes it: samples and workouts already stored are skipped by 
 Threads: the background thread lives in the web server process that took the upload. That is enough for
 one server; with several workers or hosts a task queue (RQ, Celery) could run `run_apple_health_job`
 instead, given the job id and a path on shared storage. A job whose process went away stops updating
-its heartbeat, and is reported failed after `IMPORT_STALE_AFTER_S`.
+its heartbeat, and is reported failed after `IMPORT_STALE_AFTER_S`; at once when the job names its
+process ("host:pid") and that process is gone from this host.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -33,7 +36,13 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.imports import setting
-from backend.imports.apple_health import ExportError, ParseStats, open_export, parse_export
+from backend.imports.apple_health import (
+    ExportError,
+    ExportLimits,
+    ParseStats,
+    open_export,
+    parse_export,
+)
 from backend.imports.matching import match_workouts
 from backend.imports.records import (
     MARKERS,
@@ -50,6 +59,18 @@ from backend.models import ImportJob
 log = logging.getLogger("respira.imports")
 THREADS_KEY = "respira.import_threads"
 ACTIVE = ("queued", "running")
+# What an import of health-app data counts (the job's `counts`, before matching adds its own).
+COUNT_KEYS = (
+    "records_read",
+    "heart_rate_read",
+    "heart_rate_added",
+    "respiratory_rate_read",
+    "respiratory_rate_added",
+    "health_workouts_read",
+    "health_workouts_added",
+    *(f"{kind}_{step}" for kind in MARKERS for step in ("read", "added")),
+    "skipped",
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,7 @@ class ImportSettings:
     upload_dir: Path
     inline_max_bytes: int
     stale_after_s: float
+    limits: ExportLimits = field(default_factory=ExportLimits)
 
     @classmethod
     def from_app(cls, app: Flask) -> ImportSettings:
@@ -70,6 +92,7 @@ class ImportSettings:
             upload_dir=Path(upload_dir),
             inline_max_bytes=int(setting(config, "IMPORT_INLINE_MAX_BYTES")),
             stale_after_s=float(setting(config, "IMPORT_STALE_AFTER_S")),
+            limits=ExportLimits.from_config(config),
         )
 
 
@@ -103,22 +126,7 @@ class _Run:
     db: Database
     job_id: int
     user_id: int
-    counts: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            (
-                "records_read",
-                "heart_rate_read",
-                "heart_rate_added",
-                "respiratory_rate_read",
-                "respiratory_rate_added",
-                "health_workouts_read",
-                "health_workouts_added",
-                *(f"{kind}_{step}" for kind in MARKERS for step in ("read", "added")),
-                "skipped",
-            ),
-            0,
-        )
-    )
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
     skips: SkipTally = field(default_factory=SkipTally)
     samples: list[SampleIn] = field(default_factory=list)
     markers: list[MarkerIn] = field(default_factory=list)
@@ -202,12 +210,12 @@ def run_apple_health_job(
         if job is None:
             raise JobGone(job_id)
         run = _Run(db, job_id, job.user_id)
-        _set_status(db, job_id, status="running", started_at=utcnow())
+        _set_status(db, job_id, status="running", started_at=utcnow(), worker=this_worker())
         stats, bytes_total, bytes_done = ParseStats(), None, 0
         try:
-            with open_export(path) as export:
+            with open_export(path, settings.limits) as export:
                 bytes_total = export.size
-                for item in parse_export(export.stream, stats):
+                for item in parse_export(export.stream, stats, settings.limits):
                     run.take(item)
                     if run.pending >= settings.batch_size:
                         bytes_done = export.stream.bytes_read
@@ -266,11 +274,17 @@ def run_apple_health_job(
 
 
 def start_in_background(
-    app: Flask, db: Database, job: ImportJob, path: Path, settings: ImportSettings
+    app: Flask,
+    db: Database,
+    job: ImportJob,
+    path: Path,
+    settings: ImportSettings,
+    runner: Callable[..., ImportJob | None] | None = None,
 ) -> None:
-    """Run the import in a daemon thread of this process, with its own database sessions."""
+    """Run the import (`runner`, default run_apple_health_job, same arguments) in a daemon thread of
+    this process, with its own database sessions."""
     thread = threading.Thread(
-        target=run_apple_health_job,
+        target=runner or run_apple_health_job,
         args=(db, job.id, path, settings),
         kwargs={"delete_file": True},
         name=f"respira-import-{job.uuid}",
@@ -320,17 +334,42 @@ def record_finished_job(
     return job
 
 
+def this_worker() -> str:
+    """Names the process running a job: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_gone(worker: str | None) -> bool:
+    """True when `worker` ran on this host and that process no longer exists (killed, restarted)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, under another user
+        return False
+    return False
+
+
 def fail_if_stale(db: Database, job: ImportJob, stale_after_s: float) -> ImportJob:
-    """A queued or running job without a heartbeat for `stale_after_s` lost its process: say so."""
+    """A queued or running job lost its process: say so. At once when the process that ran it is known
+    to be gone (this host), else after `stale_after_s` without a heartbeat."""
+    if job.status not in ACTIVE:
+        return job
     last = job.heartbeat_at or job.started_at or job.created_at
-    if job.status not in ACTIVE or utcnow() - last < timedelta(seconds=stale_after_s):
+    if job.status == "running" and worker_gone(job.worker):
+        why = "the server process running it stopped (killed or restarted)"
+    elif utcnow() - last >= timedelta(seconds=stale_after_s):
+        why = f"no progress for {stale_after_s:.0f} s (the server probably restarted)"
+    else:
         return job
     with db.session(write=True) as session, session.begin():
         stored = session.scalars(select(ImportJob).where(ImportJob.id == job.id)).one_or_none()
         if stored is not None and stored.status in ACTIVE:
             stored.status, stored.finished_at, stored.error_type = "failed", utcnow(), "interrupted"
             stored.error = (
-                f"interrupted: no progress for {stale_after_s:.0f} s (the server probably restarted). "
-                "Upload the file again: what is stored is kept and not duplicated."
+                f"interrupted: {why}. Upload the file again: what is stored is kept and not duplicated."
             )
     return load_job(db, job.id) or job

@@ -19,6 +19,7 @@ OUT_OF_RANGE = "value outside the plausible range"
 NOT_A_NUMBER = "value is not a number"
 WRONG_UNIT = "unit Respira cannot convert"
 BAD_DATE = "unreadable date"
+IMPLAUSIBLE_TIME = "time outside the plausible range"  # backend.domain.implausible_time
 ENDS_BEFORE_START = "ends before it starts"
 
 # What each stored kind is called in counts (`<key>_read`, `<key>_added`) and in the report.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from backend.schemas import Params
 
@@ -128,11 +128,15 @@ class HealthAutoExportPush(_HaeModel):
     data: HaeData
 
 
+# A JSON number: "61" (a string) or true are refused, not coerced; so are NaN and infinities.
+HaeNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+
 class HaePoint(_HaeModel):
     date: str
     end: str | None = None  # some points span an interval: kept as the sample's end
-    qty: float | None = None
-    Min: float | None = None
-    Avg: float | None = None
-    Max: float | None = None
+    qty: HaeNumber | None = None
+    Min: HaeNumber | None = None
+    Avg: HaeNumber | None = None
+    Max: HaeNumber | None = None
     source: str | None = None

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from backend.web import auth, devices, imports, trends, workouts
 from backend.web.format import register_filters
-from backend.web.security import add_security_headers, configure_sessions, csrf
+from backend.web.security import configure_sessions, csrf
 
 web = Blueprint("web", __name__)
 
@@ -31,7 +31,6 @@ def _guard() -> Response | None:
     return auth.require_login()
 
 
-web.after_request(add_security_headers)
 web.register_blueprint(auth.bp)
 web.register_blueprint(workouts.bp)
 web.register_blueprint(trends.bp)

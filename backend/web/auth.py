@@ -1,29 +1,36 @@
-"""Logging in and out of the dashboard (Flask-Login over Flask's signed-cookie session).
+"""Logging in and out of the dashboard (Flask-Login over a session kept on the server).
 
-People log in with their user name and password (`flask --app backend users set-password NAME`); the
-session remembers a login id of the form `<user id>:<password fingerprint>`, so setting a new password
-ends every existing session of that user without any table of sessions. Failed log-ins count against
-the same per-address limiter as wrong API tokens: one budget for guessing, whichever door is tried.
+People log in with their user name and password (`flask --app backend users set-password NAME`). The
+signed cookie holds only the key of a row of `web_sessions` (backend.web.sessions): logging out deletes
+it, so a copy of the cookie is worth nothing afterwards; idle and absolute lifetimes, a new password and
+"log out other sessions" end it too. Failed log-ins count against the same shared limiter as wrong API
+tokens, per address and per account name; a blocked attempt is refused before any password hash is
+computed, so guessing cannot be used to burn the server's CPU either.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, Flask, Response, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, Response, flash, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from backend.api.auth import auth_failure_limiter
-from backend.db import get_session
+from backend.db import get_db, get_session
 from backend.models import User
 from backend.web.forms import LoginForm
 from backend.web.security import safe_next_url
+from backend.web.sessions import (
+    SessionExpired,
+    end_web_session,
+    end_web_sessions,
+    load_web_session,
+    start_web_session,
+)
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -39,31 +46,20 @@ class WebUser(UserMixin):
 
     user_id: int
     name: str
-    fingerprint: str
+    session_key: str  # names the server-side session (Flask-Login's "user id" in the cookie)
 
     def get_id(self) -> str:
-        return f"{self.user_id}:{self.fingerprint}"
-
-    @classmethod
-    def from_model(cls, user: User) -> WebUser:
-        return cls(user.id, user.name, password_fingerprint(user.password_hash or ""))
-
-
-def password_fingerprint(password_hash: str) -> str:
-    """A short digest of the stored hash: changes whenever the password does, reveals nothing of it."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+        return self.session_key
 
 
 @login_manager.user_loader
-def load_user(login_id: str) -> WebUser | None:
-    user_part, _, fingerprint = login_id.partition(":")
-    if not user_part.isdigit():
+def load_user(session_key: str) -> WebUser | None:
+    try:
+        live = load_web_session(get_session(), session_key)
+    except SessionExpired:
+        g.web_session_expired = True
         return None
-    user = get_session().get(User, int(user_part))
-    if user is None or not user.password_hash:
-        return None
-    web_user = WebUser.from_model(user)
-    return web_user if hmac.compare_digest(web_user.fingerprint, fingerprint) else None
+    return None if live is None else WebUser(live.user_id, live.name, session_key)
 
 
 def current_web_user() -> WebUser:
@@ -72,9 +68,13 @@ def current_web_user() -> WebUser:
 
 def require_login() -> Response | None:
     """Before every web request: default-deny, like the API's token check."""
-    if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
+    if current_user.is_authenticated:
         return None
-    if getattr(session, "expired", False):
+    if "_user_id" in session:
+        logout_user()  # a login id whose server-side session has ended: drop it from the cookie too
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if getattr(session, "expired", False) or g.get("web_session_expired"):
         flash("Your session expired. Please log in again.", "info")
     else:
         flash("Please log in to see that page.", "info")
@@ -105,31 +105,48 @@ def login() -> Response | tuple[str, int, dict[str, str]] | str:
     if not form.is_submitted():
         return render_template("web/login.html", form=form, next_url=next_url)
     limiter, client = auth_failure_limiter(), request.remote_addr or "unknown"
-    if limiter.blocked(client):
-        wait_s = limiter.retry_after_s(client)
-        form.form_errors.append(f"Too many failed log-ins from this address. Try again in {wait_s} s.")
+    account = (form.username.data or "").strip() or None
+    if limiter.blocked(client, account):  # before any hash: a blocked guess costs no CPU
+        wait_s = limiter.retry_after_s(client, account)
+        form.form_errors.append(f"Too many failed log-ins. Try again in {wait_s} s.")
         page = render_template("web/login.html", form=form, next_url=next_url)
         return page, 429, {"Retry-After": str(wait_s)}
     if not form.validate():
         return render_template("web/login.html", form=form, next_url=next_url), 400, {}
     user = _check_credentials(form.username.data or "", form.password.data or "")
     if user is None:
-        limiter.record_failure(client)
+        limiter.record_failure(client, account)
         log.info("failed dashboard log-in", extra={"username": form.username.data, "client": client})
         form.form_errors.append("Wrong username or password.")
         return render_template("web/login.html", form=form, next_url=next_url), 401, {}
-    session.clear()  # a fresh session (and CSRF token) for the logged-in person
-    login_user(WebUser.from_model(user))
-    session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a visit
+    with get_db().session(write=True) as writer, writer.begin():
+        stored = writer.get(User, user.id)
+        if stored is None:  # deleted meanwhile
+            return render_template("web/login.html", form=form, next_url=next_url), 401, {}
+        key = start_web_session(writer, stored)
+    session.clear()  # a fresh cookie session (and CSRF token) for the logged-in person
+    login_user(WebUser(user.id, user.name, key))
+    session.permanent = True  # the cookie lasts PERMANENT_SESSION_LIFETIME without a visit
     return redirect(next_url or url_for("web.workouts.index"))
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    logout_user()  # the web blueprint has checked the CSRF token already
+    end_web_session(current_web_user().session_key)  # the web blueprint has checked the CSRF token
+    logout_user()
     session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("web.auth.login"))
+
+
+@bp.post("/sessions/end-others")
+def end_other_sessions() -> Response:
+    """Log out every other session of this person (another browser, a lost laptop)."""
+    me = current_web_user()
+    with get_db().session(write=True) as writer, writer.begin():
+        ended = end_web_sessions(writer, me.user_id, except_key=me.session_key)
+    flash(f"Logged out {ended} other session(s). This one stays logged in.", "info")
+    return redirect(url_for("web.devices.index"), code=303)
 
 
 def init_login(app: Flask) -> None:

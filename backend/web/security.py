@@ -1,6 +1,7 @@
 """Session secret, cookie flags, CSRF and response headers of the dashboard.
 
-The secret key signs the session cookie (Flask's signed-cookie sessions: no table, nothing to clean up).
+The secret key signs the session cookie (Flask's signed-cookie sessions; the login itself is a row of
+`web_sessions` that the cookie names, see backend.web.sessions).
 Where it comes from depends on the deployment (`RESPIRA_ENV`, see docs/dashboard.md):
 
 - `RESPIRA_SECRET_KEY` set: used as is (production requires at least 32 characters).
@@ -30,7 +31,9 @@ ENVIRONMENTS = ("production", "development")
 
 csrf = CSRFProtect()
 
-# No scripts at all, styles only from our own files: an injected tag could neither run nor load anything.
+# On every response of the app (pages, API answers, problem documents, static files; see create_app):
+# no scripts at all, styles only from our own files, so an injected tag could neither run nor load
+# anything, and no page may be framed.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -40,7 +43,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",  # CSRF's HTTPS referrer check needs our own referrer
-    "Cache-Control": "no-store",  # pages hold personal data and, once, a token
+    "Cache-Control": "no-store",  # pages and API answers hold personal data and, once, a token
 }
 
 

@@ -131,7 +131,7 @@ def marker_records() -> list[str]:
     )
     return [
         record("RestingHeartRate", day("00:00:00"), "54", end=day("23:59:59"), metadata=False),
-        record("RestingHeartRate", day("00:00:00", "2026-11-30"), "52", end=day("23:59:59", "2026-11-30")),
+        record("RestingHeartRate", day("00:00:00", "2026-11-16"), "52", end=day("23:59:59", "2026-11-16")),
         hrv,
         record("VO2Max", day("18:02:00", "2026-11-24"), "44.7", unit="mL/min·kg", metadata=False),
         record("WalkingHeartRateAverage", day("00:00:00"), "98", end=day("23:59:59"), metadata=False),

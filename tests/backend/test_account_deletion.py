@@ -16,10 +16,12 @@ from interop_helpers import (
     upload,
 )
 from sqlalchemy import func, select, text
+from web_helpers import login, set_password
 
 from backend.db import Base
 from backend.imports.jobs import ImportSettings, create_job, upload_path
 from backend.models import User
+from backend.ratelimit import account_bucket
 from backend.tokens import issue_token
 
 # How to find a user's rows in each table: straight by user_id, or through the rows they hang from.
@@ -38,12 +40,17 @@ OWNED_ROWS = {
     "health_workouts": "SELECT count(*) FROM health_workouts WHERE user_id = :user",
     "import_jobs": "SELECT count(*) FROM import_jobs WHERE user_id = :user",
     "fitness_markers": "SELECT count(*) FROM fitness_markers WHERE user_id = :user",
+    "web_sessions": "SELECT count(*) FROM web_sessions WHERE user_id = :user",
+    # Failed log-ins are counted by account name (the name need not exist): the account's bucket.
+    "auth_failures": "SELECT count(*) FROM auth_failures WHERE bucket = :account",
 }
 
 
-def rows_of(app: Flask, user_id: int) -> dict[str, int]:
+def rows_of(app: Flask, api: Api) -> dict[str, int]:
     with db_of(app).session() as session:
-        return {table: session.scalar(text(sql), {"user": user_id}) for table, sql in OWNED_ROWS.items()}
+        name = session.scalar(text("SELECT name FROM users WHERE id = :user"), {"user": api.user_id})
+        params = {"user": api.user_id, "account": account_bucket(name or api.name)}
+        return {table: session.scalar(text(sql), params) for table, sql in OWNED_ROWS.items()}
 
 
 def totals(app: Flask) -> dict[str, int]:
@@ -76,30 +83,34 @@ def fill(api: Api, app: Flask, label: str) -> None:
     assert upload(api, xml).status_code == 201
     with db_of(app).session(write=True) as session, session.begin():
         issue_token(session, session.get(User, api.user_id), f"{label}'s Watch")
+    set_password(app, api.user_id)
+    browser = app.test_client()
+    assert login(browser, label, "a wrong password").status_code == 401  # a failure of this account
+    assert login(browser, label).status_code == 302  # and a dashboard session
 
 
 def test_deleting_an_account_removes_every_row_of_it_and_nothing_else(
     alice: Api, bob: Api, app: Flask
 ) -> None:
     assert set(OWNED_ROWS) == set(Base.metadata.tables), "a new table needs its ownership rule here"
+    alice.name, bob.name = "alice", "bob"
     fill(alice, app, "alice")
     fill(bob, app, "bob")
-    before_alice, before_bob, before_total = (
-        rows_of(app, alice.user_id),
-        rows_of(app, bob.user_id),
-        totals(app),
-    )
+    before_alice, before_bob, before_total = rows_of(app, alice), rows_of(app, bob), totals(app)
     assert all(n > 0 for n in before_alice.values()), before_alice  # the test covers every table
     assert all(n > 0 for n in before_bob.values()), before_bob
-    assert before_total == {t: before_alice[t] + before_bob[t] for t in OWNED_ROWS}
+    # (auth_failures also holds the failures' address buckets, which are nobody's account)
+    owned_total = {t: before_total[t] for t in OWNED_ROWS if t != "auth_failures"}
+    assert owned_total == {t: before_alice[t] + before_bob[t] for t in owned_total}
     assert before_alice["pulse_readings"] >= 4 and before_alice["health_samples"] == 3
 
     response = alice.delete("/api/v1/me")
     assert response.status_code == 204
 
-    assert rows_of(app, alice.user_id) == dict.fromkeys(OWNED_ROWS, 0)
-    assert rows_of(app, bob.user_id) == before_bob
-    assert totals(app) == before_bob
+    assert rows_of(app, alice) == dict.fromkeys(OWNED_ROWS, 0)
+    assert rows_of(app, bob) == before_bob
+    after = totals(app)
+    assert {t: after[t] for t in owned_total} == {t: before_bob[t] for t in owned_total}
     assert alice.get("/api/v1/workouts").status_code == 401  # the token went with the account
     assert bob.get("/api/v1/me").json["workouts"] == 1
 

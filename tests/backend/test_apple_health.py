@@ -452,7 +452,7 @@ def test_an_export_with_every_record_type_counts_every_skip(alice: Api, app: Fla
         values = {(m.kind, m.local_date.isoformat()): m.value for m in session.scalars(select(FitnessMarker))}
     assert values == {
         ("resting_heart_rate", "2026-11-23"): 54,
-        ("resting_heart_rate", "2026-11-30"): 52,
+        ("resting_heart_rate", "2026-11-16"): 52,
         ("hrv_sdnn", "2026-11-23"): 48.25,
         ("vo2_max", "2026-11-24"): 44.7,
         ("walking_heart_rate_average", "2026-11-23"): 98,

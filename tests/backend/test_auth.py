@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_helpers import Api, app_config, make_user
+from api_helpers import Api, app_config, make_user, wipe
 from sqlalchemy import select
 
 from backend import create_app
@@ -82,6 +82,7 @@ def test_each_device_has_its_own_token(alice: Api) -> None:
 
 def test_repeated_auth_failures_are_rate_limited_per_client(database_url: str) -> None:
     app = create_app(app_config(database_url, AUTH_FAILURE_LIMIT="3 per minute"))
+    wipe(app.extensions[EXTENSION_KEY])  # failures are counted in the database, shared with other tests
     _, token = make_user(app, "mallory-target")
     attacker = app.test_client()
     attacker.environ_base["REMOTE_ADDR"] = "203.0.113.7"

@@ -32,6 +32,15 @@ def test_users_create_with_and_without_password(app: Flask) -> None:
     assert "dana" in runner.invoke(args=["users", "list"]).output
 
 
+def test_users_create_refuses_a_short_password_as_set_password_does(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    for command in (["users", "create", "fay", "--password"], ["users", "set-password", "dana"]):
+        runner.invoke(args=["users", "create", "dana"])
+        result = runner.invoke(args=command, input="x\nx\n")
+        assert result.exit_code != 0 and "at least 8 characters" in result.output, command
+    assert user(app, "fay") is None  # not created without a usable password
+
+
 def test_tokens_create_prints_a_working_token_once(app: Flask) -> None:
     runner = app.test_cli_runner()
     runner.invoke(args=["users", "create", "dana"])

@@ -647,7 +647,7 @@ def test_since_exports_only_what_was_stored_or_changed_after(alice_data: Api, ap
                 {
                     "name": "vo2_max",
                     "units": "ml/(kg·min)",
-                    "data": [{"date": "2026-12-01 18:00:00 +0100", "qty": 45.9}],
+                    "data": [{"date": "2026-11-27 18:00:00 +0100", "qty": 45.9}],
                 }
             ]
         }

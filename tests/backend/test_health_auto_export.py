@@ -310,7 +310,7 @@ def marker_push() -> dict[str, Any]:
                             "qty": 54,
                             "source": "Alice’s Apple Watch",
                         },
-                        {"date": "2026-11-30 00:00:00 -0800", "qty": 52, "source": "Alice’s Apple Watch"},
+                        {"date": "2026-11-16 00:00:00 -0800", "qty": 52, "source": "Alice’s Apple Watch"},
                     ],
                 },
                 {

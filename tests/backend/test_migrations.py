@@ -21,7 +21,8 @@ OLD = datetime(2026, 11, 1, 12, 0)  # naive: how SQLite holds UTC instants (Post
 TABLES = {
     *("users", "api_tokens", "workouts", "stages", "segments", "pulse_readings", "idempotency_records"),
     *("health_samples", "health_workouts", "import_jobs"),  # 0002: interop
-    "fitness_markers",  # 0003: fitness markers, import report
+    *("web_sessions", "auth_failures"),  # 0003: security
+    "fitness_markers",  # 0004: fitness markers, import report
 }
 
 
@@ -71,9 +72,9 @@ def test_flask_db_commands(empty_db: Database) -> None:
     app.extensions[EXTENSION_KEY].dispose()
 
 
-def test_0003_keeps_rows_stored_before_it(empty_db: Database) -> None:
-    """Samples, health-app workouts and jobs stored under 0002 survive, with a stored time and a report."""
-    migrate.upgrade(empty_db, "0002")
+def test_0004_keeps_rows_stored_before_it(empty_db: Database) -> None:
+    """Samples, health-app workouts and jobs stored under 0003 survive, with a stored time and a report."""
+    migrate.upgrade(empty_db, "0003")
     with empty_db.engine.begin() as conn:
         conn.execute(sa_text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', :t)"), {"t": OLD})
         conn.execute(
@@ -108,6 +109,6 @@ def test_0003_keeps_rows_stored_before_it(empty_db: Database) -> None:
                 conn.execute(sa_text(f"SELECT count(*) FROM {table} WHERE created_at IS NULL")).scalar() == 0
             )
         assert conn.execute(sa_text("SELECT skipped FROM import_jobs")).scalar() in ("[]", [])
-    migrate.downgrade(empty_db, "0002")
+    migrate.downgrade(empty_db, "0003")
     with empty_db.engine.connect() as conn:
         assert conn.execute(sa_text("SELECT count(*) FROM health_samples")).scalar() == 1

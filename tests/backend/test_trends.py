@@ -231,7 +231,7 @@ def test_weekly_fitness_has_the_markers_beside_rr(seeded: Api) -> None:
     """Weekly means of each marker on its local day; a week with markers but no workout is a week too."""
     for body in (
         marker_sync(
-            "resting_heart_rate", "bpm", [("2026-11-16", 56), ("2026-11-18", 54), ("2026-11-30", 53)]
+            "resting_heart_rate", "bpm", [("2026-11-09", 53), ("2026-11-16", 56), ("2026-11-18", 54)]
         ),
         marker_sync("heart_rate_variability", "ms", [("2026-11-17", 40.0), ("2026-11-22", 50.0)]),
         marker_sync("vo2_max", "ml/(kg·min)", [("2026-11-24", 44.5)]),
@@ -239,9 +239,15 @@ def test_weekly_fitness_has_the_markers_beside_rr(seeded: Api) -> None:
     ):
         assert seeded.post("/api/v1/imports/health-auto-export", json=body).status_code == 201
     weeks = {w["week"]: w for w in seeded.get("/api/v1/trends/weekly").json["weeks"]}
-    assert list(weeks) == ["2026-W47", "2026-W48", "2026-W49"]
+    assert list(weeks) == ["2026-W46", "2026-W47", "2026-W48"]
     markers = {week: {k: w[k] for k in NO_MARKERS} for week, w in weeks.items()}
     assert markers == {
+        "2026-W46": {
+            "resting_hr_bpm": 53,
+            "hrv_sdnn_ms": None,
+            "vo2_max_ml_kg_min": None,
+            "walking_hr_bpm": None,
+        },
         "2026-W47": {
             "resting_hr_bpm": pytest.approx(55),
             "hrv_sdnn_ms": pytest.approx(45),  # Sunday the 22nd is still W47
@@ -254,20 +260,14 @@ def test_weekly_fitness_has_the_markers_beside_rr(seeded: Api) -> None:
             "vo2_max_ml_kg_min": 44.5,
             "walking_hr_bpm": 99,
         },
-        "2026-W49": {
-            "resting_hr_bpm": 53,
-            "hrv_sdnn_ms": None,
-            "vo2_max_ml_kg_min": None,
-            "walking_hr_bpm": None,
-        },
     }
-    assert weeks["2026-W49"]["workouts"] == 0 and weeks["2026-W49"]["resting_rr_bpm"] is None
+    assert weeks["2026-W46"]["workouts"] == 0 and weeks["2026-W46"]["resting_rr_bpm"] is None
     assert weeks["2026-W47"]["resting_rr_bpm"] == pytest.approx((13 + 15.5 + 10) / 3)  # unchanged
     # Date filters apply to markers (their local day); the activity filter does not.
-    until = seeded.get("/api/v1/trends/weekly?to=2026-11-17").json["weeks"]
+    until = seeded.get("/api/v1/trends/weekly?from=2026-11-16&to=2026-11-17").json["weeks"]
     assert [(w["week"], w["resting_hr_bpm"], w["hrv_sdnn_ms"]) for w in until] == [
         ("2026-W47", 56, 40.0)
-    ]  # not the 18th
+    ]  # not the 9th, not the 18th
 
 
 def test_trends_of_a_user_without_workouts_are_empty(alice: Api) -> None:

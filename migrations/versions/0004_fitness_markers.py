@@ -1,8 +1,8 @@
 """Fitness markers (resting heart rate, HRV SDNN, VO2 max, walking heart rate), the import report's
 skipped records, and when samples and health-app workouts were stored (for `since` exports).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-28
 """
 
@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
