@@ -8,12 +8,13 @@ flask --app backend tokens list alice
 flask --app backend tokens revoke alice --label "Alice's iPhone"   # or --id 3, or --all
 flask --app backend import apple-health alice export.zip          # see backend/imports/cli.py
 flask --app backend db prune-idempotency --older-than-days 7      # forget old Idempotency-Key answers
+flask --app backend queue worker [--burst]      # run imports from RESPIRA_QUEUE_URL (backend/tasks.py)
 """
 
 from __future__ import annotations
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -178,8 +179,29 @@ def db_prune_idempotency(older_than_days: int) -> None:
     click.echo(f"deleted {result.rowcount} idempotency record(s) older than {older_than_days} day(s)")
 
 
+queue_cli = AppGroup("queue", help="The task queue for long work (RESPIRA_QUEUE_URL).")
+
+
+@queue_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def queue_worker(burst: bool) -> None:
+    """Run queued imports. First re-queues tasks whose worker on this host died (a restart recovers)."""
+    from rq import Worker
+
+    from backend import tasks
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    queue = tasks.queue_of(app)
+    if queue is None:
+        raise click.UsageError("RESPIRA_QUEUE_URL is not set: imports run inside the web server.")
+    tasks.use_app_in_worker(app)
+    recovered = tasks.recover_orphans(app)
+    click.echo(f"queue {queue.name!r}: {recovered} task(s) of dead workers re-queued or failed")
+    Worker([queue], connection=queue.connection).work(burst=burst)
+
+
 def register_cli(app: Flask) -> None:
     from backend.imports.cli import import_cli  # `import apple-health|health-auto-export|json USER FILE`
 
-    for group in (users_cli, tokens_cli, db_cli, import_cli):
+    for group in (users_cli, tokens_cli, db_cli, import_cli, queue_cli):
         app.cli.add_command(group)

@@ -32,6 +32,12 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "LOG_JSON": True,  # one JSON object per log line (request logs included)
     "SQL_ECHO": False,
+    # Task queue for long work (imports): redis://host:6379/0 runs it on RQ workers (`flask queue worker`);
+    # unset, it runs in a thread of the web process. See backend/tasks.py.
+    "QUEUE_URL": None,
+    "QUEUE_NAME": "respira",
+    "QUEUE_RETRIES": 2,  # a task whose worker died runs again this many times, then fails
+    "QUEUE_JOB_TIMEOUT_S": 6 * 3600,  # the longest an import may run on a worker
     # Dashboard (docs/dashboard.md). SECRET_KEY comes from RESPIRA_SECRET_KEY; required in production.
     "ENV": None,  # "production" | "development"; unset: production when gunicorn serves the app
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # s without a visit after which a dashboard login expires

@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Insert,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -68,11 +80,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored instant as an aware UTC datetime (SQLite gives it naive, PostgreSQL in its time zone)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def normalize_database_url(url: str) -> str:
@@ -123,6 +138,16 @@ class Database:
         """A new session; `write=True` for any transaction that may write (SQLite then locks at BEGIN)."""
         return (self._write if write else self._read)()
 
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """A connection for one read that needs no transaction: on PostgreSQL in autocommit mode, so the
+        read is its one round trip (no BEGIN, no ROLLBACK); on SQLite, where these cost no round trip,
+        an ordinary read transaction."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -146,6 +171,57 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get(_WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def insert_ignoring_duplicates(session: Session, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (both spell it the same way)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"Respira needs PostgreSQL or SQLite, not {dialect}")
+
+
+def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows in one go, as cheaply for the client as each database allows.
+
+    When no column converts its values in Python (plain numbers and strings; UTC datetimes do convert)
+    the rows go to the driver as they are, skipping SQLAlchemy's per-row parameter processing:
+    SQLite: the driver's executemany (a C loop). PostgreSQL: one INSERT ... SELECT FROM unnest() with one
+    array per column, so the statement text is the same whatever the number of rows: psycopg prepares it
+    once per connection and the server plans it once, where a multi-row VALUES list would be a new
+    statement for every row count (and an executemany one message per row). Other tables: executemany.
+    """
+    if not rows:
+        return
+    dialect = connection.dialect
+    columns = [table.c[name] for name in rows[0]]
+    # Float's processor only turns numbers into floats: done below where the driver needs it.
+    plain = all(
+        isinstance(c.type, Float) or c.type.dialect_impl(dialect).bind_processor(dialect) is None
+        for c in columns
+    )
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in columns)
+    target = f"{dialect.identifier_preparer.format_table(table)} ({names})"
+    if plain and dialect.name == "sqlite":  # REAL columns store ints as floats themselves
+        marks = ", ".join("?" * len(columns))
+        values = [tuple(row[c.name] for c in columns) for row in rows]
+        connection.exec_driver_sql(f"INSERT INTO {target} VALUES ({marks})", values)
+    elif plain and dialect.name == "postgresql":
+        arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect)}[])" for c in columns)
+        statement = text(f"INSERT INTO {target} SELECT * FROM unnest({arrays})")
+        connection.execute(statement, {c.name: _array(c, rows) for c in columns})
+    else:
+        connection.execute(table.insert(), rows)
+
+
+def _array(column: Any, rows: list[dict[str, Any]]) -> list[Any]:
+    """One column of `rows`; floats as floats, since psycopg types a list by its first element."""
+    if isinstance(column.type, Float):
+        return [None if row[column.name] is None else float(row[column.name]) for row in rows]
+    return [row[column.name] for row in rows]
 
 
 # ---- Flask glue: one session per request -------------------------------------------------------------

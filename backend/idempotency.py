@@ -1,10 +1,10 @@
 """Idempotency-Key for appends: a retried request replays the first answer instead of appending again.
 
-The record is claimed (inserted) before the work and filled with the answer after it, all in the
-request's one transaction. Two identical requests at once therefore collide on the unique
-(user_id, key): on PostgreSQL the second INSERT waits for the first transaction and then fails, on SQLite
-the second transaction waits at BEGIN IMMEDIATE; either way `transactional` retries it, and the retry
-finds the committed record and replays it. Exactly one append is stored.
+The record is claimed (INSERT ... ON CONFLICT DO NOTHING) before the work and filled with the answer
+after it, all in the request's one transaction. Two identical requests at once therefore meet on the
+unique (user_id, key): on PostgreSQL the second INSERT waits for the first transaction and then inserts
+nothing, on SQLite the second transaction waits at BEGIN IMMEDIATE; either way the second finds the
+committed record and replays it. Exactly one append is stored.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 
 from flask import Response, request
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.db import insert_ignoring_duplicates, utcnow
 from backend.models import IdempotencyRecord
 from backend.problems import IDEMPOTENCY_KEY_REUSED, FieldError, ProblemError
 
@@ -53,28 +54,41 @@ def run_idempotent(
         status, payload = action()
         return _json(payload, status)
     digest = fingerprint(body)
-    stored = session.scalars(
-        select(IdempotencyRecord).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
-    ).one_or_none()
-    if stored is not None:
-        if stored.fingerprint != digest:
-            raise ProblemError(
-                422,
-                "Idempotency-Key reused",
-                f"{HEADER} {key!r} was already used for a different request; use a new key for new data.",
-                IDEMPOTENCY_KEY_REUSED,
-                [FieldError((HEADER,), "already used with a different body", "header")],
-            )
-        response = _json(stored.response_body, stored.response_status or 200)
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
-    record = IdempotencyRecord(user_id=user_id, key=key, fingerprint=digest)
-    session.add(record)
-    session.flush()  # claim the key before doing the work (see module docstring)
+    # Claim the key: one round trip when it is new. A concurrent claim of the same key makes this wait for
+    # that transaction (PostgreSQL) or never overlaps it (SQLite's BEGIN IMMEDIATE); either way, when the
+    # other one committed, nothing is inserted and its record is read and replayed below.
+    claim = insert_ignoring_duplicates(session, IdempotencyRecord.__table__).values(
+        user_id=user_id, key=key, fingerprint=digest, created_at=utcnow()
+    )
+    record_id = session.execute(claim.returning(IdempotencyRecord.id)).scalar_one_or_none()
+    if record_id is None:
+        return _replay(session, user_id, key, digest)
     status, payload = action()
-    record.response_status, record.response_body = status, payload
-    session.flush()
+    session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == record_id)
+        .values(response_status=status, response_body=payload)
+    )
     return _json(payload, status)
+
+
+def _replay(session: Session, user_id: int, key: str, digest: str) -> Response:
+    stored = session.execute(
+        select(
+            IdempotencyRecord.fingerprint, IdempotencyRecord.response_status, IdempotencyRecord.response_body
+        ).where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
+    ).one()
+    if stored.fingerprint != digest:
+        raise ProblemError(
+            422,
+            "Idempotency-Key reused",
+            f"{HEADER} {key!r} was already used for a different request; use a new key for new data.",
+            IDEMPOTENCY_KEY_REUSED,
+            [FieldError((HEADER,), "already used with a different body", "header")],
+        )
+    response = _json(stored.response_body, stored.response_status or 200)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def _json(payload: Any, status: int) -> Response:

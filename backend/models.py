@@ -198,6 +198,36 @@ class PulseReading(Base):
     workout: Mapped[Workout] = relationship(back_populates="pulse_readings")
 
 
+class StageSummary(Base):
+    """What the trends need of one workout stage, kept beside the raw rows (see backend.summaries).
+
+    One row per workout and stage that has a stored stage or a pulse reading of that stage. Written in the
+    same transaction as every change to the workout's segments or pulse, so trends never re-read history.
+    """
+
+    __tablename__ = "stage_summaries"
+    __table_args__ = (
+        # A user's trends read their rows by this index; through workouts alone PostgreSQL would rather
+        # scan every user's summaries than probe the primary key once per workout.
+        Index("ix_stage_summaries_user_workout", "user_id", "workout_id"),
+        CheckConstraint("stage BETWEEN 1 AND 4", name="stage"),
+        CheckConstraint(
+            "heavy_count <= classified_count AND classified_count <= segment_count", name="counts"
+        ),
+    )
+
+    workout_id: Mapped[int] = mapped_column(ForeignKey("workouts.id", ondelete="CASCADE"), primary_key=True)
+    stage: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # the workout's owner
+    segment_count: Mapped[int] = mapped_column(Integer)
+    rr_median_bpm: Mapped[float | None] = mapped_column(Float)  # None when the stage has no segments
+    classified_count: Mapped[int] = mapped_column(Integer)  # segments with a breath_class
+    heavy_count: Mapped[int] = mapped_column(Integer)  # segments classed heavy
+    pulse_before_bpm: Mapped[float | None] = mapped_column(Float)  # before_N
+    pulse_after_bpm: Mapped[float | None] = mapped_column(Float)  # after_N (stages 3 and 4 only)
+    pulse_bpm: Mapped[float | None] = mapped_column(Float)  # mean of the stage's pulse points
+
+
 class IdempotencyRecord(Base):
     """The answer to a request sent with an Idempotency-Key, replayed when the same request comes again.
 

@@ -60,8 +60,8 @@ def authenticate(db: Database, plaintext: str, *, touch_interval_s: float = 60.0
     Last use is written at most once per `touch_interval_s` per token, so ordinary reads stay read-only;
     it commits apart from the request so that it is kept even when the request itself fails.
     """
-    with db.session() as session:
-        row = session.execute(
+    with db.single_statement() as conn:
+        row = conn.execute(
             select(ApiToken.id, ApiToken.user_id, ApiToken.label, ApiToken.last_used_at).where(
                 ApiToken.token_hash == hash_token(plaintext), ApiToken.revoked_at.is_(None)
             )

@@ -1,10 +1,10 @@
 """Trends over a user's workouts: per-stage distributions (the paper's Fig. 4), RR vs pulse, weekly fitness.
 
-Where the data grows with history the work is done in SQL: segments are reduced to one median RR per
-workout and stage with window functions (portable to SQLite and PostgreSQL, neither of which shares a
-median aggregate with the other), pulse readings to one value per workout and stage, and the weekly
-table is grouped and averaged entirely in the database. Python only handles the per-workout values the
-response returns anyway (box statistics and Pearson's r over the points it sends).
+The per-workout numbers (median RR of each stage, pulse at its protocol points, breath-class counts) are
+read from `stage_summaries`, which every write keeps current (backend.summaries), so a request reads one
+row per workout and stage instead of re-ranking every segment of the history. The weekly table is
+grouped and averaged in the database; Python only handles the per-workout values the response returns
+anyway (box statistics and Pearson's r over the points it sends).
 
 Quartile rule: linear interpolation between order statistics (Hyndman & Fan type 7; the default of numpy
 and R, PostgreSQL's percentile_cont, `statistics.quantiles(method="inclusive")`). Whiskers: Tukey's, the
@@ -14,20 +14,35 @@ most extreme points within 1.5 IQR of the box. A single point is its own median,
 from __future__ import annotations
 
 import statistics
+import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Date, Float, Subquery, and_, case, cast, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    DateTime,
+    Float,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from backend.domain import STAGES, BreathClass, PulsePoint, stage_of_point
-from backend.models import FitnessMarker, PulseReading, Segment, Stage, Workout
-from backend.schemas import RrVsPulse, StageTrends, WeeklyTrends, WorkoutFilter
+from backend.db import as_utc
+from backend.domain import STAGES
+from backend.models import FitnessMarker, StageSummary, Workout
+from backend.schemas import WeeklyTrends, WorkoutFilter
 from backend.workouts import workout_conditions
 
 WHISKER_IQR = 1.5
@@ -51,47 +66,37 @@ def _week_start_sqlite(element: IsoWeekStart, compiler: SQLCompiler, **kw: Any) 
     return f"date({compiler.process(element.clauses, **kw)}, '-6 days', 'weekday 1')"
 
 
-# ---- per-workout reductions, in SQL -------------------------------------------------------------------
+# ---- per-workout values, from the stage summaries ------------------------------------------------------
 
 
-def stage_rr_medians(user_id: int, filters: WorkoutFilter) -> Subquery:
-    """(workout_id, stage, rr_bpm): the median RR of each stage's segments, by the middle row(s)."""
-    ranked = (
-        select(
-            Stage.workout_id,
-            Stage.stage,
-            Segment.rr_bpm,
-            func.row_number().over(partition_by=Segment.stage_id, order_by=Segment.rr_bpm).label("rn"),
-            func.count().over(partition_by=Segment.stage_id).label("cnt"),
-        )
-        .join(Stage, Stage.id == Segment.stage_id)
-        .join(Workout, Workout.id == Stage.workout_id)
-        .where(*workout_conditions(user_id, filters))
-        .subquery("ranked")
-    )
-    middle = [(ranked.c.cnt + 1) // 2, (ranked.c.cnt + 2) // 2]  # one row when odd, the two middle when even
+def _summaries_of(user_id: int) -> ColumnElement[bool]:
+    """Join condition workouts -> stage_summaries; the redundant user_id lets the database read the user's
+    summaries by their index instead of probing (or scanning) for each workout."""
+    return and_(StageSummary.workout_id == Workout.id, StageSummary.user_id == user_id)
+
+
+def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> Select[Any]:
+    """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench)."""
     return (
-        select(ranked.c.workout_id, ranked.c.stage, func.avg(ranked.c.rr_bpm).label("rr_bpm"))
-        .where(ranked.c.rn.in_(middle))
-        .group_by(ranked.c.workout_id, ranked.c.stage)
-        .subquery("stage_rr")
-    )
-
-
-def stage_pulse_means(user_id: int, filters: WorkoutFilter) -> Subquery:
-    """(workout_id, stage, bpm): mean pulse over the stage's protocol points (stage 3: before_3, after_3)."""
-    point_stage = case(*((PulseReading.point == p.value, stage_of_point(p)) for p in PulsePoint))
-    points = (
-        select(PulseReading.workout_id, point_stage.label("stage"), PulseReading.bpm)
-        .join(Workout, Workout.id == PulseReading.workout_id)
+        select(type_coerce(Workout.uuid, String()), StageSummary.stage, *columns)
+        .join(StageSummary, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
-        .subquery("pulse_points")
+        .order_by(Workout.started_at, Workout.id)
     )
-    return (
-        select(points.c.workout_id, points.c.stage, func.avg(points.c.bpm).label("bpm"))
-        .group_by(points.c.workout_id, points.c.stage)
-        .subquery("stage_pulse")
-    )
+
+
+def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterator[Any]:
+    """(workout id as text, stage, *columns) per summarised stage of the filtered workouts, oldest first.
+
+    The uuid is read raw and converted once per workout rather than once per row (on SQLite every
+    conversion parses 32 hex digits; a long history has thousands of rows)."""
+    rows = session.execute(stage_values_query(user_id, filters, *columns))
+    converted: dict[Any, str] = {}
+    for raw, *rest in rows:
+        workout_id = converted.get(raw)
+        if workout_id is None:
+            workout_id = converted[raw] = str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(raw))
+        yield (workout_id, *rest)
 
 
 # ---- statistics over the returned points --------------------------------------------------------------
@@ -136,50 +141,45 @@ def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
 
 
 def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
+    """The StageTrends document, built JSON-ready (validating our own thousands of points would cost more
+    than the query; tests/backend/test_stage_summaries.py checks it against the validated reference)."""
     by_stage: dict[str, dict[int, list[tuple[Any, float]]]] = {
         "rr": defaultdict(list),
         "pulse": defaultdict(list),
     }
-    for kind, sub, column in (
-        ("rr", stage_rr_medians(user_id, filters), "rr_bpm"),
-        ("pulse", stage_pulse_means(user_id, filters), "bpm"),
-    ):
-        rows = session.execute(
-            select(Workout.uuid, sub.c.stage, sub.c[column])
-            .join(sub, sub.c.workout_id == Workout.id)
-            .order_by(Workout.started_at, Workout.id)
-        )
-        for workout_uuid, stage, value in rows:
-            by_stage[kind][stage].append((workout_uuid, float(value)))
-    result = {
+    rows = _stage_values(session, user_id, filters, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
+    for workout_id, stage, rr_bpm, pulse_bpm in rows:
+        if rr_bpm is not None:
+            by_stage["rr"][stage].append((workout_id, rr_bpm))
+        if pulse_bpm is not None:
+            by_stage["pulse"][stage].append((workout_id, pulse_bpm))
+    return {
         "stages": [
             {"stage": n, "rr": _distribution(by_stage["rr"][n]), "pulse": _distribution(by_stage["pulse"][n])}
             for n in STAGES
         ]
     }
-    return StageTrends.model_validate(result).model_dump(mode="json")
 
 
 def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
-    rr, pulse = stage_rr_medians(user_id, filters), stage_pulse_means(user_id, filters)
-    rows = session.execute(
-        select(Workout.uuid, Workout.started_at, Workout.utc_offset_min, rr.c.stage, rr.c.rr_bpm, pulse.c.bpm)
-        .join(rr, rr.c.workout_id == Workout.id)
-        .join(pulse, and_(pulse.c.workout_id == Workout.id, pulse.c.stage == rr.c.stage))
-        .order_by(Workout.started_at, Workout.id)
-    )
+    """The RrVsPulse document, built JSON-ready like `stage_trends`."""
+    # The start is read as the driver gives it and made a UTC instant once per workout, not once per row.
+    raw_start = type_coerce(Workout.started_at, DateTime(timezone=True))
+    columns = (raw_start, Workout.utc_offset_min, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
+    rows = _stage_values(session, user_id, filters, *columns)
     pairs: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for workout_uuid, started_at, offset_min, stage, rr_bpm, pulse_bpm in rows:
-        local_start = started_at.astimezone(timezone(timedelta(minutes=offset_min)))
+    local_starts: dict[str, str] = {}
+    for workout_id, stage, started_at, offset_min, rr_bpm, pulse_bpm in rows:
+        if rr_bpm is None or pulse_bpm is None:
+            continue
+        local_start = local_starts.get(workout_id)
+        if local_start is None:
+            moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
+            local_start = local_starts[workout_id] = json_datetime(moment)
         pairs[stage].append(
-            {
-                "workout_id": workout_uuid,
-                "started_at": local_start,
-                "rr_bpm": float(rr_bpm),
-                "pulse_bpm": float(pulse_bpm),
-            }
+            {"workout_id": workout_id, "started_at": local_start, "rr_bpm": rr_bpm, "pulse_bpm": pulse_bpm}
         )
-    result = {
+    return {
         "stages": [
             {
                 "stage": n,
@@ -190,68 +190,59 @@ def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[
             for n in STAGES
         ]
     }
-    return RrVsPulse.model_validate(result).model_dump(mode="json")
 
 
-def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
-    """One row per ISO week of the workouts' local dates, aggregated in the database."""
-    conditions = workout_conditions(user_id, filters)
-    rr = stage_rr_medians(user_id, filters)
+def json_datetime(moment: datetime) -> str:
+    """An aware datetime as the API writes every other one (pydantic's JSON): ISO 8601, UTC as "Z"."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
-    def rr_at(stage: int) -> Any:
-        return func.max(case((rr.c.stage == stage, rr.c.rr_bpm))).label(f"rr{stage}")
+
+def weekly_query(user_id: int, filters: WorkoutFilter) -> Select[Any]:
+    """Per ISO week of the workouts' local dates, the weekly numbers, aggregated in the database from the
+    stage summaries (also EXPLAINed by the load bench)."""
+    s = StageSummary
+
+    def at(stage: int, column: Any, label: str) -> Any:
+        return func.max(case((s.stage == stage, column))).label(label)
 
     per_workout = (
-        select(Workout.id.label("workout_id"), Workout.local_date, *(rr_at(n) for n in STAGES))
-        .outerjoin(rr, rr.c.workout_id == Workout.id)
-        .where(*conditions)
+        select(
+            Workout.id.label("workout_id"),
+            Workout.local_date,
+            *(at(n, s.rr_median_bpm, f"rr{n}") for n in STAGES),
+            at(3, s.pulse_after_bpm, "after_3"),
+            at(4, s.pulse_after_bpm, "after_4"),
+            func.sum(s.heavy_count).label("heavy"),
+            func.sum(s.classified_count).label("classified"),
+        )
+        .outerjoin(s, _summaries_of(user_id))
+        .where(*workout_conditions(user_id, filters))
         .group_by(Workout.id, Workout.local_date)
         .subquery("per_workout")
-    )
-
-    def bpm_at(point: PulsePoint) -> Any:
-        return func.max(case((PulseReading.point == point.value, PulseReading.bpm))).label(point.value)
-
-    recovery_pulse = (
-        select(PulseReading.workout_id, bpm_at(PulsePoint.after_3), bpm_at(PulsePoint.after_4))
-        .join(Workout, Workout.id == PulseReading.workout_id)
-        .where(*conditions)
-        .group_by(PulseReading.workout_id)
-        .subquery("recovery_pulse")
-    )
-    classes = (
-        select(
-            Stage.workout_id,
-            func.sum(case((Segment.breath_class == BreathClass.heavy.value, 1), else_=0)).label("heavy"),
-            func.count(Segment.breath_class).label("classified"),
-        )
-        .join(Stage, Stage.id == Segment.stage_id)
-        .join(Workout, Workout.id == Stage.workout_id)
-        .where(*conditions)
-        .group_by(Stage.workout_id)
-        .subquery("classes")
     )
     w = per_workout.c
     peak = case((w.rr2.is_(None), w.rr3), (w.rr3.is_(None), w.rr2), (w.rr2 >= w.rr3, w.rr2), else_=w.rr3)
     week = IsoWeekStart(w.local_date)
-    rows = session.execute(
+    return (
         select(
             week.label("week_start"),
             func.count(w.workout_id).label("workouts"),
             func.avg(w.rr1).label("resting_rr_bpm"),
             func.avg(peak).label("peak_rr_bpm"),
             func.avg(w.rr3 - w.rr4).label("rr_recovery_bpm"),
-            func.avg(recovery_pulse.c.after_3 - recovery_pulse.c.after_4).label("hr_recovery_bpm"),
-            (cast(func.sum(classes.c.heavy), Float) / func.nullif(func.sum(classes.c.classified), 0)).label(
-                "heavy_share"
-            ),
+            func.avg(w.after_3 - w.after_4).label("hr_recovery_bpm"),
+            (cast(func.sum(w.heavy), Float) / func.nullif(func.sum(w.classified), 0)).label("heavy_share"),
         )
         .select_from(per_workout)
-        .outerjoin(recovery_pulse, recovery_pulse.c.workout_id == w.workout_id)
-        .outerjoin(classes, classes.c.workout_id == w.workout_id)
         .group_by(week)
         .order_by(week)
-    ).mappings()
+    )
+
+
+def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
+    """One row per ISO week of the workouts' local dates."""
+    rows = session.execute(weekly_query(user_id, filters)).mappings()
     weeks = []
     for row in rows:
         start = row["week_start"]

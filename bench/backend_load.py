@@ -5,9 +5,10 @@
 For each database (a throwaway SQLite file; a fresh database created on the local PostgreSQL server at
 127.0.0.1:5432 as user postgres and dropped afterwards, when that server answers):
 
-1. migrate the schema, create ``--users`` users with one device token each, and bulk-insert their
-   history straight into the tables (``--workouts-per-user`` workouts of 4 stages x 19 segments and
-   6 pulse readings each; through SQL, not the API, so seeding takes seconds);
+1. migrate the schema to revision 0002, create ``--users`` users with one device token each, and
+   bulk-insert their history straight into the tables (``--workouts-per-user`` workouts of 4 stages x 19
+   segments and 6 pulse readings each; through SQL, not the API, so seeding takes seconds); then
+   upgrade to the head revision, which backfills whatever later revisions derive (stage summaries);
 2. start ``gunicorn -c gunicorn.conf.py 'backend:create_app()'`` bound to 127.0.0.1 on a free port;
 3. uploads: ``--concurrency`` client threads PUT whole new workouts (4 stages x 19 segments of 6 s every
    3 s, 6 pulse readings), at most ``--uploads`` requests or ``--seconds`` seconds;
@@ -15,10 +16,13 @@ For each database (a throwaway SQLite file; a fresh database created on the loca
    for users in turn (each holding ``--workouts-per-user`` workouts), at most ``--queries`` requests
    or ``--seconds`` per endpoint.
 
-The client is a thread pool of http.client connections (one new connection per request: gunicorn's sync
-workers close every connection). It runs on the same machine as the server, so on a 2-core machine the
-client's own CPU use is part of what limits the rate. Latency is from sending the request to reading
-the whole answer.
+The client (a thread pool of http.client connections, one new connection per request: gunicorn's sync
+workers close every connection) runs in its own process, so its CPU is not counted as the server's.
+Latency is from sending the request to reading the whole answer. On a small shared machine throughput
+and latency depend on everything else running; **server CPU per request** does much less: it is the
+CPU time (user + system, from /proc, the live workers' rusage) the gunicorn workers spent during the
+phase divided by the requests answered, and, on PostgreSQL, the same for the database's backend
+processes serving this bench's database.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import secrets
@@ -37,14 +42,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import ROOT, machine, table
 from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.pool import NullPool
 
 from backend import migrate
 from backend.db import Database, normalize_database_url, scratch_postgres_database
@@ -53,6 +61,7 @@ from backend.models import PulseReading, Segment, Stage, User, Workout
 from backend.tokens import issue_token
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+SEED_REVISION = "0002"  # the seeding writes these tables' layout; later revisions derive from them
 SEGMENTS_PER_STAGE = 19  # 6 s windows every 3 s over a 60 s stage
 STAGE_RR_BPM = {1: 14.0, 2: 36.0, 3: 30.0, 4: 20.0}
 PULSE_BPM = {"before_1": 70, "before_2": 150, "before_3": 160, "after_3": 140, "before_4": 120, "after_4": 95}
@@ -102,7 +111,7 @@ def seed(url: str, n_users: int, workouts_per_user: int, seed_value: int = 0) ->
     without a round trip per row; PostgreSQL's sequences are moved past them afterwards.
     """
     db = Database(url)
-    migrate.upgrade(db)
+    migrate.upgrade(db, SEED_REVISION)
     tokens = []
     with db.session(write=True) as session, session.begin():
         for i in range(n_users):
@@ -185,6 +194,10 @@ def seed(url: str, n_users: int, workouts_per_user: int, seed_value: int = 0) ->
             marks = ", ".join("?" * 11)
             sql = f"INSERT INTO {Segment.__tablename__} ({columns}) VALUES ({marks})"
             raw.cursor().executemany(sql, segment_rows(stage_rr, seed_value))
+    insert_s = time.monotonic() - started_s
+    started_s = time.monotonic()
+    migrate.upgrade(db)  # backfills what later revisions derive from the seeded rows
+    upgrade_s = time.monotonic() - started_s
     with db.engine.connect() as conn:  # planner statistics, as a database in service would have
         conn.execute(text("ANALYZE"))
         conn.commit()
@@ -194,9 +207,59 @@ def seed(url: str, n_users: int, workouts_per_user: int, seed_value: int = 0) ->
         "workouts": len(workouts),
         "segments": len(stage_rr) * SEGMENTS_PER_STAGE,
         "pulse": len(pulse),
-        "insert_s": time.monotonic() - started_s,
+        "insert_s": insert_s,
+        "upgrade_s": upgrade_s,
     }
     return tokens, counts
+
+
+# ---- query plans -------------------------------------------------------------------------------------
+
+
+def hot_queries(conn: Any) -> dict[str, Any]:
+    """The statements behind the busiest endpoints, for the user with the most workouts."""
+    from backend.models import ApiToken, StageSummary
+    from backend.schemas import WorkoutFilter
+    from backend.trends import stage_values_query, weekly_query
+
+    user_id, workout_uuid = conn.execute(
+        select(Workout.user_id, Workout.uuid).order_by(Workout.id.desc()).limit(1)
+    ).one()
+    everything = WorkoutFilter()
+    stage_ids = select(Stage.id).join(Workout).where(Workout.user_id == user_id).limit(100)
+    return {
+        "GET /trends/stages, /trends/rr-vs-pulse": stage_values_query(
+            user_id, everything, StageSummary.rr_median_bpm, StageSummary.pulse_bpm
+        ),
+        "GET /trends/weekly": weekly_query(user_id, everything),
+        "GET /workouts (first page)": select(Workout)
+        .where(Workout.user_id == user_id)
+        .order_by(Workout.started_at.desc(), Workout.id.desc())
+        .limit(51),
+        "PUT /workouts/{id}: find and lock": select(Workout.id, Workout.created_at)
+        .where(Workout.user_id == user_id, Workout.uuid == workout_uuid)
+        .with_for_update(),
+        "every request: the token": select(ApiToken.id, ApiToken.user_id).where(
+            ApiToken.token_hash == "0" * 64, ApiToken.revoked_at.is_(None)
+        ),
+        "GET /export: segments of 100 stages": select(Segment).where(Segment.stage_id.in_(stage_ids)),
+    }
+
+
+def explain(url: str) -> str:
+    """EXPLAIN of the hot queries: ANALYZE on PostgreSQL (plan and time), QUERY PLAN on SQLite."""
+    engine = create_engine(normalize_database_url(url), poolclass=NullPool)
+    out = []
+    with engine.connect() as conn:
+        for label, query in hot_queries(conn).items():
+            sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+            if engine.dialect.name == "postgresql":
+                plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}").scalars().all()
+            else:
+                plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+            out.append(f"-- {label}\n" + "\n".join(f"   {line}" for line in plan))
+    engine.dispose()
+    return "\n".join(out)
 
 
 # ---- the server -----------------------------------------------------------------------------------------
@@ -218,8 +281,9 @@ def get(port: int, path: str, timeout_s: float = 5.0) -> int:
 
 
 @contextmanager
-def gunicorn(url: str, log_path: Path, workers: int | None) -> Iterator[int]:
-    """gunicorn with the project's config on 127.0.0.1:<free port>; yields the port once /readyz is 200."""
+def gunicorn(url: str, log_path: Path, workers: int | None) -> Iterator[tuple[int, int]]:
+    """gunicorn with the project's config on 127.0.0.1:<free port>; yields (port, master pid) once
+    /readyz is 200."""
     port = free_port()
     env = {
         **os.environ,
@@ -245,7 +309,7 @@ def gunicorn(url: str, log_path: Path, workers: int | None) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn not ready after 60 s; see {log_path}")
             time.sleep(0.2)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -255,7 +319,73 @@ def gunicorn(url: str, log_path: Path, workers: int | None) -> Iterator[int]:
             proc.wait()
 
 
-# ---- the load generator -----------------------------------------------------------------------------------
+# ---- server CPU --------------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (its rusage, read from /proc), None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def children(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU spent by a changing set of processes between `start` and `stop` (gunicorn workers; the
+    PostgreSQL backends of one database). A process that ends during the phase loses its share, and is
+    reported as `lost`, so a recycled worker cannot quietly make the figure look better."""
+
+    def __init__(self, list_pids: Callable[[], list[int]]) -> None:
+        self.list_pids = list_pids
+        self.start_cpu: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.start_cpu = {pid: cpu for pid in self.list_pids() if (cpu := cpu_s(pid)) is not None}
+
+    def stop(self) -> tuple[float, int]:
+        total, lost = 0.0, 0
+        pids = set(self.list_pids()) | set(self.start_cpu)
+        for pid in pids:
+            now = cpu_s(pid)
+            if now is None:
+                lost += 1
+                continue
+            total += now - self.start_cpu.get(pid, 0.0)
+        return total, lost
+
+
+def postgres_backends(url: str) -> Callable[[], list[int]]:
+    """The server processes serving connections to the database of `url` (other databases excluded)."""
+    engine = create_engine(normalize_database_url(url), poolclass=NullPool)
+    name = engine.url.database
+
+    def pids() -> list[int]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": name},
+            )
+            return [row.pid for row in rows]
+
+    return pids
+
+
+# ---- the load generator (runs in its own process) ----------------------------------------------------
 
 
 @dataclass
@@ -272,11 +402,24 @@ class LoadResult:
         return f"{np.percentile(self.latencies_s, q) * 1000:.0f}" if self.latencies_s else "-"
 
 
-Request = tuple[str, str, bytes | None, dict[str, str]]
+@dataclass(frozen=True)
+class Phase:
+    """What the client process sends: PUT `bodies` as new workouts, or GET `path`; round-robin tokens."""
+
+    tokens: list[str]
+    path: str | None = None  # a trends path; None: uploads
+    bodies: list[bytes] = field(default_factory=list)
+
+    def request(self, n: int) -> tuple[str, str, bytes | None, dict[str, str]]:
+        if self.path is None:
+            headers = {"Authorization": f"Bearer {self.tokens[n % len(self.tokens)]}"}
+            headers["Content-Type"] = "application/json"
+            return "PUT", f"/api/v1/workouts/{uuid.uuid4()}", self.bodies[n % len(self.bodies)], headers
+        # a different user each time, in a fixed order
+        return "GET", self.path, None, {"Authorization": f"Bearer {self.tokens[(n * 37) % len(self.tokens)]}"}
 
 
-def drive(port: int, make_request: Callable[[int], Request], concurrency: int, max_requests: int,
-          max_seconds: float) -> LoadResult:  # fmt: skip
+def drive(port: int, phase: Phase, concurrency: int, max_requests: int, max_seconds: float) -> LoadResult:
     """Send requests from ``concurrency`` threads until ``max_requests`` are done or time is up."""
     result = LoadResult()
     lock = threading.Lock()
@@ -289,7 +432,7 @@ def drive(port: int, make_request: Callable[[int], Request], concurrency: int, m
                 n = next(issued, None)
             if n is None:
                 return
-            method, path, body, headers = make_request(n)
+            method, path, body, headers = phase.request(n)
             started = time.perf_counter()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             try:
@@ -360,40 +503,42 @@ def workout_body(rng: random.Random) -> bytes:
 TRENDS = ("/api/v1/trends/stages", "/api/v1/trends/rr-vs-pulse", "/api/v1/trends/weekly")
 
 
-def run_database(name: str, url: str, args: argparse.Namespace, log_dir: Path) -> list[list[str]]:
+def run_database(
+    name: str, url: str, args: argparse.Namespace, log_dir: Path, client: ProcessPoolExecutor
+) -> list[list[str]]:
     print(f"[{name}] seeding {args.users} users x {args.workouts_per_user} workouts ...", flush=True)
     t0 = time.monotonic()
     tokens, counts = seed(url, args.users, args.workouts_per_user)
     print(
         f"[{name}] seeded {counts['workouts']:,} workouts, {counts['segments']:,} segments, "
         f"{counts['pulse']:,} pulse readings in {time.monotonic() - t0:.1f} s "
-        f"(bulk inserts {counts['insert_s']:.1f} s)",
+        f"(bulk inserts {counts['insert_s']:.1f} s, migrations after seeding {counts['upgrade_s']:.1f} s)",
         flush=True,
     )
+    if args.explain:
+        print(f"[{name}] query plans:\n{explain(url)}", flush=True)
     rows = []
-    with gunicorn(url, log_dir / f"gunicorn-{name}.log", args.workers) as port:
+    with gunicorn(url, log_dir / f"gunicorn-{name}.log", args.workers) as (port, master):
         rng = random.Random(0)
-        bodies = [workout_body(rng) for _ in range(min(args.uploads, 500))]
-
-        def upload(n: int) -> Request:
-            token = tokens[n % len(tokens)]
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            return "PUT", f"/api/v1/workouts/{uuid.uuid4()}", bodies[n % len(bodies)], headers
-
-        def trends(path: str) -> Callable[[int], Request]:
-            def make(n: int) -> Request:  # a different user each time, in a fixed order
-                return "GET", path, None, {"Authorization": f"Bearer {tokens[(n * 37) % len(tokens)]}"}
-
-            return make
-
-        drive(port, upload, 2, 10, 30)  # warm-up: connections, caches, first requests of each worker
+        upload = Phase(tokens, bodies=[workout_body(rng) for _ in range(min(args.uploads, 500))])
+        # warm-up: connections, caches, first requests of each worker
+        client.submit(drive, port, replace(upload, bodies=upload.bodies[:10]), 2, 10, 30).result()
         for path in TRENDS:
-            drive(port, trends(path), 2, 4, 30)
+            client.submit(drive, port, Phase(tokens, path), 2, 4, 30).result()
+        workers = CpuMeter(lambda: children(master))
+        database = CpuMeter(postgres_backends(url)) if name == "PostgreSQL" else None
         phases = [("PUT /workouts/{id} (whole workout)", upload, args.uploads)]
-        phases += [(f"GET {path.removeprefix('/api/v1')}", trends(path), args.queries) for path in TRENDS]
-        for label, make, count in phases:
-            res = drive(port, make, args.concurrency, count, args.seconds)
+        for path in TRENDS:
+            phases.append((f"GET {path.removeprefix('/api/v1')}", Phase(tokens, path), args.queries))
+        for label, phase, count in phases:
+            workers.start()
+            if database:
+                database.start()
+            res = client.submit(drive, port, phase, args.concurrency, count, args.seconds).result()
+            worker_cpu_s, lost = workers.stop()
+            db_cpu_s = database.stop()[0] if database else None
             errors = sum(n for s, n in res.statuses.items() if not 200 <= s < 300)
+            answered = max(len(res.latencies_s), 1)
             rows.append(
                 [
                     name,
@@ -403,10 +548,12 @@ def run_database(name: str, url: str, args: argparse.Namespace, log_dir: Path) -
                     res.percentile_ms(50),
                     res.percentile_ms(95),
                     res.percentile_ms(99),
+                    f"{worker_cpu_s / answered * 1000:.1f}" + (f" ({lost} workers lost)" if lost else ""),
+                    "-" if db_cpu_s is None else f"{db_cpu_s / answered * 1000:.1f}",
                     f"{errors}" + (f" {dict(res.statuses)}" if errors else ""),
                 ]
             )
-            print(f"[{name}] {label}: {rows[-1][3]}/s", flush=True)
+            print(f"[{name}] {label}: {rows[-1][3]}/s, {rows[-1][7]} ms worker CPU each", flush=True)
     return rows
 
 
@@ -421,27 +568,32 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's rule)")
     parser.add_argument("--pg-server", default=PG_SERVER, help=f"PostgreSQL admin URL ({PG_SERVER})")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--explain", action="store_true", help="print the hot queries' plans after seeding")
     args = parser.parse_args()
-    import multiprocessing
-
     workers = args.workers or multiprocessing.cpu_count() * 2 + 1
     print(f"machine: {machine()}")
     print(
-        f"gunicorn: {workers} sync workers, 127.0.0.1; client: {args.concurrency} threads, at most "
+        f"gunicorn: {workers} sync workers, 127.0.0.1; client: {args.concurrency} threads in a separate "
+        f"process, at most "
         f"{args.uploads} uploads / {args.queries} GETs per trends endpoint or {args.seconds:g} s a phase\n"
     )
     rows: list[list[str]] = []
-    with tempfile.TemporaryDirectory(prefix="respira-bench-load-") as tmp:
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        tempfile.TemporaryDirectory(prefix="respira-bench-load-") as tmp,
+        ProcessPoolExecutor(1, mp_context=spawn) as client,
+    ):
         work = Path(tmp)
-        rows += run_database("SQLite", f"sqlite:///{work / 'bench.sqlite3'}", args, work)
+        rows += run_database("SQLite", f"sqlite:///{work / 'bench.sqlite3'}", args, work, client)
         why_not = "--no-postgres given" if args.no_postgres else postgres_available(args.pg_server)
         if why_not is None:
             with postgres_database(args.pg_server) as url:
-                rows += run_database("PostgreSQL", url, args, work)
+                rows += run_database("PostgreSQL", url, args, work, client)
         else:
             print(f"[PostgreSQL] skipped: {why_not}")
     print()
-    headers = ["database", "requests", "sent", "ok per s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+    headers = ["database", "requests", "sent", "ok per s", "p50 ms", "p95 ms", "p99 ms"]
+    headers += ["worker CPU ms/req", "PostgreSQL CPU ms/req", "errors"]
     print(table(headers, rows))
 
 

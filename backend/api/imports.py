@@ -25,11 +25,9 @@ from backend.imports.apple_health import ExportError, check_export
 from backend.imports.jobs import (
     ImportSettings,
     create_job,
-    fail_if_stale,
     load_job,
     record_finished_job,
     run_apple_health_job,
-    start_in_background,
     upload_path,
 )
 from backend.imports.report import stored_rows
@@ -51,6 +49,7 @@ from backend.problems import (
     ProblemError,
 )
 from backend.schemas import Problem
+from backend.tasks import check_import, submit_import
 
 bp = Blueprint("imports", __name__)
 TAGS = ("imports",)
@@ -202,7 +201,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
         if done.status != "succeeded":
             raise _export_problem(None, done)
         return job_json(done), 201, headers
-    start_in_background(current_app._get_current_object(), db, job, path, settings)  # type: ignore[attr-defined]
+    submit_import(current_app._get_current_object(), job, path)  # type: ignore[attr-defined]
     return job_json(load_job(db, job.id) or job), 202, headers
 
 
@@ -252,7 +251,7 @@ def health_auto_export_push() -> tuple[dict[str, Any], int, dict[str, str]]:
     db = get_db()
     job = create_job(db, current_principal().user_id, "health_auto_export", None, job_uuid)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    start_in_background(app, db, job, path, settings, runner=push_stream.run_push_job)
+    submit_import(app, job, path)
     return job_json(load_job(db, job.id) or job), 202, {"Location": job_url(job)}
 
 
@@ -302,8 +301,7 @@ def get_import(path: ImportJobPath) -> dict[str, Any]:
     )
     if job is None:
         raise ProblemError(404, "Not Found", f"No import {path.job_id} for this user.")
-    stale_after_s = float(setting(current_app.config, "IMPORT_STALE_AFTER_S"))
-    return job_json(fail_if_stale(get_db(), job, stale_after_s))
+    return job_json(check_import(current_app._get_current_object(), job))  # type: ignore[attr-defined]
 
 
 @bp.get("/imports")

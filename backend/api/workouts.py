@@ -41,11 +41,10 @@ TAGS = ("workouts",)
 def put_workout(path: WorkoutPath, body: WorkoutIn) -> tuple[dict[str, Any], int, dict[str, str]]:
     session, caller = get_session(), current_principal()
     device = caller.label
-    _, created = store.put_workout(session, caller.user_id, path.workout_id, body, default_device=device)
-    # Answer with the stored form (segments in time order), exactly as a later GET will.
-    stored = store.get_workout_or_404(session, caller.user_id, path.workout_id, children=True)
+    stored, created = store.put_workout(session, caller.user_id, path.workout_id, body, default_device=device)
+    # Answer with the stored form (segments in time order), exactly as a later GET will, without re-reading.
     location = url_for(".get_workout", workout_id=str(path.workout_id))
-    return store.workout_json(stored), 201 if created else 200, {"Location": location}
+    return store.stored_workout_json(stored, body), 201 if created else 200, {"Location": location}
 
 
 @bp.get("/workouts/<workout_id>")

@@ -10,11 +10,10 @@ the import fails (malformed XML, a server error) the batches already stored stay
 before the error are stored too, and the job records the error and the line where it stopped. Importing
 the file again completes it: samples and workouts already stored are skipped by unique constraints.
 
-Threads: the background thread lives in the web server process that took the upload. That is enough for
-one server; with several workers or hosts a task queue (RQ, Celery) could run `run_apple_health_job`
-instead, given the job id and a path on shared storage. A job whose process went away stops updating
-its heartbeat, and is reported failed after `IMPORT_STALE_AFTER_S`; at once when the job names its
-process ("host:pid") and that process is gone from this host.
+Where background jobs run: see backend.tasks (an RQ queue when RESPIRA_QUEUE_URL is set, else a thread
+of the web process that took the upload, `start_in_background`). A job whose process went away stops
+updating its heartbeat, and is reported failed after `IMPORT_STALE_AFTER_S`; at once when the job names
+its process ("host:pid") and that process is gone from this host (on a queue it is first run again).
 """
 
 from __future__ import annotations
@@ -353,15 +352,19 @@ def worker_gone(worker: str | None) -> bool:
     return False
 
 
-def fail_if_stale(db: Database, job: ImportJob, stale_after_s: float) -> ImportJob:
+def fail_if_stale(
+    db: Database, job: ImportJob, stale_after_s: float, *, queued_may_wait: bool = False
+) -> ImportJob:
     """A queued or running job lost its process: say so. At once when the process that ran it is known
-    to be gone (this host), else after `stale_after_s` without a heartbeat."""
+    to be gone (this host), else after `stale_after_s` without a heartbeat. `queued_may_wait`: a job
+    waiting on a task queue is not stale however long it waits for a worker."""
     if job.status not in ACTIVE:
         return job
     last = job.heartbeat_at or job.started_at or job.created_at
+    waited_too_long = utcnow() - last >= timedelta(seconds=stale_after_s)
     if job.status == "running" and worker_gone(job.worker):
         why = "the server process running it stopped (killed or restarted)"
-    elif utcnow() - last >= timedelta(seconds=stale_after_s):
+    elif waited_too_long and not (job.status == "queued" and queued_may_wait):
         why = f"no progress for {stale_after_s:.0f} s (the server probably restarted)"
     else:
         return job

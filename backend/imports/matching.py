@@ -27,6 +27,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from backend import summaries
 from backend.db import utcnow
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, PulsePoint, stage_of_point, values
 from backend.imports.records import HEART_RATE
@@ -143,6 +144,8 @@ def match_workout(session: Session, workout: Workout, tolerance: timedelta) -> M
     if counts.pulse_filled:
         workout.updated_at = utcnow()
     session.flush()
+    if counts.pulse_filled:
+        summaries.refresh(session, [workout.id])  # the new points count in the trends at once
     return counts
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from backend.db import utcnow
+from backend.db import insert_ignoring_duplicates, utcnow
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, RR_MAX_BPM
 from backend.models import FitnessMarker, HealthSample, HealthWorkout
 
@@ -128,21 +127,11 @@ def clean_source(name: str | None, default: str, max_chars: int = SOURCE_MAX_CHA
     return (name or default)[:max_chars]
 
 
-def _insert_ignoring_duplicates(session: Session, table: Table) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (both spell it the same way)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"imports need PostgreSQL or SQLite, not {dialect}")
-
-
 def _insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     statement = (
-        _insert_ignoring_duplicates(session, table)
+        insert_ignoring_duplicates(session, table)
         .returning(table.c.id)
         .execution_options(insertmanyvalues_page_size=INSERT_PAGE_ROWS)
     )

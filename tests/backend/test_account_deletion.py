@@ -36,6 +36,8 @@ OWNED_ROWS = {
     "JOIN workouts w ON w.id = s.workout_id WHERE w.user_id = :user",
     "pulse_readings": "SELECT count(*) FROM pulse_readings "
     "JOIN workouts w ON w.id = pulse_readings.workout_id WHERE w.user_id = :user",
+    "stage_summaries": "SELECT count(*) FROM stage_summaries "
+    "JOIN workouts w ON w.id = stage_summaries.workout_id WHERE w.user_id = :user",
     "health_samples": "SELECT count(*) FROM health_samples WHERE user_id = :user",
     "health_workouts": "SELECT count(*) FROM health_workouts WHERE user_id = :user",
     "import_jobs": "SELECT count(*) FROM import_jobs WHERE user_id = :user",

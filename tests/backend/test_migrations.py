@@ -23,6 +23,7 @@ TABLES = {
     *("health_samples", "health_workouts", "import_jobs"),  # 0002: interop
     *("web_sessions", "auth_failures"),  # 0003: security
     "fitness_markers",  # 0004: fitness markers, import report
+    "stage_summaries",  # 0005: what the trends read
 }
 
 
