@@ -104,6 +104,22 @@ def test_with_a_queue_an_upload_waits_for_a_worker_then_imports(
     db_of(job_app).dispose()
 
 
+def test_with_a_queue_a_large_health_auto_export_push_runs_on_a_worker(
+    app: Flask, database_url: str, queue_name: str
+) -> None:
+    job_app, carol = queued_app(database_url, queue_name, IMPORT_PUSH_INLINE_MAX_BYTES=10)
+    data = [{"date": f"2024-09-28 16:4{i}:00 +1000", "Avg": 60 + i} for i in range(5)]
+    push = {"data": {"metrics": [{"name": "heart_rate", "units": "bpm", "data": data}]}}
+    response = carol.post("/api/v1/imports/health-auto-export", json=push)
+    assert response.status_code == 202, response.json
+    assert carol.get(response.json["url"]).json["status"] == "queued"
+    work(job_app)
+    done = carol.get(response.json["url"]).json
+    assert done["status"] == "succeeded" and done["counts"]["heart_rate_added"] == 5, done
+    assert count(job_app, HealthSample) == 5
+    db_of(job_app).dispose()
+
+
 def test_a_task_whose_worker_died_is_queued_again_and_completes_without_duplicates(
     app: Flask, database_url: str, queue_name: str
 ) -> None:
