@@ -33,7 +33,7 @@ def bench_checkpoint(path: str | Path | None, workdir: Path) -> tuple[Path, str]
 
     torch.manual_seed(0)
     cfg = TrainConfig()
-    model = RRModel(cfg.model_type, cfg.units, conv_kernel=cfg.conv_kernel)
+    model = RRModel.from_config(cfg)
     out = save_checkpoint(workdir / "random-tclstm32.pt", model, cfg, summary={"note": "random weights"})
     return out, "randomly initialised TC-LSTM-32 (shipped model absent; speed does not depend on weights)"
 

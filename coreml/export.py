@@ -46,11 +46,13 @@ PRECISIONS = ("float32", "float16")
 
 STATE_DESCRIPTIONS = {
     "audio_tail": "last 240 samples of audio (15 ms) that the next chunk's first frames overlap",
-    "conv_context": "last 2 standardised feature frames, the causal time convolution's left context",
+    "conv_context": "last 2 normalised feature frames, the causal time convolution's left context",
     "lstm_h": "LSTM hidden state",
     "lstm_c": "LSTM cell state",
     "pool_mean": "mean of the LSTM outputs since the last reset",
-    "pool_count": "number of feature frames (10 ms each) since the last reset",
+    "pool_count": "number of model steps (frame_stride feature frames of 10 ms each) since the last reset",
+    "norm_mean": "running mean of each log-mel band (the streaming normalisation)",
+    "norm_count": "number of feature frames (10 ms each) since the last reset",
 }
 OUTPUT_DESCRIPTIONS = {
     "rr_bpm": "respiratory rate since the last reset, breaths per minute",

@@ -26,7 +26,16 @@ from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, LogMel
 from training.models import RRModel, StreamState
 
 OUTPUT_NAMES = ("rr_bpm", "respiration_count", "breath_probs", "noise_prob")
-STATE_NAMES = ("audio_tail", "conv_context", "lstm_h", "lstm_c", "pool_mean", "pool_count")
+STATE_NAMES = (
+    "audio_tail",
+    "conv_context",
+    "lstm_h",
+    "lstm_c",
+    "pool_mean",
+    "pool_count",
+    "norm_mean",
+    "norm_count",
+)
 
 
 def state_shapes(model: RRModel, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> dict[str, tuple[int, ...]]:
@@ -38,6 +47,8 @@ def state_shapes(model: RRModel, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> dict
         "lstm_c": (1, model.units),
         "pool_mean": (1, model.units),
         "pool_count": (1, 1),
+        "norm_mean": (1, model.n_mels),
+        "norm_count": (1, 1),
     }
 
 
@@ -58,10 +69,20 @@ class _Step(nn.Module):
         self.frontend = LogMel(cfg, method="dft")
         self.tail_samples = cfg.win_length - cfg.hop_length
 
-    def step(self, audio, audio_tail, conv_context, lstm_h, lstm_c, pool_mean, pool_count):
+    def step(
+        self, audio, audio_tail, conv_context, lstm_h, lstm_c, pool_mean, pool_count, norm_mean, norm_count
+    ):
         buffer = torch.cat([audio_tail, audio], dim=1)
         features = self.frontend(buffer)
-        state = StreamState(conv_context, lstm_h.unsqueeze(0), lstm_c.unsqueeze(0), pool_mean, pool_count)
+        state = StreamState(
+            conv_context,
+            lstm_h.unsqueeze(0),
+            lstm_c.unsqueeze(0),
+            pool_mean,
+            pool_count,
+            norm_mean,
+            norm_count,
+        )
         out, new = self.model.forward_chunk(features, state)
         outputs = (
             self.model.rr_to_bpm(out.rr_z),
@@ -76,24 +97,43 @@ class _Step(nn.Module):
             new.lstm_c.squeeze(0),
             new.pool_mean,
             new.pool_count,
+            new.norm_mean,
+            new.norm_count,
         )
         return outputs, new_states
 
 
 class ExplicitStreamer(_Step):
-    """Inputs: audio [1, chunk] and the six ``*_in`` states; outputs: the four results then ``*_out``."""
+    """Inputs: audio [1, chunk] and the ``*_in`` states; outputs: the four results then ``*_out``."""
 
     def forward(
-        self, audio, audio_tail_in, conv_context_in, lstm_h_in, lstm_c_in, pool_mean_in, pool_count_in
+        self,
+        audio,
+        audio_tail_in,
+        conv_context_in,
+        lstm_h_in,
+        lstm_c_in,
+        pool_mean_in,
+        pool_count_in,
+        norm_mean_in,
+        norm_count_in,
     ):
         outputs, states = self.step(
-            audio, audio_tail_in, conv_context_in, lstm_h_in, lstm_c_in, pool_mean_in, pool_count_in
+            audio,
+            audio_tail_in,
+            conv_context_in,
+            lstm_h_in,
+            lstm_c_in,
+            pool_mean_in,
+            pool_count_in,
+            norm_mean_in,
+            norm_count_in,
         )
         return (*outputs, *states)
 
 
 class StatefulStreamer(_Step):
-    """Input: audio [1, chunk]; the six states are buffers that Core ML keeps between calls."""
+    """Input: audio [1, chunk]; the states are buffers that Core ML keeps between calls."""
 
     def __init__(self, model: RRModel, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> None:
         super().__init__(model, cfg)
@@ -109,6 +149,8 @@ class StatefulStreamer(_Step):
             self.lstm_c,
             self.pool_mean,
             self.pool_count,
+            self.norm_mean,
+            self.norm_count,
         )
         # slice assignment is the in-place form coremltools turns into a state write
         self.audio_tail[:, :] = states[0]
@@ -117,6 +159,8 @@ class StatefulStreamer(_Step):
         self.lstm_c[:, :] = states[3]
         self.pool_mean[:, :] = states[4]
         self.pool_count[:, :] = states[5]
+        self.norm_mean[:, :] = states[6]
+        self.norm_count[:, :] = states[7]
         return outputs
 
 

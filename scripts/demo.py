@@ -212,8 +212,10 @@ def step_train(s: Settings) -> None:
     cmd = [PY, "-m", "training", "train", "--out", checkpoint(s), "--model", "tclstm", "--units", "32"]
     for corpus in corpora(s):
         cmd += ["--data", corpus]
-    if s.epochs:
+    if s.epochs:  # --quick: few epochs and few long windows for the phase head
         cmd += ["--epochs", str(s.epochs)]
+        for setting in ("phase_synth_windows=48", "phase_noise_windows=8", "paced_hop_s=40"):
+            cmd += ["--set", setting]
     started = time.monotonic()
     run(cmd)
     say(f"  trained in {time.monotonic() - started:.0f} s")

@@ -30,7 +30,10 @@ def save_checkpoint(
     cfg: TrainConfig,
     frontend: FrontEndConfig = DEFAULT_FRONTEND,
     summary: dict | None = None,
+    estimator: dict | None = None,
 ) -> Path:
+    """Write the checkpoint; ``estimator`` holds the settings of :class:`training.estimator.EstimatorConfig`
+    chosen for this model on validation data (absent: the defaults)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -42,6 +45,7 @@ def save_checkpoint(
         "model": model.describe(),
         "label_norm": {"rr_mean": float(model.rr_mean), "rr_std": float(model.rr_std)},
         "summary": summary or {},
+        "estimator": estimator or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -65,16 +69,18 @@ def load_checkpoint(
     check_frontend(expected_frontend, payload["frontend"], f"checkpoint {path}")
     cfg = TrainConfig.from_dict(payload["config"])
     # the saved model description is the truth (a config may be saved beside a hand-built model);
-    # checkpoints from before the stride option have neither field and ran at stride 1
-    frame_stride = payload.get("model", {}).get("frame_stride", payload["config"].get("frame_stride", 1))
-    model = RRModel(
-        cfg.model_type,
-        cfg.units,
-        expected_frontend.n_mels,
-        cfg.conv_kernel,
-        expected_frontend.frames_per_second,
-        int(frame_stride),
-    )
+    # checkpoints from before the stride and norm options ran at stride 1 with global standardisation
+    described = payload.get("model", {})
+    cfg.frame_stride = int(described.get("frame_stride", payload["config"].get("frame_stride", 1)))
+    cfg.norm = described.get("norm", "global")
+    cfg.norm_time_constant_s = float(described.get("norm_time_constant_s", cfg.norm_time_constant_s))
+    model = RRModel.from_config(cfg, expected_frontend)
+    missing = sorted(set(model.state_dict()) - set(payload["weights"]))
+    if missing:
+        raise CheckpointError(
+            f"{path}: made by an older Respira without {', '.join(missing)}; retrain it "
+            "(scripts/train-default-model shows how)"
+        )
     model.load_state_dict(payload["weights"])
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "weights"}

@@ -123,6 +123,24 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_realism(args: argparse.Namespace) -> int:
+    import json
+
+    from training.realism import compare
+
+    rrujo = existing_folder(args.rrujo, "the RRuJO recordings")
+    results = compare(rrujo, args.out, seed=args.seed)
+    for name, r in results.items():
+        print(
+            f"{name:36s} cycle depth {r['depth_db_median']:5.1f} dB "
+            f"(IQR {r['depth_db_iqr'][0]:.1f}-{r['depth_db_iqr'][1]:.1f}), "
+            f"mean profile range {r['profile_range_db']:.1f} dB ({r['recordings']} recordings)"
+        )
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print(f"figure: {args.out}")
+    return 0
+
+
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build, import, augment and inspect corpora")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -153,6 +171,12 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     aug.add_argument("--copies", type=positive_int, default=1, help="noisy copies per segment (1)")
     aug.add_argument("--seed", type=int, default=0, help="random seed (0)")
     aug.set_defaults(run=cmd_data_augment)
+
+    realism = sub.add_parser("realism", help="breath-cycle loudness: the generator beside RRuJO (figure)")
+    realism.add_argument("--rrujo", type=Path, required=True, help="the RRuJO folder (recordings.csv)")
+    realism.add_argument("--out", type=Path, required=True, help="figure to write (PNG; numbers beside it)")
+    realism.add_argument("--seed", type=int, default=0, help="random seed of the generated side (0)")
+    realism.set_defaults(run=cmd_data_realism)
 
     stats = sub.add_parser("stats", help="print label counts and save the RR histogram")
     stats.add_argument("dir", type=Path, help="corpus folder (holding manifest.csv)")

@@ -1,6 +1,11 @@
 """Model commands of ``python -m training`` (training, evaluation, the experiment grid).
 
-python -m training train --data DIR [--data DIR ...] [--model tclstm|lstm] [--units 32] --out CKPT
+python -m training train --data DIR [--data DIR ...] [--recipe ours|paper] [--set FIELD=VALUE ...] --out CKPT
+
+``--set`` reaches every field of :class:`training.config.TrainConfig` (``--set frame_stride=1
+--set lr_schedule=constant``); values are parsed as JSON where they can be (numbers, true/false,
+lists), as text otherwise. The shortcut options (``--model``, ``--units``, ``--epochs``, ...) are the
+same fields under friendlier names.
 """
 
 from __future__ import annotations
@@ -13,13 +18,34 @@ from pathlib import Path
 from training.config import TrainConfig
 
 
+def parse_setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> (field, value) for a :class:`TrainConfig` field; the value as JSON if it is."""
+    name, sep, raw = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if not sep or name not in fields:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}"
+        )
+    try:
+        value: object = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return name, value
+
+
 def _config_from(args: argparse.Namespace) -> TrainConfig:
-    overrides = {"model_type": args.model, "units": args.units, "seed": args.seed}
-    for name in ("epochs", "patience", "lr", "batch_size"):
+    overrides: dict[str, object] = {}
+    for name in ("model", "units", "seed", "epochs", "patience", "lr", "batch_size"):
         value = getattr(args, name, None)
         if value is not None:
-            overrides["max_epochs" if name == "epochs" else name] = value
-    return dataclasses.replace(TrainConfig(), **overrides)
+            field = {"model": "model_type", "epochs": "max_epochs"}.get(name, name)
+            overrides[field] = value
+    overrides.update(dict(getattr(args, "settings", None) or []))
+    base = TrainConfig.paper() if getattr(args, "recipe", "ours") == "paper" else TrainConfig()
+    try:
+        return dataclasses.replace(base, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid training settings: {exc}") from exc
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -28,17 +54,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     summary = train(cfg, args.data, args.out, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    phase = summary.get("val_phase_mae_bpm")
     print(
         f"wrote {args.out} (best epoch {summary['best_epoch']}, validation CCC of RR "
-        f"{summary['val_ccc_rr']:.3f}, {summary['train_seconds']:.0f} s)"
+        f"{summary['val_ccc_rr']:.3f}"
+        + (f", validation phase-rate MAE {phase:.2f} breaths/min" if phase is not None else "")
+        + f", {summary['train_seconds']:.0f} s)"
     )
     return 0
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=["tclstm", "lstm"], default="tclstm")
-    p.add_argument("--units", type=int, choices=[16, 32, 64], default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--recipe", choices=["ours", "paper"], default="ours", help="defaults to start from (ours)"
+    )
+    p.add_argument("--model", choices=["tclstm", "lstm"])
+    p.add_argument("--units", type=int, choices=[16, 32, 64])
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=parse_setting,
+        metavar="FIELD=VALUE",
+        help="any TrainConfig field, e.g. --set frame_stride=1; repeat for several",
+    )
     p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {TrainConfig.max_epochs})")
     p.add_argument("--patience", type=int, help=f"early stopping patience (default {TrainConfig.patience})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {TrainConfig.lr})")
@@ -64,13 +104,19 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
+    from training.recording_report import recording_report
 
-    report = evaluate(args.checkpoint, args.data, args.out, with_dsp=not args.no_dsp, progress=not args.quiet)
-    print((Path(args.out) / "report.md").read_text())
-    print(
-        f"wrote {args.out}/report.md, report.json, predictions.csv, recordings.csv and "
-        f"{sum(len(r.get('plots', {})) for r in report['runs'])} plots"
-    )
+    out = Path(args.out)
+    if not args.recordings_only:
+        report = evaluate(args.checkpoint, args.data, out, with_dsp=not args.no_dsp, progress=not args.quiet)
+        print((out / "report.md").read_text())
+        print(
+            f"wrote {out}/report.md, report.json, predictions.csv, recordings.csv and "
+            f"{sum(len(r.get('plots', {})) for r in report['runs'])} plots"
+        )
+    recording_report(args.checkpoint, args.data, out, split=args.split, noise_dir=args.noise_dir)
+    print((out / "recordings.md").read_text())
+    print(f"wrote {out}/recordings.md, recordings.json and rolling_window_error.png")
     return 0
 
 
@@ -102,6 +148,15 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
     p.add_argument("--no-dsp", action="store_true", help="leave out the DSP baseline")
+    p.add_argument(
+        "--recordings-only",
+        action="store_true",
+        help="only the recording-level section (the estimator, the DSP and the segment heads per recording)",
+    )
+    p.add_argument("--split", choices=["val", "test"], default="test", help="recording-level split (test)")
+    p.add_argument(
+        "--noise-dir", type=Path, help="real noise recordings (default ../shared/data/noise; none: left out)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_evaluate)
 

@@ -29,6 +29,10 @@ class TrainConfig:
     units: int = 32  # LSTM units; the breath embedding has as many, the noise embedding a quarter
     conv_kernel: int = 3  # causal time convolution, as many filters as features
     frame_stride: int = 5  # ours: LSTM steps average this many frames (1 = the paper's 100 steps/s)
+    # ours: "running" subtracts each band's running mean (training.running_norm), which streams and
+    # does not depend on the corpus's levels; "global" standardises with the training corpus (paper)
+    norm: str = "running"
+    norm_time_constant_s: float = 4.0
     # optimisation
     lr: float = 0.01
     beta1: float = 0.9
@@ -62,6 +66,17 @@ class TrainConfig:
     # (in the log-mel domain) at a cutoff drawn from band_limit_hz, mimicking narrow-band devices.
     band_limit_prob: float = 0.0
     band_limit_hz: tuple[float, float] = (1000.0, 4000.0)
+    # ours: the frame-level phase head (inhale / exhale / other), trained on long windows
+    # (training.phase_data): its losses are added with this weight; 0 trains the paper's heads only.
+    # With it, the best epoch is the one whose phase output gives the lowest rate error on validation
+    # windows (the rate the product reports), not the best segment CCC.
+    phase_weight: float = 1.0
+    phase_window_s: float = 24.0
+    phase_batch_size: int = 12
+    phase_synth_windows: int = 320
+    phase_noise_windows: int = 60
+    paced_hop_s: float = 18.0  # hop between windows of real paced recordings (RRuJO)
+    noise_dir: str = ""  # real background noise for augmentation; "" = ../shared/data/noise if present
     # labels
     heavy_threshold_bpm: float = HEAVY_THRESHOLD_BPM
     # limits (training-time budget guards; 0 = no limit)
@@ -98,6 +113,8 @@ class TrainConfig:
             "rr_mse_weight": 0.0,
             "rr_group_ccc_weight": 0.0,
             "band_limit_prob": 0.0,
+            "norm": "global",
+            "phase_weight": 0.0,
         }
         return cls(**{**paper, **overrides})
 

@@ -182,9 +182,21 @@ def estimate_rr_dsp(
         raise ValueError(f"audio is {duration_s:.2f} s long; the DSP baseline needs at least 4 s")
     if not np.isfinite(x).all():
         raise ValueError("audio holds NaN or infinite samples")
-    r, env_rate, min_lag, max_lag = combined_autocorrelation(x, sample_rate, cfg)
+    r, env_rate, min_lag, _ = combined_autocorrelation(x, sample_rate, cfg)
     if not r.any():
         return DspEstimate(math.nan, 0.0)
+    lag, height = pick_period(r, min_lag, cfg)
+    return DspEstimate(float(60.0 * env_rate / lag), float(np.clip(height, 0.0, 1.0)))
+
+
+def pick_period(r: np.ndarray, min_lag: int, cfg: DspConfig = DEFAULT_CONFIG) -> tuple[float, float]:
+    """The breathing period in an autocorrelation ``r[0..max_lag]``: ``(lag, height)``.
+
+    The strongest local maximum at lags ``min_lag..max_lag`` (or the best end point when there is
+    none), corrected by the octave check and refined by parabolic interpolation (steps 4-5 of the
+    module docstring). Shared with :mod:`training.estimator`, which mixes other autocorrelations in.
+    """
+    max_lag = len(r) - 1
     lags = np.arange(max(min_lag, 1), max_lag)
     peaks = lags[(r[lags] >= r[lags - 1]) & (r[lags] > r[lags + 1])]
     if peaks.size == 0:  # no local maximum in range: the best end point, with what confidence it has
@@ -192,8 +204,7 @@ def estimate_rr_dsp(
     else:
         best = int(peaks[np.argmax(r[peaks])])
     best = _resolve_octave(r, best, min_lag, cfg)
-    lag, height = _parabolic(r, best)
-    return DspEstimate(float(60.0 * env_rate / lag), float(np.clip(height, 0.0, 1.0)))
+    return _parabolic(r, best)
 
 
 def _parabolic(r: np.ndarray, i: int) -> tuple[float, float]:

@@ -1,18 +1,22 @@
-"""Respiratory rate of whole audio files: ``python -m training.estimate FILE... [--checkpoint CKPT] --json``.
+"""Respiratory rate of audio files: ``python -m training.estimate FILE|DIR... [--window-s S] --json``.
 
-Each file is decoded (any sample rate, any common format), turned into log-mel frames once, and read in
-windows of 6 s every 3 s (a file shorter than 6 s but at least 4 s is one window). The model gives each
-window a rate, a count, breath-class probabilities and a noise probability.
+Each file is decoded (any sample rate, any common format) and estimated by :mod:`training.estimator`,
+the one estimator every path uses: the recording's rate from the model's inhale/exhale output and the
+DSP baseline's candidates over the whole recording, a rolling rate over ``--window-s`` seconds
+(default 30, 15-60) every 5 s as ``timeline``, and the paper's segment heads on 6 s windows as
+``segments``. A directory stands for the audio files in it (sorted; not recursive).
 
-The recording's rate is the median of the window rates weighted by confidence: a window's weight is
-``P(breathing heard) x P(clean)``, i.e. ``(1 - p_none) * (1 - noise_prob)`` (plus 1e-3 so a recording
-where every window is doubtful still gets an answer). A weighted median ignores a minority of wild
-windows (a cough, a car passing) where a mean would be dragged. The recording's count is that rate times
-its duration; its class is the arg-max of the mean window probabilities; its noise is the mean noise.
+With ``--json`` it prints one JSON object per file and line::
 
-With ``--json`` it prints one JSON object per file and line. A file that fails prints
-``{"path", "error"}`` on stdout and a message on stderr; the others still run, and the exit code is 1
-at the end if any failed.
+    {"path", "duration_s", "rr_bpm" (null when there is no answer), "rr_confidence" (0-1),
+     "reason" (null, "no_breathing" or "too_noisy"), "respiration_count" (counted breaths),
+     "breath_class" (none / normal / heavy / unknown), "breath_activity", "noise_prob", "window_s",
+     "timeline": [{"start_s", "end_s", "rr_bpm", "rr_confidence", "reason"}, ...],
+     "segments": [{"start_s", "end_s", "rr_bpm", "respiration_count", "breath_class",
+                   "breath_probs", "noise_prob"}, ...]}
+
+A file that fails prints ``{"path", "error"}`` on stdout and a message on stderr; the others still run,
+and the exit code is 1 at the end if any failed.
 """
 
 from __future__ import annotations
@@ -20,121 +24,108 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from training.audio import AudioError, load_audio
+from training.audio import FFMPEG_SUFFIXES, SOUNDFILE_SUFFIXES, AudioError, load_audio
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
-from training.manifest import BREATH_CLASSES
+from training.estimator import (
+    DEFAULT_ESTIMATOR,
+    MIN_DURATION_S,
+    WINDOW_RANGE_S,
+    EstimatorConfig,
+    estimate_audio,
+)
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig
 from training.models import RRModel
 
-WINDOW_S = 6.0
-HOP_S = 3.0
-MIN_DURATION_S = 4.0
+AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 
 
-def window_starts(duration_s: float, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> list[float]:
-    """Window start times covering the recording; the last window is aligned to the end."""
-    if duration_s <= window_s:
-        return [0.0]
-    starts = list(np.arange(0.0, duration_s - window_s + 1e-9, hop_s))
-    if duration_s - (starts[-1] + window_s) > 0.5:
-        starts.append(duration_s - window_s)
-    return [round(float(s), 3) for s in starts]
+def estimate_file(
+    path: str | Path,
+    model: RRModel,
+    cfg: EstimatorConfig = DEFAULT_ESTIMATOR,
+    frontend: FrontEndConfig = DEFAULT_FRONTEND,
+) -> dict:
+    audio = load_audio(path, frontend.sample_rate, min_duration_s=MIN_DURATION_S)
+    return {"path": str(path), **estimate_audio(audio, model, cfg, frontend)}
 
 
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+def expand_paths(paths: Sequence[str]) -> Iterator[str]:
+    """Each path as given, except that a directory stands for the audio files directly inside it."""
+    for path in paths:
+        folder = Path(path)
+        if folder.is_dir():
+            found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                yield path  # reported below as an error naming the folder
+            yield from map(str, found)
+        else:
+            yield path
 
 
-@torch.no_grad()
-def estimate_audio(audio: np.ndarray, model: RRModel, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> dict:
-    """Estimate from 16 kHz mono audio; returns the per-file object (without ``path``)."""
-    duration_s = len(audio) / cfg.sample_rate
-    if duration_s < MIN_DURATION_S:
-        raise AudioError(f"audio is {duration_s:.2f} s long; at least {MIN_DURATION_S:g} s is needed")
-    features = log_mel(audio, cfg)
-    frames_per_s = cfg.frames_per_second
-    starts = window_starts(duration_s)
-    window_frames = min(int(WINDOW_S * frames_per_s) - 3, len(features))
-    batch = np.stack(
-        [
-            features[min(round(s * frames_per_s), len(features) - window_frames) :][:window_frames]
-            for s in starts
-        ]
+def window_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    lo, hi = WINDOW_RANGE_S
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"the window must be {lo:g}-{hi:g} s, not {value:g}")
+    return value
+
+
+def _line(result: dict) -> str:
+    if result["rr_bpm"] is None:
+        answer = {"no_breathing": "no breathing heard", "too_noisy": "too noisy to tell"}[result["reason"]]
+    else:
+        answer = f"{result['rr_bpm']:.1f} breaths/min (confidence {result['rr_confidence']:.2f})"
+    return (
+        f"{result['path']}: {answer} over {result['duration_s']:.1f} s, "
+        f"{result['respiration_count']} breaths counted (noise {result['noise_prob']:.2f})"
     )
-    out = model(torch.from_numpy(batch))
-    rr = model.rr_to_bpm(out.rr_z).numpy().astype(np.float64)
-    rc = out.rc.numpy().astype(np.float64)
-    breath_probs = torch.softmax(out.breath_logits, -1).numpy().astype(np.float64)
-    noise = torch.softmax(out.noise_logits, -1)[:, 1].numpy().astype(np.float64)
-    weights = (1.0 - breath_probs[:, 0]) * (1.0 - noise) + 1e-3
-    rr_bpm = weighted_median(rr, weights)
-    segments = [
-        {
-            "start_s": s,
-            "end_s": round(min(s + WINDOW_S, duration_s), 3),
-            "rr_bpm": round(float(rr[i]), 2),
-            "respiration_count": round(float(rc[i]), 2),
-            "breath_class": BREATH_CLASSES[int(np.argmax(breath_probs[i]))],
-            "breath_probs": [round(float(p), 4) for p in breath_probs[i]],
-            "noise_prob": round(float(noise[i]), 4),
-        }
-        for i, s in enumerate(starts)
-    ]
-    return {
-        "duration_s": round(duration_s, 3),
-        "rr_bpm": round(rr_bpm, 2),
-        "respiration_count": round(rr_bpm * duration_s / 60.0, 2),
-        "breath_class": BREATH_CLASSES[int(np.argmax(breath_probs.mean(axis=0)))],
-        "noise_prob": round(float(noise.mean()), 4),
-        "segments": segments,
-    }
-
-
-def estimate_file(path: str | Path, model: RRModel, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> dict:
-    audio = load_audio(path, cfg.sample_rate, min_duration_s=MIN_DURATION_S)
-    return {"path": str(path), **estimate_audio(audio, model, cfg)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.estimate", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, m4a, ...)"
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio files (wav, flac, ogg, mp3, m4a, ...) or folders of them",
     )
     parser.add_argument("--checkpoint", help="model checkpoint (default: the model shipped in the package)")
+    parser.add_argument(
+        "--window-s",
+        type=window_seconds,
+        default=None,
+        help="rolling window of the timeline in seconds (15-60; default: the checkpoint's, 30)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
     args = parser.parse_args(argv)
     try:
-        model, _ = load_checkpoint(args.checkpoint)
+        model, meta = load_checkpoint(args.checkpoint)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cfg = EstimatorConfig.from_dict(meta.get("estimator", {}))
+    if args.window_s is not None:
+        cfg = EstimatorConfig.from_dict({**cfg.to_dict(), "window_s": args.window_s})
     failed = 0
-    for path in args.files:
+    for path in expand_paths(args.files):
         try:
-            result = estimate_file(path, model)
-        except AudioError as exc:
+            if Path(path).is_dir():
+                raise AudioError(f"{path}: a folder with no audio files in it")
+            result = estimate_file(path, model, cfg)
+        except (AudioError, ValueError) as exc:
             failed += 1
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             print(f"error: {message}", file=sys.stderr)
             if args.json:
                 print(json.dumps({"path": str(path), "error": message}), flush=True)
             continue
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            print(
-                f"{path}: {result['rr_bpm']:.1f} breaths/min over {result['duration_s']:.1f} s "
-                f"({result['breath_class']}, noise {result['noise_prob']:.2f})",
-                flush=True,
-            )
+        print(json.dumps(result) if args.json else _line(result), flush=True)
     return 1 if failed else 0
 
 

@@ -129,3 +129,72 @@ class MultiTaskLoss:
 
     def total(self, losses: dict[str, torch.Tensor], dwa_weights: dict[str, float]) -> torch.Tensor:
         return sum(self.mixture[t] * dwa_weights[t] * losses[t] for t in TASKS)
+
+
+# -- frame-level phase (ours) ---------------------------------------------------------------------------
+
+
+def phase_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the phase head [B, S, 3] against step labels [B, S] (-1 = no label).
+
+    Classes are weighted by inverse frequency in the batch, so the long "other" stretches of a slow
+    breath do not drown the inhales.
+    """
+    steps = min(logits.shape[1], labels.shape[1])
+    logits, labels = logits[:, :steps], labels[:, :steps]
+    known = labels >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    counts = torch.bincount(labels[known], minlength=logits.shape[-1]).to(logits.dtype)
+    weights = class_weights(counts)
+    return nn.functional.cross_entropy(logits[known], labels[known], weight=weights)
+
+
+def _lagged_correlation(x: torch.Tensor, valid: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """Biased normalised autocorrelation of each row of ``x`` [B, S] at a fractional ``lag`` [B]."""
+    x = (x - (x * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)) * valid
+    energy = (x * x).sum(1).clamp_min(1e-6)
+    steps = x.shape[1]
+    out = []
+    for row in range(x.shape[0]):
+        lo = int(torch.floor(lag[row]))
+        frac = lag[row] - lo
+        values = []
+        for k in (lo, lo + 1):
+            values.append((x[row, : steps - k] * x[row, k:]).sum() if 0 < k < steps else x.new_zeros(()))
+        out.append(((1 - frac) * values[0] + frac * values[1]) / energy[row])
+    return torch.stack(out)
+
+
+def periodicity_loss(
+    logits: torch.Tensor, period_steps: torch.Tensor, lengths_steps: torch.Tensor
+) -> torch.Tensor:
+    """For windows with a known breathing period ``P`` (steps; 0 = unknown): the phase signal
+    ``p(inhale) - p(exhale)`` should repeat every ``P`` and be opposite half a period later.
+
+    Loss per window: ``(1 - r(P)) + (1 + r(P / 2)) / 2``, with ``r`` the normalised autocorrelation.
+    It supervises real recordings whose rate is known (paced) but whose breath phases are not.
+    """
+    chosen = period_steps > 0
+    if not chosen.any():
+        return logits.sum() * 0.0
+    probs = torch.softmax(logits[chosen], -1)
+    phase = probs[..., 0] - probs[..., 1]
+    valid = (torch.arange(phase.shape[1])[None, :] < lengths_steps[chosen][:, None]).to(phase.dtype)
+    period = period_steps[chosen]
+    r_full = _lagged_correlation(phase, valid, period)
+    r_half = _lagged_correlation(phase, valid, period / 2)
+    return ((1 - r_full) + 0.5 * (1 + r_half)).mean()
+
+
+def activity_loss(logits: torch.Tensor, breathing: torch.Tensor, lengths_steps: torch.Tensor) -> torch.Tensor:
+    """Windows where someone breathes throughout should sound like breathing at least a third of the
+    time (mean ``p(inhale) + p(exhale)`` >= 1/3); a hinge, so it asks no more than that."""
+    chosen = breathing == 1
+    if not chosen.any():
+        return logits.sum() * 0.0
+    probs = torch.softmax(logits[chosen], -1)
+    activity = probs[..., 0] + probs[..., 1]
+    valid = (torch.arange(activity.shape[1])[None, :] < lengths_steps[chosen][:, None]).to(activity.dtype)
+    mean_activity = (activity * valid).sum(1) / valid.sum(1).clamp_min(1)
+    return torch.relu(1.0 / 3.0 - mean_activity).mean()

@@ -35,6 +35,10 @@ import torch
 from torch import nn
 
 from training.frontend import DEFAULT_FRONTEND
+from training.running_norm import DEFAULT_RUNNING_NORM, RunningNormConfig, normalise_chunk, normalise_sequence
+
+NORMS = ("running", "global")
+PHASES = ("inhale", "exhale", "other")  # frame-level classes of the phase head ("other": pause, none)
 
 
 class StreamState(NamedTuple):
@@ -45,6 +49,8 @@ class StreamState(NamedTuple):
     lstm_c: torch.Tensor  # [1, B, units]
     pool_mean: torch.Tensor  # [B, units] mean of the LSTM outputs since reset
     pool_count: torch.Tensor  # [B, 1] LSTM steps (stride groups) since reset
+    norm_mean: torch.Tensor  # [B, n_mels] running mean of each band (see training.running_norm)
+    norm_count: torch.Tensor  # [B, 1] frames since reset
 
 
 class ModelOutputs(NamedTuple):
@@ -52,6 +58,7 @@ class ModelOutputs(NamedTuple):
     rc: torch.Tensor  # [B] respiration count (breath cycles)
     breath_logits: torch.Tensor  # [B, 3] none, normal, heavy
     noise_logits: torch.Tensor  # [B, 2] clean, noisy
+    phase_logits: torch.Tensor  # [B, steps, 3] inhale, exhale, other at each LSTM step (this call's steps)
 
 
 class RRModel(nn.Module):
@@ -63,13 +70,21 @@ class RRModel(nn.Module):
         conv_kernel: int = 3,
         frames_per_second: float = DEFAULT_FRONTEND.frames_per_second,
         frame_stride: int = 1,
+        norm: str = "global",
+        running_norm: RunningNormConfig = DEFAULT_RUNNING_NORM,
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
         if model_type not in ("tclstm", "lstm"):
             raise ValueError(f"model_type must be 'tclstm' or 'lstm', not {model_type!r}")
         if frame_stride < 1:
             raise ValueError(f"frame_stride must be at least 1, not {frame_stride}")
         self.model_type = model_type
+        self.norm = norm
+        self.running_norm = running_norm
+        self.norm_alpha = running_norm.alpha(frames_per_second)
+        self.frames_per_second = frames_per_second
         self.frame_stride = frame_stride
         self.units = units
         self.n_mels = n_mels
@@ -93,6 +108,26 @@ class RRModel(nn.Module):
         noise_units = max(1, units // 4)
         self.noise_embedding = nn.Sequential(nn.Linear(units, noise_units), nn.ReLU())
         self.noise_head = nn.Linear(noise_units, 2)
+        # ours: what is happening at each LSTM step (inhale / exhale / other), read by the estimator
+        self.phase_head = nn.Linear(units, len(PHASES))
+
+    @classmethod
+    def from_config(cls, cfg, frontend=DEFAULT_FRONTEND) -> RRModel:
+        """The model a :class:`training.config.TrainConfig` describes, for ``frontend``'s features."""
+        return cls(
+            cfg.model_type,
+            cfg.units,
+            frontend.n_mels,
+            cfg.conv_kernel,
+            frontend.frames_per_second,
+            cfg.frame_stride,
+            cfg.norm,
+            RunningNormConfig(cfg.norm_time_constant_s),
+        )
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.frames_per_second / self.frame_stride
 
     # -- normalisation ------------------------------------------------------------------------------
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -107,15 +142,33 @@ class RRModel(nn.Module):
         return rr_z * self.rr_std + self.rr_mean
 
     # -- shared pieces -------------------------------------------------------------------------------
-    def _heads(self, pooled: torch.Tensor, count: torch.Tensor) -> ModelOutputs:
-        """Heads on the mean LSTM output; ``count`` [B, 1] is the number of LSTM steps it averages."""
+    def _normalise(
+        self, features: torch.Tensor, mean: torch.Tensor, count: torch.Tensor, chunk: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised features and the running-norm state after them.
+
+        The running statistics are kept in every model (so streaming states are the same for all);
+        only ``norm="running"`` models use them, ``"global"`` ones (the paper's) standardise with the
+        training corpus's statistics instead.
+        """
+        run = normalise_chunk if chunk else normalise_sequence
+        y, mean, count = run(features, mean, count, self.norm_alpha, self.running_norm)
+        if self.norm == "global":
+            y = (features - self.feat_mean) / self.feat_std
+        return y, mean, count
+
+    def _heads(self, pooled: torch.Tensor, count: torch.Tensor, steps: torch.Tensor) -> ModelOutputs:
+        """Heads on the mean LSTM output; ``count`` [B, 1] is the number of LSTM steps it averages;
+        ``steps`` [B, t, units] are the LSTM outputs the phase head reads."""
         breath = self.breath_embedding(pooled)
         rr_z = self.rr_head(breath).squeeze(-1)
         # breaths/min (through the same normalisation as RR) times the minutes heard
         rc_rate = torch.relu(self.rc_rate_head(breath).squeeze(-1) * self.rr_std + self.rr_mean)
         rc = rc_rate * count.squeeze(-1) / self.steps_per_minute
         noise = self.noise_embedding(pooled)
-        return ModelOutputs(rr_z, rc, self.breath_head(breath), self.noise_head(noise))
+        return ModelOutputs(
+            rr_z, rc, self.breath_head(breath), self.noise_head(noise), self.phase_head(steps)
+        )
 
     def initial_state(self, batch: int = 1, device: torch.device | None = None) -> StreamState:
         zeros = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
@@ -125,6 +178,8 @@ class RRModel(nn.Module):
             lstm_c=zeros(1, batch, self.units),
             pool_mean=zeros(batch, self.units),
             pool_count=zeros(batch, 1),
+            norm_mean=zeros(batch, self.n_mels),
+            norm_count=zeros(batch, 1),
         )
 
     def _stride_pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +202,8 @@ class RRModel(nn.Module):
         is not used (streaming would still be waiting for the rest of it).
         """
         batch, frames, _ = features.shape
-        x = (features - self.feat_mean) / self.feat_std
+        zeros = features.new_zeros
+        x, _, _ = self._normalise(features, zeros(batch, self.n_mels), zeros(batch, 1), chunk=False)
         if self.conv is not None:
             x = x.transpose(1, 2)
             x = nn.functional.pad(x, (self.conv_kernel - 1, 0))  # causal: zeros = reset state
@@ -161,7 +217,7 @@ class RRModel(nn.Module):
         mask = (torch.arange(steps, device=features.device)[None, :] < lengths[:, None]).to(out.dtype)
         count = mask.sum(dim=1, keepdim=True)
         pooled = (out * mask.unsqueeze(-1)).sum(dim=1) / count.clamp_min(1.0)
-        return self._heads(pooled, count)
+        return self._heads(pooled, count, out)
 
     # -- streaming -----------------------------------------------------------------------------------
     def forward_chunk(self, features: torch.Tensor, state: StreamState) -> tuple[ModelOutputs, StreamState]:
@@ -176,7 +232,7 @@ class RRModel(nn.Module):
                 f"a chunk of {features.shape[1]} frames is not a multiple of the frame stride "
                 f"({self.frame_stride}); stride groups must not straddle chunks"
             )
-        x = (features - self.feat_mean) / self.feat_std
+        x, norm_mean, norm_count = self._normalise(features, state.norm_mean, state.norm_count, chunk=True)
         conv_context = state.conv_context
         if self.conv is not None:
             xt = torch.cat([conv_context, x.transpose(1, 2)], dim=2)
@@ -187,8 +243,8 @@ class RRModel(nn.Module):
         # frames in this chunk as a tensor op (not a Python int), so tracing keeps no shape arithmetic
         pool_count = state.pool_count + torch.ones_like(out[:, :, :1]).sum(dim=1)
         pool_mean = (state.pool_mean * state.pool_count + out.sum(dim=1)) / pool_count
-        outputs = self._heads(pool_mean, pool_count)
-        return outputs, StreamState(conv_context, h, c, pool_mean, pool_count)
+        outputs = self._heads(pool_mean, pool_count, out)
+        return outputs, StreamState(conv_context, h, c, pool_mean, pool_count, norm_mean, norm_count)
 
     def describe(self) -> dict:
         return {
@@ -197,5 +253,7 @@ class RRModel(nn.Module):
             "n_mels": self.n_mels,
             "conv_kernel": self.conv_kernel,
             "frame_stride": self.frame_stride,
+            "norm": self.norm,
+            "norm_time_constant_s": self.running_norm.time_constant_s,
             "parameters": sum(p.numel() for p in self.parameters()),
         }

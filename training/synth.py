@@ -20,7 +20,11 @@ How a recording is made (:func:`synth_recording`):
    with four vocal-tract-like resonances and a spectral tilt) and *hiss* (high-frequency turbulence,
    strongest on oral inhales). The oral share grows with rate and heavier breathing is louder.
 4. **Background.** Optionally a noise kind from :mod:`training.noise` at an SNR measured on the
-   breath's active parts (:func:`training.augment.mix_at_snr`), and always a -80 dBFS microphone floor.
+   breath's active parts (:func:`training.augment.mix_at_snr`), and always a *room floor*: pink-ish
+   room tone plus microphone self-noise, 18-40 dB under the participant's breath level (at least
+   -80 dBFS). Real recordings never fall silent between breaths: on the RRuJO recordings a breath
+   cycle's loudness varies by a median 27 dB, where the generator's bursts over a bare -80 dBFS floor
+   varied by 53 dB (docs/synthetic-realism.md measures both, before and after).
 
 **Labels** (exact, computed from the cycles by :meth:`SynthRecording.label`). For a segment [s, e):
 
@@ -71,7 +75,8 @@ STAGE_RATE_RANGES_BPM: dict[int, tuple[float, float]] = {
     4: (15.0, 28.0),
 }
 REST_RATE_RANGE_BPM = STAGE_RATE_RANGES_BPM[1]
-MIC_FLOOR_RMS = 1e-4  # -80 dBFS self-noise, so even a no-breath clip is not digital silence
+MIC_FLOOR_RMS = 1e-4  # -80 dBFS self-noise: the quietest room floor (see room_floor)
+ROOM_FLOOR_BELOW_BREATH_DB = (18.0, 40.0)  # how far the room floor sits under the breath's level
 _CONTROL_HZ = 10.0  # the target rate is tracked at this rate
 _PAUSE_RANGE_S = (3.0, 10.0)
 
@@ -221,12 +226,37 @@ class BreathCycles:
     def __len__(self) -> int:
         return int(self.start_s.size)
 
+    def phase_at(self, times_s: np.ndarray) -> np.ndarray:
+        """Frame labels: 0 while inhaling, 1 while exhaling (the exhale burst), 2 otherwise (the
+        end-expiratory pause, an apnoea, no breathing). Indices follow :data:`training.models.PHASES`."""
+        times = np.asarray(times_s, dtype=np.float64)
+        labels = np.full(times.shape, 2, dtype=np.int64)
+        if not len(self):
+            return labels
+        k = np.searchsorted(self.start_s, times, side="right") - 1
+        inside = k >= 0
+        kk = np.clip(k, 0, None)
+        offset = times - self.start_s[kk]
+        ti = self.inhale_s[kk]
+        te_burst = exhale_fill(self.rate_bpm[kk]) * (self.duration_s[kk] - ti)
+        labels[inside & (offset < ti)] = 0
+        labels[inside & (offset >= ti) & (offset < ti + te_burst)] = 1
+        labels[inside & (offset >= self.duration_s[kk])] = 2  # a pause after the last cycle
+        return labels
+
     def count_in(self, start_s: float, end_s: float) -> float:
         """Cycles in [start_s, end_s), each weighted by the fraction of its duration inside."""
         if not len(self):
             return 0.0
         overlap = np.minimum(self.end_s, end_s) - np.maximum(self.start_s, start_s)
         return float(np.sum(np.clip(overlap, 0.0, None) / self.duration_s))
+
+
+def exhale_fill(rate_bpm: np.ndarray | float) -> np.ndarray:
+    """Share of the expiratory time filled by the exhale burst: 65 % at rest to 90 % when heavy; the
+    rest is the end-expiratory pause."""
+    heaviness = np.clip((np.asarray(rate_bpm) - 12.0) / (45.0 - 12.0), 0.0, 1.0)
+    return 0.65 + 0.25 * heaviness
 
 
 def ie_ratio(rate_bpm: np.ndarray | float, ie_rest: float) -> np.ndarray:
@@ -309,7 +339,7 @@ def _render_breath(p: Participant, cycles: BreathCycles, n: int, rng: np.random.
     amp = 10 ** ((p.level_dbfs + loud_db) / 20) * np.exp(log_depth) / _ENVELOPE_ACTIVE_RMS
     turning_oral = 1.0 / (1.0 + np.exp(-(rates - p.oral_switch_bpm) / 3.0))
     oral = np.clip(1.0 - p.nasal_tendency * (1.0 - turning_oral) + rng.normal(0, 0.1, len(cycles)), 0.0, 1.0)
-    exhale_fill = 0.65 + 0.25 * heaviness  # the rest of Te is the end-expiratory pause
+    fill = exhale_fill(rates)  # the rest of Te is the end-expiratory pause
     inhale_fill = rng.uniform(0.85, 0.92, len(cycles))
     for k in range(len(cycles)):
         ti = cycles.inhale_s[k]
@@ -320,11 +350,29 @@ def _render_breath(p: Participant, cycles: BreathCycles, n: int, rng: np.random.
         inhale = amp[k] * p.inhale_gain * np.array([nasal_w, oral_w, hiss_w[0]])
         exhale = amp[k] * np.array([nasal_w, oral_w, hiss_w[1]])
         _add_burst(envelopes, cycles.start_s[k] + 0.03 * ti, inhale_fill[k] * ti, _INHALE_SHAPE, inhale)
-        _add_burst(envelopes, cycles.start_s[k] + ti + 0.02 * te, exhale_fill[k] * te, _EXHALE_SHAPE, exhale)
+        _add_burst(envelopes, cycles.start_s[k] + ti + 0.02 * te, fill[k] * te, _EXHALE_SHAPE, exhale)
     breath = envelopes[0] * spectral_noise(n, _nasal_shape(p), rng, SAMPLE_RATE)
     breath += envelopes[1] * spectral_noise(n, _oral_shape(p), rng, SAMPLE_RATE)
     breath += envelopes[2] * spectral_noise(n, _hiss_shape(p), rng, SAMPLE_RATE)
     return breath
+
+
+def room_floor(
+    p: Participant,
+    n: int,
+    rng: np.random.Generator,
+    below_breath_db: tuple[float, float] | None = ROOM_FLOOR_BELOW_BREATH_DB,
+) -> np.ndarray:
+    """Room tone and microphone self-noise: pink-ish noise (-3 dB/octave above 100 Hz, high-passed at
+    40 Hz) 18-40 dB under the participant's breath level, and never under -80 dBFS. ``None``: only
+    the -80 dBFS self-noise (the generator before the room floor; :mod:`training.realism`)."""
+    below_db = rng.uniform(*below_breath_db) if below_breath_db is not None else np.inf
+    rms = max(10 ** ((p.level_dbfs - below_db) / 20), MIC_FLOOR_RMS)
+
+    def shape(f: np.ndarray) -> np.ndarray:
+        return highpass(f, 40.0, 2) / np.sqrt(np.maximum(f, 100.0) / 100.0)
+
+    return (rms * spectral_noise(n, shape, rng, SAMPLE_RATE)).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -370,6 +418,7 @@ def synth_recording(
     snr_db: float | None = None,
     rate_bpm: float | None = None,
     pause_prob: float = 0.0,
+    room_floor_below_breath_db: tuple[float, float] | None = ROOM_FLOOR_BELOW_BREATH_DB,
 ) -> SynthRecording:
     """Simulate ``participant`` breathing for ``duration_s`` seconds.
 
@@ -396,7 +445,7 @@ def synth_recording(
     else:
         cycles = _cycles(participant, stage, duration_s, rng, rate_bpm, pause_prob)
     breath = _render_breath(participant, cycles, n, rng)
-    floor = (MIC_FLOOR_RMS * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+    floor = room_floor(participant, n, rng, room_floor_below_breath_db)
     audio = breath + floor
     if noise_kind is not None and snr_db is not None:
         noise = make_noise(noise_kind, duration_s, rng, SAMPLE_RATE)[:n]

@@ -9,6 +9,7 @@ data and config give the same checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +21,22 @@ from tqdm import tqdm
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.dataset import Example, band_limit, batches, feature_stats, load_examples
+from training.estimator import EstimatorConfig, learned_rate
 from training.frontend import DEFAULT_FRONTEND
-from training.losses import TASKS, DynamicWeightAverage, MultiTaskLoss, ccc, class_weights
+from training.losses import (
+    TASKS,
+    DynamicWeightAverage,
+    MultiTaskLoss,
+    activity_loss,
+    ccc,
+    class_weights,
+    periodicity_loss,
+    phase_cross_entropy,
+)
 from training.manifest import BREATH_CLASSES
 from training.models import RRModel
+from training.phase_data import PhaseExample, collate_phase, noise_windows, paced_windows, synth_windows
+from training.real_noise import load_noise_bank
 
 
 class TrainingDataError(ValueError):
@@ -53,6 +66,65 @@ def validation_ccc(model: RRModel, examples: Sequence[Example]) -> float:
     pred = predict(model, examples)["rr_bpm"]
     true = np.array([e.segment.rr_bpm for e in examples], dtype=np.float32)
     return float(ccc(torch.from_numpy(pred), torch.from_numpy(true)))
+
+
+@torch.no_grad()
+def phase_rate_errors(model: RRModel, examples: Sequence[PhaseExample], batch_size: int = 32) -> np.ndarray:
+    """Absolute rate error of the phase output alone on windows with a known steady rate."""
+    model.eval()
+    known = [e for e in examples if e.period_steps > 0]
+    errors = []
+    for start in range(0, len(known), batch_size):
+        chunk = known[start : start + batch_size]
+        batch = collate_phase(chunk, model.frame_stride)
+        probs = torch.softmax(model(batch.features, batch.lengths).phase_logits, -1).numpy()
+        for row, e in enumerate(chunk):
+            steps = len(e.features) // model.frame_stride
+            rr, _ = learned_rate(probs[row, :steps, 0] - probs[row, :steps, 1], model.steps_per_second)
+            errors.append(abs(rr - e.rr_bpm) if np.isfinite(rr) else e.rr_bpm)
+    return np.array(errors)
+
+
+def phase_examples(cfg: TrainConfig, corpus_dirs: Sequence[Path | str], progress: bool) -> tuple[list, list]:
+    """Training and validation windows for the phase head (see training.phase_data)."""
+    started = time.monotonic()
+    noise_dir = cfg.noise_dir or None
+    train_bank, val_bank = load_noise_bank("train", noise_dir), load_noise_bank("val", noise_dir)
+    w, stride = cfg.phase_window_s, cfg.frame_stride
+    train = synth_windows(cfg.phase_synth_windows, cfg.seed, w, stride, train_bank)
+    train += paced_windows(corpus_dirs, ["train"], w, cfg.paced_hop_s, stride, cfg.seed, train_bank)
+    train += noise_windows(train_bank, cfg.phase_noise_windows, w, stride, cfg.seed)
+    val = synth_windows(max(cfg.phase_synth_windows // 5, 10), cfg.seed + 10_000, w, stride, val_bank)
+    val += paced_windows(corpus_dirs, ["val"], w, 2 * cfg.paced_hop_s, stride, cfg.seed, augment=False)
+    if progress:
+        print(
+            f"phase windows: {len(train)} train, {len(val)} val ({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+    return train, val
+
+
+def calibrate_estimator(
+    model: RRModel, cfg: TrainConfig, corpus_dirs: Sequence[Path | str]
+) -> tuple[EstimatorConfig, dict]:
+    """The estimator's settings for this model, chosen on the validation recordings (see
+    :func:`training.recording_eval.calibrate`): its whole-recording answers, not its segments."""
+    from training.recording_eval import calibrate, evaluation_set, recording_evidence
+
+    recordings = evaluation_set(corpus_dirs, "val", load_noise_bank("val", cfg.noise_dir or None), cfg.seed)
+    if not recordings:  # nothing to calibrate on: the documented defaults
+        return EstimatorConfig(), {"recordings": 0, "chosen": EstimatorConfig().to_dict()}
+    evidence = [recording_evidence(rec, model, with_segments=False).whole for rec in recordings]
+    chosen, loss = calibrate(recordings, evidence)
+    dsp_only = dataclasses.replace(chosen, learned_weight=0.0)
+    from training.recording_eval import calibration_loss
+
+    return chosen, {
+        "recordings": len(recordings),
+        "loss": round(loss, 4),
+        "loss_with_dsp_autocorrelation_only": round(calibration_loss(recordings, evidence, dsp_only), 4),
+        "chosen": chosen.to_dict(),
+    }
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -108,14 +180,7 @@ def train(
         raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
 
     # -- normalisation and class weights from the training split only
-    model = RRModel(
-        cfg.model_type,
-        cfg.units,
-        DEFAULT_FRONTEND.n_mels,
-        cfg.conv_kernel,
-        DEFAULT_FRONTEND.frames_per_second,
-        cfg.frame_stride,
-    )
+    model = RRModel.from_config(cfg, DEFAULT_FRONTEND)
     model.set_feature_stats(*feature_stats(train_examples))
     rr = np.array([e.segment.rr_bpm for e in train_examples])
     model.set_label_stats(float(rr.mean()), float(rr.std()))
@@ -128,7 +193,14 @@ def train(
     sources = sorted({e.segment.source for e in train_examples})  # groups of the within-source CCC
     augment_rng = np.random.default_rng(cfg.seed + 1)  # its own stream: batches stay as without it
 
-    best = {"val_ccc_rr": -np.inf, "epoch": -1, "state": None}
+    phase_train, phase_val = phase_examples(cfg, corpus_dirs, progress) if cfg.phase_weight else ([], [])
+    phase_order = np.random.default_rng(cfg.seed + 2)  # its own stream, as for augmentation
+
+    def next_phase_batch():
+        index = phase_order.choice(len(phase_train), size=min(cfg.phase_batch_size, len(phase_train)))
+        return collate_phase([phase_train[i] for i in index], cfg.frame_stride)
+
+    best = {"val_score": -np.inf, "val_ccc_rr": -np.inf, "epoch": -1, "state": None}
     history = []
     started = time.monotonic()
     for epoch in range(cfg.max_epochs):
@@ -152,6 +224,18 @@ def train(
                 out, rr_z, batch.respiration_count, batch.breath, batch.noisy, groups
             )
             loss = loss_fn.total(losses, weights)
+            if phase_train:
+                pb = next_phase_batch()
+                logits = model(pb.features, pb.lengths).phase_logits
+                steps = torch.div(pb.lengths, cfg.frame_stride, rounding_mode="floor")
+                phase_losses = {
+                    "phase_ce": phase_cross_entropy(logits, pb.phase),
+                    "periodicity": periodicity_loss(logits, pb.period_steps, steps),
+                    "activity": activity_loss(logits, pb.breathing, steps),
+                }
+                loss = loss + cfg.phase_weight * sum(phase_losses.values())
+                for name, value in phase_losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -160,18 +244,22 @@ def train(
                 sums[t] += float(losses[t].detach())
             n_batches += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        mean_losses = {t: sums[t] / max(n_batches, 1) for t in TASKS}
-        dwa.end_epoch(mean_losses)
+        mean_losses = {t: sums[t] / max(n_batches, 1) for t in sums}
+        dwa.end_epoch({t: mean_losses[t] for t in TASKS})
         val_ccc = validation_ccc(model, val_examples)
+        # the score that picks the best epoch: the phase output's rate error when there is one
+        val_phase_mae = float(phase_rate_errors(model, phase_val).mean()) if phase_val else None
+        val_score = -val_phase_mae if val_phase_mae is not None else val_ccc
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_ccc)
+            scheduler.step(val_score)
         elif scheduler is not None:
             scheduler.step()
         history.append(
             {
                 "epoch": epoch + 1,
                 "val_ccc_rr": val_ccc,
+                "val_phase_mae_bpm": val_phase_mae,
                 "lr": lr,
                 **mean_losses,
                 "dwa": weights,
@@ -181,11 +269,15 @@ def train(
         if progress:
             print(
                 f"epoch {epoch + 1:3d}  lr {lr:.2g}  loss {sum(mean_losses.values()):.3f}  "
-                f"val CCC(RR) {val_ccc:.3f}" + ("  *" if val_ccc > best["val_ccc_rr"] else ""),
+                f"val CCC(RR) {val_ccc:.3f}"
+                + (f"  val phase MAE {val_phase_mae:.2f}" if val_phase_mae is not None else "")
+                + ("  *" if val_score > best["val_score"] else ""),
                 flush=True,
             )
-        if val_ccc > best["val_ccc_rr"]:
+        if val_score > best["val_score"]:
             best = {
+                "val_score": val_score,
+                "val_phase_mae_bpm": val_phase_mae,
                 "val_ccc_rr": val_ccc,
                 "epoch": epoch + 1,
                 "state": {k: v.clone() for k, v in model.state_dict().items()},
@@ -196,9 +288,13 @@ def train(
             break
 
     model.load_state_dict(best["state"])
+    estimator_cfg, calibration = calibrate_estimator(model, cfg, corpus_dirs) if phase_train else (None, None)
     summary = {
         "best_epoch": best["epoch"],
         "val_ccc_rr": best["val_ccc_rr"],
+        "val_phase_mae_bpm": best.get("val_phase_mae_bpm"),
+        "phase_windows": {"train": len(phase_train), "val": len(phase_val)},
+        "estimator_calibration": calibration,
         "epochs_run": len(history),
         "train_seconds": round(time.monotonic() - started, 1),
         "history": history,
@@ -212,5 +308,12 @@ def train(
             "sources": sorted({e.segment.source for e in train_examples}),
         },
     }
-    save_checkpoint(out_path, model, cfg, DEFAULT_FRONTEND, summary)
+    save_checkpoint(
+        out_path,
+        model,
+        cfg,
+        DEFAULT_FRONTEND,
+        summary,
+        estimator=estimator_cfg.to_dict() if estimator_cfg else None,
+    )
     return summary

@@ -8,13 +8,16 @@ from training.models import RRModel
 
 
 def _chunked(model, x, sizes):
+    """The outputs after the last chunk, with the phase logits of every chunk joined in time."""
     state = model.initial_state(x.shape[0])
     i = 0
+    phases = []
     for n in sizes:
         out, state = model.forward_chunk(x[:, i : i + n], state)
+        phases.append(out.phase_logits)
         i += n
     assert i == x.shape[1]
-    return out
+    return out._replace(phase_logits=torch.cat(phases, dim=1))
 
 
 def _random_chunking(total, rng):
@@ -55,6 +58,21 @@ def test_padding_does_not_change_outputs():
     for field in range(4):
         assert torch.allclose(batch[field][0], alone_a[field][0], atol=1e-5)
         assert torch.allclose(batch[field][1], alone_b[field][0], atol=1e-5)
+    assert torch.allclose(batch.phase_logits[0, :120], alone_a.phase_logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["running", "global"])
+def test_running_norm_makes_the_model_deaf_to_gain(norm):
+    """A gain multiplies energies: with running normalisation the phase output stays (after warm-up);
+    with the paper's global standardisation it moves."""
+    torch.manual_seed(1)
+    model = RRModel("tclstm", 16, frame_stride=5, norm=norm).eval()
+    x = torch.randn(1, 1200, 40)
+    with torch.no_grad():
+        quiet, loud = model(x).phase_logits, model(x + 4.6).phase_logits  # +20 dB
+    warm = slice(100, None)  # after 5 s (100 steps of 50 ms)
+    same = torch.allclose(quiet[:, warm], loud[:, warm], atol=1e-3)
+    assert same if norm == "running" else not same
 
 
 def test_architecture_matches_the_paper():

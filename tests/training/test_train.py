@@ -46,7 +46,7 @@ def data():
 
 
 def test_training_learns_and_checkpoint_round_trips(tmp_path, data):
-    cfg = TrainConfig(max_epochs=6, patience=6, batch_size=32, seed=3)
+    cfg = TrainConfig(max_epochs=6, patience=6, batch_size=32, seed=3, phase_weight=0.0)
     summary = train(cfg, [], tmp_path / "m.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["val_ccc_rr"] > 0.3  # random guessing gives ~0
     assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= 6
@@ -60,7 +60,7 @@ def test_training_learns_and_checkpoint_round_trips(tmp_path, data):
 
 
 def test_training_is_reproducible(tmp_path, data):
-    cfg = TrainConfig(max_epochs=2, batch_size=32, seed=7, model_type="lstm", units=16)
+    cfg = TrainConfig(max_epochs=2, batch_size=32, seed=7, model_type="lstm", units=16, phase_weight=0.0)
     for name in ("a.pt", "b.pt"):
         train(cfg, [], tmp_path / name, progress=False, train_examples=data[0], val_examples=data[1])
     a = torch.load(tmp_path / "a.pt", weights_only=True)["weights"]
@@ -69,7 +69,7 @@ def test_training_is_reproducible(tmp_path, data):
 
 
 def test_early_stopping_stops(tmp_path, data):
-    cfg = TrainConfig(max_epochs=30, patience=1, batch_size=64, lr=0.0, seed=0)  # lr 0: nothing improves
+    cfg = TrainConfig(max_epochs=30, patience=1, batch_size=64, lr=0.0, seed=0, phase_weight=0.0)  # lr 0: nothing improves
     summary = train(cfg, [], tmp_path / "m.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["best_epoch"] == 1 and summary["epochs_run"] == 2
 
@@ -161,6 +161,7 @@ def test_strided_model_trains_and_round_trips(tmp_path, data):
         frame_stride=5,
         lr_schedule="plateau",
         rr_mse_weight=0.3,
+        phase_weight=0.0,
     )
     summary = train(cfg, [], tmp_path / "s.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["val_ccc_rr"] > 0.3 and all("lr" in h for h in summary["history"])
@@ -196,3 +197,35 @@ def test_band_limit_augmentation_touches_only_synthetic_segments():
     untouched = collate(examples, [0, 1])
     augment_batch(untouched, examples, TrainConfig(band_limit_prob=0.0), np.random.default_rng(0))
     assert torch.equal(untouched.features, collate(examples, [0, 1]).features)
+
+
+def test_phase_head_trains_on_long_windows_and_the_estimator_is_calibrated(tmp_path, data):
+    """The phase path end to end on a few generated windows: it trains, is selected by the phase
+    output's rate error, and the checkpoint carries estimator settings chosen on validation."""
+    cfg = TrainConfig(
+        max_epochs=2, batch_size=64, seed=5, units=16, phase_synth_windows=8, phase_noise_windows=2,
+        phase_window_s=12.0, phase_batch_size=4,
+    )
+    summary = train(cfg, [], tmp_path / "p.pt", progress=False, train_examples=data[0], val_examples=data[1])
+    assert summary["phase_windows"]["train"] >= 8 and summary["val_phase_mae_bpm"] is not None
+    assert all("phase_ce" in h and "periodicity" in h for h in summary["history"])
+    model, meta = load_checkpoint(tmp_path / "p.pt")
+    from training.estimator import EstimatorConfig
+
+    chosen = EstimatorConfig.from_dict(meta["estimator"])
+    assert chosen == EstimatorConfig.from_dict(summary["estimator_calibration"]["chosen"])
+    assert model.norm == "running" and meta["model"]["norm"] == "running"
+    again = train(cfg, [], tmp_path / "q.pt", progress=False, train_examples=data[0], val_examples=data[1])
+    assert again["val_phase_mae_bpm"] == summary["val_phase_mae_bpm"]  # seeded: the same run twice
+
+
+def test_a_checkpoint_without_the_phase_head_is_refused_with_a_reason(tmp_path):
+    from training.models import RRModel
+
+    model = RRModel("tclstm", 16)
+    save_checkpoint(tmp_path / "old.pt", model, TrainConfig(units=16))
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    payload["weights"] = {k: v for k, v in payload["weights"].items() if not k.startswith("phase_head")}
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="older Respira.*retrain"):
+        load_checkpoint(tmp_path / "old.pt")
