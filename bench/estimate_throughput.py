@@ -38,6 +38,8 @@ import torch
 from common import ROOT, bench_checkpoint, cpu_seconds, machine, table
 
 from training.audio import load_audio
+from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
+from training.dsp_baseline import band_envelopes
 from training.estimator import (
     DEFAULT_ESTIMATOR,
     MIN_DURATION_S,
@@ -93,9 +95,11 @@ def torch_chunk_cost(model: RRModel, audio: np.ndarray, method: str) -> float:
     """CPU seconds per 100 ms chunk: streaming front-end + forward_chunk, state carried along."""
     frontend = StreamingLogMel(DEFAULT_FRONTEND, method=method)
     chunks = audio[: len(audio) // CHUNK_SAMPLES * CHUNK_SAMPLES].reshape(-1, CHUNK_SAMPLES)
+    lead_in = np.zeros(DEFAULT_FRONTEND.win_length - DEFAULT_FRONTEND.hop_length, np.float32)
 
     def run() -> None:
         frontend.reset()
+        frontend.push(lead_in)  # as the package does: 15 ms of silence first, so every chunk gives 10 frames
         state = model.initial_state()
         for chunk in chunks:
             frames = frontend.push(chunk)
@@ -124,7 +128,7 @@ def breakdown(files: list[Path], model: RRModel, repeats: int) -> list[list[str]
     cfg = DEFAULT_ESTIMATOR
     audios = [load_audio(p, DEFAULT_FRONTEND.sample_rate, min_duration_s=MIN_DURATION_S) for p in files]
     features = [log_mel(a) for a in audios]
-    tracks = [phase_track(model, f) for f in features]
+    tracks = [phase_track(model, f, a) for f, a in zip(features, audios, strict=True)]
 
     def windows() -> None:
         for audio, track in zip(audios, tracks, strict=True):
@@ -140,7 +144,10 @@ def breakdown(files: list[Path], model: RRModel, repeats: int) -> list[list[str]
         ],
         "log-mel features": lambda: [log_mel(a) for a in audios],
         "model phase track (whole recording, one call)": lambda: [phase_track(model, f) for f in features],
-        "DSP + phase autocorrelations (recording + timeline)": windows,
+        "DSP band envelopes (whole recording, once)": lambda: [
+            band_envelopes(a, DEFAULT_FRONTEND.sample_rate, DSP_CONFIG) for a in audios
+        ],
+        "autocorrelations and decisions (recording + timeline)": windows,
         "segment heads (6 s windows)": lambda: [
             segment_outputs(f, model, len(a) / DEFAULT_FRONTEND.sample_rate)
             for f, a in zip(features, audios, strict=True)

@@ -89,6 +89,18 @@ def load_checkpoint(
     return model, meta
 
 
+def rewrite_estimator(path: Path | str, estimator: dict, calibration: dict) -> Path:
+    """Replace a checkpoint's estimator settings (and their calibration summary), weights untouched."""
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["estimator"] = estimator
+    payload.setdefault("summary", {})["estimator_calibration"] = calibration
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
 def file_sha256(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

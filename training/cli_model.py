@@ -120,6 +120,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from training.train import recalibrate
+
+    for checkpoint in args.checkpoint:
+        calibration = recalibrate(checkpoint, args.data)
+        print(f"{checkpoint}: {json.dumps(calibration)}")
+    return 0
+
+
 def cmd_experiments(args: argparse.Namespace) -> int:
     from training.experiments import run_experiments
 
@@ -159,6 +168,13 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser(
+        "calibrate", help="choose a checkpoint's estimator settings again on the validation recordings"
+    )
+    p.add_argument("--checkpoint", action="append", type=Path, required=True, metavar="CKPT")
+    p.add_argument("--data", action="append", type=Path, required=True, metavar="DIR")
+    p.set_defaults(run=cmd_calibrate)
 
     p = commands.add_parser("experiments", help="train and evaluate the paper's whole grid")
     p.add_argument("--data", action="append", type=Path, required=True, metavar="DIR")

@@ -144,6 +144,14 @@ def combined_autocorrelation(
     no band varies.
     """
     env, env_rate = band_envelopes(audio, sample_rate, cfg)
+    return envelope_autocorrelation(env, env_rate, cfg)
+
+
+def envelope_autocorrelation(
+    env: np.ndarray, env_rate: float, cfg: DspConfig = DEFAULT_CONFIG
+) -> tuple[np.ndarray, float, int, int]:
+    """Steps 2-3 of the module docstring on band envelopes ``[bands, frames]`` already computed
+    (:mod:`training.estimator` computes a recording's envelopes once and reads windows of them)."""
     min_lag = math.floor(env_rate * 60.0 / cfg.max_rate_bpm)
     slowest_period = math.ceil(cfg.lag_slack * env_rate * 60.0 / cfg.min_rate_bpm)
     max_lag = min(slowest_period, int(cfg.max_lag_fraction * env.shape[1]))

@@ -11,8 +11,10 @@ follows the same rules). How a rate is read from a window of audio:
    error of every loudness-based method) still have opposite signs. The *breath activity*
    ``p(inhale) + p(exhale)`` says how much of the window sounded like breathing.
 2. **Periodicity.** The window's phase signal is autocorrelated (biased, normalised); so are the DSP
-   baseline's band envelopes (:func:`training.dsp_baseline.combined_autocorrelation`), on the same
-   lag grid. The two are mixed, ``w * learned + (1 - w) * dsp`` (``learned_weight``; the DSP is the
+   baseline's band envelopes (:func:`training.dsp_baseline.envelope_autocorrelation`), on the same
+   lag grid. The two are mixed, ``a * learned + (1 - a) * dsp``, where each side's share follows how
+   periodic it is in this window: ``a = w P_l / (w P_l + (1 - w) P_d)``, ``P`` the square of the
+   side's highest peak at breathing lags, ``w`` the prior ``learned_weight`` (the DSP is the
    floor: ``w = 0`` is exactly the DSP baseline's autocorrelation), and the period is the strongest
    peak at 1-15 s with the DSP's octave check (:func:`training.dsp_baseline.pick_period`).
 3. **Answer or reason.** A window whose breath activity is under ``min_activity`` answers
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
-from training.dsp_baseline import combined_autocorrelation, pick_period
+from training.dsp_baseline import band_envelopes, envelope_autocorrelation, pick_period
 from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
 from training.manifest import BREATH_CLASSES, HEAVY_THRESHOLD_BPM
 from training.models import RRModel
@@ -53,7 +55,8 @@ REASONS = ("no_breathing", "too_noisy")
 class EstimatorConfig:
     """Settings of the estimator; the defaults were chosen on validation data (docs/results.md)."""
 
-    learned_weight: float = 0.5  # share of the model's phase autocorrelation in the mixed one
+    learned_weight: float = 0.5  # prior share of the model's phase autocorrelation in the mixed one
+    adaptive: bool = True  # shares follow each side's periodicity in the window (module doc, step 2)
     min_activity: float = 0.15  # mean p(inhale) + p(exhale) below this: no breathing heard
     min_confidence: float = 0.15  # mixed autocorrelation at the period below this: too noisy to tell
     window_s: float = DEFAULT_WINDOW_S
@@ -105,6 +108,9 @@ class PhaseTrack:
     steps_per_second: float
     breath_probs: np.ndarray  # [3] none, normal, heavy for the whole recording (segment head)
     noise_prob: float  # P(noisy) for the whole recording (segment head)
+    # the DSP baseline's band envelopes of the whole recording, computed once (see window_evidence)
+    dsp_envelopes: np.ndarray | None = None
+    dsp_env_rate: float = 0.0
 
     @property
     def phase(self) -> np.ndarray:
@@ -116,15 +122,39 @@ class PhaseTrack:
 
 
 @torch.no_grad()
-def phase_track(model: RRModel, features: np.ndarray) -> PhaseTrack:
-    """Run ``model`` once over a recording's log-mel ``features`` [frames, n_mels]."""
+def phase_track(
+    model: RRModel,
+    features: np.ndarray,
+    audio: np.ndarray | None = None,
+    sample_rate: int = DEFAULT_FRONTEND.sample_rate,
+) -> PhaseTrack:
+    """Run ``model`` once over a recording's log-mel ``features`` [frames, n_mels]; with the
+    recording's ``audio``, also compute the DSP's band envelopes once, for every window to share."""
     out = model.eval()(torch.from_numpy(np.ascontiguousarray(features))[None])
+    envelopes, env_rate = (None, 0.0) if audio is None else band_envelopes(audio, sample_rate, DSP_CONFIG)
     return PhaseTrack(
         probs=torch.softmax(out.phase_logits[0], -1).numpy().astype(np.float64),
         steps_per_second=model.steps_per_second,
         breath_probs=torch.softmax(out.breath_logits[0], -1).numpy().astype(np.float64),
         noise_prob=float(torch.softmax(out.noise_logits[0], -1)[1]),
+        dsp_envelopes=envelopes,
+        dsp_env_rate=env_rate,
     )
+
+
+def _window_envelopes(
+    audio: np.ndarray, track: PhaseTrack, start_s: float, end_s: float, sample_rate: int
+) -> tuple[np.ndarray, float]:
+    """The DSP band envelopes of ``[start_s, end_s)``: read from the recording's when the window
+    starts on the envelope frame grid (then they are exactly the window's own), else computed."""
+    hop = round(DSP_CONFIG.hop_s * sample_rate)
+    frame = round(DSP_CONFIG.frame_s * sample_rate)
+    first_sample, last_sample = round(start_s * sample_rate), round(end_s * sample_rate)
+    if track.dsp_envelopes is not None and first_sample % hop == 0:
+        first = first_sample // hop
+        count = max(1 + (last_sample - first_sample - frame) // hop, 0)
+        return track.dsp_envelopes[:, first : first + count], track.dsp_env_rate
+    return band_envelopes(audio[first_sample:last_sample], sample_rate, DSP_CONFIG)
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
@@ -169,8 +199,8 @@ def window_evidence(
     rate = track.steps_per_second
     lo, hi = round(start_s * rate), round(end_s * rate)
     activity = float(track.activity[lo:hi].mean()) if hi > lo else 0.0
-    piece = audio[round(start_s * sample_rate) : round(end_s * sample_rate)]
-    r_dsp, env_rate, _, _ = combined_autocorrelation(piece, sample_rate, DSP_CONFIG)
+    envelopes, env_rate = _window_envelopes(audio, track, start_s, end_s, sample_rate)
+    r_dsp, env_rate, _, _ = envelope_autocorrelation(envelopes, env_rate, DSP_CONFIG)
     # the DSP's envelopes run at 40 Hz; bring its autocorrelation onto the model's step grid
     dsp_lags_s = np.arange(len(r_dsp)) / env_rate
     n_lags = int(dsp_lags_s[-1] * rate) + 1 if len(r_dsp) else 1
@@ -181,14 +211,25 @@ def window_evidence(
     return WindowEvidence(r_learned, r_dsp, activity, rate)
 
 
+def mix(evidence: WindowEvidence, weight: float, adaptive: bool, min_lag: int) -> np.ndarray:
+    """``a * learned + (1 - a) * dsp``: ``a = weight``, or with ``adaptive`` the prior ``weight``
+    scaled by each side's periodicity (its highest peak at lags from ``min_lag``, squared)."""
+    if adaptive and 0.0 < weight < 1.0:
+        p_learned = max(float(evidence.r_learned[min_lag:].max(initial=0.0)), 0.0) ** 2
+        p_dsp = max(float(evidence.r_dsp[min_lag:].max(initial=0.0)), 0.0) ** 2
+        total = weight * p_learned + (1.0 - weight) * p_dsp
+        weight = weight * p_learned / total if total > 0 else weight
+    return weight * evidence.r_learned + (1.0 - weight) * evidence.r_dsp
+
+
 def decide(evidence: WindowEvidence, cfg: EstimatorConfig) -> WindowEstimate:
     """A rate, "no breathing" or "too noisy" from a window's evidence (steps 2-3 of the module doc)."""
     activity = evidence.activity
     if activity < cfg.min_activity:
         return WindowEstimate(None, 0.0, "no_breathing", activity)
-    r = cfg.learned_weight * evidence.r_learned + (1.0 - cfg.learned_weight) * evidence.r_dsp
     rate = evidence.steps_per_second
     min_lag = math.floor(rate * 60.0 / MAX_RATE_BPM)
+    r = mix(evidence, cfg.learned_weight, cfg.adaptive, min_lag)
     if not r.any() or len(r) <= min_lag + 2:
         return WindowEstimate(None, 0.0, "too_noisy", activity)
     lag, height = pick_period(r, min_lag, DSP_CONFIG)
@@ -312,7 +353,7 @@ def estimate_audio(
     features = log_mel(audio, frontend)
     if float(np.std(audio)) < 1e-6:
         raise ValueError("the audio does not vary (a constant or DC signal): there is nothing to hear")
-    track = phase_track(model, features)
+    track = phase_track(model, features, audio, frontend.sample_rate)
     whole = window_estimate(audio, track, 0.0, duration_s, cfg, frontend.sample_rate)
     segments, _ = segment_outputs(features, model, duration_s)
     count = 0
@@ -346,5 +387,5 @@ def recording_rates(
     frontend: FrontEndConfig = DEFAULT_FRONTEND,
 ) -> list[WindowEstimate]:
     """Estimates for several windows of one recording with one pass of the model (evaluation)."""
-    track = phase_track(model, log_mel(audio, frontend))
+    track = phase_track(model, log_mel(audio, frontend), audio, frontend.sample_rate)
     return [window_estimate(audio, track, s, e, cfg, frontend.sample_rate) for s, e in windows]

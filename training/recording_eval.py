@@ -19,6 +19,7 @@ regression), which is what the project answered before the estimator.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -142,7 +143,7 @@ class RecordingEvidence:
 
 def recording_evidence(rec: EvalRecording, model: RRModel, with_segments: bool = True) -> RecordingEvidence:
     features = log_mel(rec.audio)
-    track = phase_track(model, features)
+    track = phase_track(model, features, rec.audio)
     duration_s = len(rec.audio) / SAMPLE_RATE
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
@@ -166,7 +167,7 @@ def rolling_errors(
 ) -> dict[float, list[float]]:
     """Per window length: |rolling rate - truth| at every instant a full window is available
     (a rolling window that answers nothing counts as missing, not as an error)."""
-    track = phase_track(model, log_mel(rec.audio))
+    track = phase_track(model, log_mel(rec.audio), rec.audio)
     duration_s = len(rec.audio) / SAMPLE_RATE
     out: dict[float, list[float]] = {}
     for window_s in windows_s:
@@ -208,6 +209,7 @@ def summarise(answers: Sequence[tuple[EvalRecording, dict[str, Answer]]]) -> dic
 MISS_PENALTY_BPM = 5.0  # a breathing recording left unanswered costs this much in the objective
 
 CALIBRATION_GRID = {
+    "adaptive": (True, False),
     "learned_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
     "min_activity": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5),
     "min_confidence": (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
@@ -216,7 +218,7 @@ CALIBRATION_GRID = {
 # autocorrelation by more than this, nor answer fewer than REAL_MIN_ANSWERED of its recordings.
 REAL_FLOOR_SLACK_BPM = 0.05
 REAL_MIN_ANSWERED = 0.95
-DSP_FLOOR = EstimatorConfig(learned_weight=0.0, min_activity=0.0, min_confidence=0.0)
+DSP_FLOOR = EstimatorConfig(learned_weight=0.0, adaptive=False, min_activity=0.0, min_confidence=0.0)
 
 
 def _answers(evidence: Sequence[WindowEvidence], cfg: EstimatorConfig) -> list:
@@ -269,21 +271,24 @@ def calibrate(
     the earlier point (more DSP, fewer abstentions)."""
     floor = real_group_errors(recordings, evidence, DSP_FLOOR)
     best: tuple[float, EstimatorConfig] | None = None
-    for w in CALIBRATION_GRID["learned_weight"]:
-        for activity in CALIBRATION_GRID["min_activity"]:
-            for confidence in CALIBRATION_GRID["min_confidence"]:
-                cfg = dataclasses.replace(
-                    base, learned_weight=w, min_activity=activity, min_confidence=confidence
-                )
-                real = real_group_errors(recordings, evidence, cfg)
-                if any(
-                    mae > floor[g][0] + REAL_FLOOR_SLACK_BPM or answered < REAL_MIN_ANSWERED
-                    for g, (mae, answered) in real.items()
-                ):
-                    continue
-                loss = calibration_loss(recordings, evidence, cfg)
-                if best is None or loss < best[0] - 1e-9:
-                    best = (loss, cfg)
+    for adaptive, w, activity, confidence in itertools.product(
+        CALIBRATION_GRID["adaptive"],
+        CALIBRATION_GRID["learned_weight"],
+        CALIBRATION_GRID["min_activity"],
+        CALIBRATION_GRID["min_confidence"],
+    ):
+        cfg = dataclasses.replace(
+            base, adaptive=adaptive, learned_weight=w, min_activity=activity, min_confidence=confidence
+        )
+        real = real_group_errors(recordings, evidence, cfg)
+        if any(
+            mae > floor[g][0] + REAL_FLOOR_SLACK_BPM or answered < REAL_MIN_ANSWERED
+            for g, (mae, answered) in real.items()
+        ):
+            continue
+        loss = calibration_loss(recordings, evidence, cfg)
+        if best is None or loss < best[0] - 1e-9:
+            best = (loss, cfg)
     if best is None:  # nothing keeps the floor: the DSP's own autocorrelation, gated as little as allowed
         cfg = dataclasses.replace(base, learned_weight=0.0, min_activity=0.05, min_confidence=0.0)
         return cfg, calibration_loss(recordings, evidence, cfg)

@@ -127,6 +127,19 @@ def calibrate_estimator(
     }
 
 
+def recalibrate(checkpoint: Path | str, corpus_dirs: Sequence[Path | str]) -> dict:
+    """Choose the estimator settings of a trained checkpoint again, on ``corpus_dirs``' validation
+    recordings (after a change to the estimator's rules; the weights stay as they are), and rewrite
+    the checkpoint with them. Returns the calibration summary."""
+    from training.checkpoint import load_checkpoint, rewrite_estimator
+
+    model, meta = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(meta["config"])
+    chosen, calibration = calibrate_estimator(model, cfg, corpus_dirs)
+    rewrite_estimator(checkpoint, chosen.to_dict(), calibration)
+    return calibration
+
+
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     """The learning-rate schedule of ``cfg.lr_schedule`` (ours), stepped once per epoch; None = constant.
 

@@ -38,10 +38,12 @@ def test_noise_gate_leaves_digital_silence_between_breaths():
 def test_agc_flattens_loudness_contrast():
     x, envelope = _bursts(seconds=20)
     y = agc(x, np.random.default_rng(1))
+
     def contrast(z):
         loud = np.sqrt(np.mean(z[envelope > 0.5] ** 2))
         soft = np.sqrt(np.mean(z[(envelope > 0.01) & (envelope < 0.1)] ** 2))
         return loud / soft
+
     assert contrast(y) < contrast(x)
 
 

@@ -28,8 +28,12 @@ def _breathing(seconds, rate_bpm, seed=0, exhale_gain=1.0, exhale_at=0.45):
     t = np.arange(int(seconds * SR)) / SR
     cycle = (t * rate_bpm / 60.0) % 1.0
     inhale = (cycle < 0.4) * np.sin(np.pi * cycle / 0.4) ** 2
-    exhale = ((cycle >= exhale_at) & (cycle < exhale_at + 0.4)) * np.sin(np.pi * (cycle - exhale_at) / 0.4) ** 2
-    audio = 0.05 * (inhale + exhale_gain * exhale) * rng.standard_normal(len(t)) + 1e-4 * rng.standard_normal(len(t))
+    exhale = ((cycle >= exhale_at) & (cycle < exhale_at + 0.4)) * np.sin(
+        np.pi * (cycle - exhale_at) / 0.4
+    ) ** 2
+    audio = 0.05 * (inhale + exhale_gain * exhale) * rng.standard_normal(len(t)) + 1e-4 * rng.standard_normal(
+        len(t)
+    )
     steps = np.arange(int(seconds * STEPS_PER_S)) / STEPS_PER_S
     c = (steps * rate_bpm / 60.0) % 1.0
     probs = np.zeros((len(steps), 3))
@@ -60,15 +64,15 @@ def test_equal_inhale_and_exhale_fool_the_dsp_but_not_the_phase_signal():
 
 def test_low_activity_is_no_breathing_and_weak_periodicity_is_too_noisy():
     audio, track = _breathing(30.0, 15.0)
-    quiet = PhaseTrack(np.tile([0.02, 0.02, 0.96], (len(track.probs), 1)), STEPS_PER_S, track.breath_probs, 0.1)
+    quiet = PhaseTrack(
+        np.tile([0.02, 0.02, 0.96], (len(track.probs), 1)), STEPS_PER_S, track.breath_probs, 0.1
+    )
     w = window_estimate(audio, quiet, 0.0, 30.0, EstimatorConfig())
     assert (w.rr_bpm, w.reason) == (None, "no_breathing")
     flat = WindowEvidence(np.zeros(400), np.zeros(400), activity=0.6, steps_per_second=STEPS_PER_S)
     assert decide(flat, EstimatorConfig()).reason == "too_noisy"
     rng = np.random.default_rng(0)
-    noise = WindowEvidence(
-        0.05 * rng.standard_normal(400), 0.05 * rng.standard_normal(400), 0.6, STEPS_PER_S
-    )
+    noise = WindowEvidence(0.05 * rng.standard_normal(400), 0.05 * rng.standard_normal(400), 0.6, STEPS_PER_S)
     noise.r_learned[0] = noise.r_dsp[0] = 1.0
     assert decide(noise, EstimatorConfig(min_confidence=0.2)).reason == "too_noisy"
 
@@ -78,8 +82,10 @@ def test_no_rate_outside_the_range_is_ever_reported():
     for _ in range(200):
         r = rng.standard_normal(600) * rng.uniform(0.05, 1.0)
         r[0] = 1.0
-        w = decide(WindowEvidence(r, np.roll(r, int(rng.integers(0, 50))), rng.uniform(0, 1), STEPS_PER_S),
-                   EstimatorConfig(min_confidence=0.0, min_activity=0.0))
+        w = decide(
+            WindowEvidence(r, np.roll(r, int(rng.integers(0, 50))), rng.uniform(0, 1), STEPS_PER_S),
+            EstimatorConfig(min_confidence=0.0, min_activity=0.0),
+        )
         assert w.rr_bpm is None or MIN_RATE_BPM <= w.rr_bpm <= MAX_RATE_BPM
         assert 0.0 <= w.rr_confidence <= 1.0
 
@@ -100,3 +106,19 @@ def test_config_limits_and_timeline():
     assert timeline_ends(10.0, 5.0) == [5.0, 10.0]
     assert EstimatorConfig.from_dict({"window_s": 45, "unknown": 1}).window_s == 45
     assert math.isnan(learned_rate(np.zeros(100), STEPS_PER_S)[0])
+
+
+def test_adaptive_mixing_follows_the_more_periodic_side():
+    from training.estimator import mix
+
+    lags = np.arange(400)
+    strong = np.exp(-0.5 * ((lags - 80) / 3.0) ** 2) * 0.9
+    weak = np.exp(-0.5 * ((lags - 40) / 3.0) ** 2) * 0.1
+    strong[0] = weak[0] = 1.0
+    ev = WindowEvidence(r_learned=strong, r_dsp=weak, activity=0.6, steps_per_second=STEPS_PER_S)
+    adaptive = mix(ev, 0.5, True, 20)
+    fixed = mix(ev, 0.5, False, 20)
+    assert np.allclose(fixed, 0.5 * strong + 0.5 * weak)
+    share = 0.81 / (0.81 + 0.01)  # periodicities squared
+    assert np.allclose(adaptive, share * strong + (1 - share) * weak)
+    assert np.allclose(mix(ev, 0.0, True, 20), weak) and np.allclose(mix(ev, 1.0, True, 20), strong)

@@ -90,7 +90,11 @@ def test_rr_mse_term_adds_squared_error_of_standardised_rr():
 
     torch.manual_seed(0)
     out = ModelOutputs(
-        torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 2.0, 4.0]), torch.randn(3, 3), torch.randn(3, 2)
+        torch.tensor([0.0, 1.0, 2.0]),
+        torch.tensor([1.0, 2.0, 4.0]),
+        torch.randn(3, 3),
+        torch.randn(3, 2),
+        torch.randn(3, 10, 3),
     )
     rr_z, rc = torch.tensor([0.5, 1.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])
     breath, noisy = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0])
@@ -105,6 +109,7 @@ def test_rr_mse_term_adds_squared_error_of_standardised_rr():
 
 def test_paper_config_switches_off_our_options_and_bad_options_are_refused():
     paper = TrainConfig.paper(units=16)
+    assert (paper.norm, paper.phase_weight) == ("global", 0.0)  # the paper's standardisation, no phase head
     assert (paper.frame_stride, paper.lr_schedule, paper.rr_mse_weight, paper.band_limit_prob) == (
         1,
         "constant",

@@ -44,7 +44,9 @@ def test_synth_windows_are_labelled_and_reproducible():
 def test_noise_parts_do_not_overlap_and_noise_windows_are_all_other(tmp_path):
     import soundfile as sf
 
-    sf.write(tmp_path / "exercise_bike.flac", np.random.default_rng(0).standard_normal(16000 * 20) * 0.1, 16000)
+    sf.write(
+        tmp_path / "exercise_bike.flac", np.random.default_rng(0).standard_normal(16000 * 20) * 0.1, 16000
+    )
     sf.write(tmp_path / "pink_noise.flac", np.random.default_rng(1).standard_normal(16000 * 20) * 0.1, 16000)
     parts = {p: load_noise_bank(p, tmp_path) for p in PART_BOUNDS}
     assert all(list(b.signals) == ["exercise_bike"] for b in parts.values())  # recorded files only

@@ -37,11 +37,18 @@ def test_summary_counts_errors_answers_and_false_rates():
     rows = [
         (_rec("RRuJO a", 12.0), {"estimator": Answer(12.5), "DSP baseline": Answer(24.0)}),
         (_rec("RRuJO a", 10.0), {"estimator": Answer(None, "too_noisy"), "DSP baseline": Answer(10.0)}),
-        (_rec("no breathing: x", None), {"estimator": Answer(None, "no_breathing"), "DSP baseline": Answer(9.0)}),
+        (
+            _rec("no breathing: x", None),
+            {"estimator": Answer(None, "no_breathing"), "DSP baseline": Answer(9.0)},
+        ),
     ]
     table = summarise(rows)
     assert table["RRuJO a"]["estimator"] == {
-        "n": 2, "answered": 0.5, "mae_bpm": 0.5, "within_1_bpm": 1.0, "no_breathing_share": 0.0,
+        "n": 2,
+        "answered": 0.5,
+        "mae_bpm": 0.5,
+        "within_1_bpm": 1.0,
+        "no_breathing_share": 0.0,
     }
     assert table["RRuJO a"]["DSP baseline"]["mae_bpm"] == pytest.approx(6.0)
     assert table["no breathing: x"]["estimator"]["false_rate_share"] == 0.0
@@ -56,7 +63,9 @@ def test_calibration_keeps_the_dsp_floor_on_real_groups():
         recordings.append(_rec("synthetic, stage 1", rate))
         evidence.append(WindowEvidence(_peak_at(rate), _peak_at(2 * rate, 0.9), 0.6, STEPS))  # DSP: octave
         recordings.append(_rec("RRuJO thinklabs", rate))
-        evidence.append(WindowEvidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6, STEPS))  # learned wrong
+        evidence.append(
+            WindowEvidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6, STEPS)
+        )  # learned wrong
     chosen, loss = calibrate(recordings, evidence)
     floor = real_group_errors(recordings, evidence, EstimatorConfig(0.0, 0.0, 0.0))["RRuJO thinklabs"][0]
     mine = real_group_errors(recordings, evidence, chosen)["RRuJO thinklabs"][0]

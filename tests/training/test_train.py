@@ -69,7 +69,9 @@ def test_training_is_reproducible(tmp_path, data):
 
 
 def test_early_stopping_stops(tmp_path, data):
-    cfg = TrainConfig(max_epochs=30, patience=1, batch_size=64, lr=0.0, seed=0, phase_weight=0.0)  # lr 0: nothing improves
+    cfg = TrainConfig(
+        max_epochs=30, patience=1, batch_size=64, lr=0.0, seed=0, phase_weight=0.0
+    )  # lr 0: nothing improves
     summary = train(cfg, [], tmp_path / "m.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["best_epoch"] == 1 and summary["epochs_run"] == 2
 
@@ -203,8 +205,14 @@ def test_phase_head_trains_on_long_windows_and_the_estimator_is_calibrated(tmp_p
     """The phase path end to end on a few generated windows: it trains, is selected by the phase
     output's rate error, and the checkpoint carries estimator settings chosen on validation."""
     cfg = TrainConfig(
-        max_epochs=2, batch_size=64, seed=5, units=16, phase_synth_windows=8, phase_noise_windows=2,
-        phase_window_s=12.0, phase_batch_size=4,
+        max_epochs=2,
+        batch_size=64,
+        seed=5,
+        units=16,
+        phase_synth_windows=8,
+        phase_noise_windows=2,
+        phase_window_s=12.0,
+        phase_batch_size=4,
     )
     summary = train(cfg, [], tmp_path / "p.pt", progress=False, train_examples=data[0], val_examples=data[1])
     assert summary["phase_windows"]["train"] >= 8 and summary["val_phase_mae_bpm"] is not None
@@ -227,5 +235,24 @@ def test_a_checkpoint_without_the_phase_head_is_refused_with_a_reason(tmp_path):
     payload = torch.load(tmp_path / "old.pt", weights_only=True)
     payload["weights"] = {k: v for k, v in payload["weights"].items() if not k.startswith("phase_head")}
     torch.save(payload, tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match="older Respira.*retrain"):
+    with pytest.raises(CheckpointError, match=r"older Respira.*retrain"):
         load_checkpoint(tmp_path / "old.pt")
+
+
+def test_rewrite_estimator_keeps_the_weights(tmp_path):
+    from training.checkpoint import rewrite_estimator
+    from training.models import RRModel
+
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "m.pt", RRModel("tclstm", 16), TrainConfig(units=16), estimator={"window_s": 30}
+    )
+    before, _ = load_checkpoint(path)
+    rewrite_estimator(path, {"window_s": 45.0, "learned_weight": 0.25}, {"recordings": 3})
+    after, meta = load_checkpoint(path)
+    assert meta["estimator"] == {"window_s": 45.0, "learned_weight": 0.25}
+    assert meta["summary"]["estimator_calibration"] == {"recordings": 3}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True)
+    )
