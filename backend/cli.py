@@ -2,6 +2,7 @@
 
 flask --app backend db upgrade                  # create or migrate the schema
 flask --app backend users create alice --password
+printf '%s\n' "$PASSWORD" | flask --app backend users create alice --password-stdin   # for scripts
 flask --app backend users set-password alice    # dashboard password (ends alice's open sessions)
 flask --app backend tokens create alice --label "Alice's iPhone"   # prints the token once
 flask --app backend tokens list alice
@@ -31,12 +32,16 @@ tokens_cli = AppGroup("tokens", help="Manage device API tokens.")
 db_cli = AppGroup("db", help="Database migrations (Alembic).")
 
 
-def _ask_password(prompt: str) -> str:
-    """Prompt twice for a dashboard password and refuse a short one (one rule for create and set)."""
-    password: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+def _long_enough(password: str) -> str:
+    """One rule for every dashboard password, however it is given."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise click.BadParameter(f"use at least {MIN_PASSWORD_CHARS} characters", param_hint="password")
     return password
+
+
+def _ask_password(prompt: str) -> str:
+    """Prompt twice for a dashboard password and refuse a short one (one rule for create and set)."""
+    return _long_enough(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
 
 
 def _user(session: Session, name: str) -> User:
@@ -46,14 +51,37 @@ def _user(session: Session, name: str) -> User:
     return user
 
 
+def _password_from_stdin() -> str:
+    """The first line of standard input, for scripts (nothing is echoed, nothing is asked)."""
+    line = click.get_text_stream("stdin").readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise click.BadParameter(
+            "standard input held no password (one line expected)", param_hint="--password-stdin"
+        )
+    return _long_enough(password)
+
+
 @users_cli.command("create")
 @click.argument("name")
 @click.option("--password", "ask_password", is_flag=True, help="Prompt for a dashboard password.")
-def create_user(name: str, ask_password: bool) -> None:
-    """Create user NAME (with --password, one that can also log in to the dashboard)."""
+@click.option(
+    "--password-stdin",
+    "password_stdin",
+    is_flag=True,
+    help="Read the dashboard password from the first line of standard input (no prompt; for scripts).",
+)
+def create_user(name: str, ask_password: bool, password_stdin: bool) -> None:
+    """Create user NAME (with --password or --password-stdin, one that can also log in to the dashboard)."""
     if not 1 <= len(name) <= 80:
         raise click.BadParameter("must be 1-80 characters", param_hint="NAME")
-    password = _ask_password("Password") if ask_password else None
+    if ask_password and password_stdin:
+        raise click.UsageError("choose one of --password and --password-stdin")
+    password = None
+    if password_stdin:
+        password = _password_from_stdin()
+    elif ask_password:
+        password = _ask_password("Password")
     try:
         with get_db().session(write=True) as session, session.begin():
             user = User(name=name)

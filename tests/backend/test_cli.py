@@ -41,6 +41,21 @@ def test_users_create_refuses_a_short_password_as_set_password_does(app: Flask) 
     assert user(app, "fay") is None  # not created without a usable password
 
 
+def test_users_create_password_stdin_reads_one_line_and_never_prompts(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "fay", "--password-stdin"], input="long enough pw\n")
+    assert result.exit_code == 0, result.output
+    assert "Password" not in result.output and "created user 'fay' with a password" in result.output
+    assert user(app, "fay").check_password("long enough pw")
+
+    empty = runner.invoke(args=["users", "create", "gus", "--password-stdin"], input="")
+    assert empty.exit_code == 2 and "no password" in empty.output and user(app, "gus") is None
+    short = runner.invoke(args=["users", "create", "gus", "--password-stdin"], input="short\n")
+    assert short.exit_code == 2 and "at least 8 characters" in short.output and user(app, "gus") is None
+    both = runner.invoke(args=["users", "create", "gus", "--password", "--password-stdin"], input="x\n")
+    assert both.exit_code == 2 and "choose one of" in both.output and user(app, "gus") is None
+
+
 def test_tokens_create_prints_a_working_token_once(app: Flask) -> None:
     runner = app.test_cli_runner()
     runner.invoke(args=["users", "create", "dana"])
