@@ -118,6 +118,16 @@ def _pin_manifest_ids(package: Path, seed: str) -> None:
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def _checkpoint_location(checkpoint: Path | str | None, out: Path) -> dict[str, str]:
+    """Where ``verify`` finds the checkpoint without ``--checkpoint``: its path relative to the package's
+    folder (so a folder moved whole still works, and no home directory is written into the package);
+    nothing for the shipped model, which verify falls back to."""
+    if checkpoint is None:
+        return {}
+    relative = os.path.relpath(Path(checkpoint).resolve(), out.resolve().parent)
+    return {"respira.checkpoint_path": Path(relative).as_posix()}
+
+
 def export_package(
     out: Path | str,
     checkpoint: Path | str | None = None,
@@ -220,6 +230,7 @@ def export_package(
             summary.get("metrics", {"val_ccc_rr": summary.get("val_ccc_rr")}), sort_keys=True
         ),
         "respira.checkpoint_sha256": meta["sha256"],
+        **_checkpoint_location(checkpoint, out),
         "respira.package_version": __version__,
         "respira.converted_at": _converted_at(),
     }

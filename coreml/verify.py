@@ -93,6 +93,15 @@ def _coreml_runner(path: Path):
     return ct.models.MLModel(str(path))
 
 
+def exported_from(package_path: Path, meta: dict[str, str]) -> Path | None:
+    """The checkpoint recorded at export (``respira.checkpoint_path``, relative to the package's folder)
+    when it is still there; ``None`` (the shipped model) otherwise."""
+    recorded = meta.get("respira.checkpoint_path")
+    if recorded and (package_path.parent / recorded).is_file():
+        return package_path.parent / recorded
+    return None
+
+
 def verify(
     package_path: Path | str, audio_files: Sequence[Path | str], checkpoint: Path | str | None = None
 ) -> tuple[list[FileResult], dict]:
@@ -102,7 +111,9 @@ def verify(
     if "respira.frontend" not in meta:
         raise VerifyError(f"{package_path}: not a Respira package (no respira.frontend metadata)")
     check_frontend(DEFAULT_FRONTEND, json.loads(meta["respira.frontend"]), f"package {package_path}")
-    model, ckpt_meta = load_checkpoint(checkpoint)
+    model, ckpt_meta = load_checkpoint(
+        checkpoint if checkpoint is not None else exported_from(package_path, meta)
+    )
     if meta.get("respira.checkpoint_sha256") != ckpt_meta["sha256"]:
         raise VerifyError(
             f"{package_path} was exported from checkpoint sha256 {meta.get('respira.checkpoint_sha256')}, "

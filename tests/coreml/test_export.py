@@ -5,6 +5,7 @@ import dataclasses
 import filecmp
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,6 +213,25 @@ def test_verify_command_passes_and_refuses_bad_input(packages, checkpoint, tmp_p
     spec_path.write_bytes(spec.SerializeToString())
     assert coreml_main(["verify", str(tampered), "--audio", str(wav), "--checkpoint", str(checkpoint)]) == 2
     assert "frobnicate" in capsys.readouterr().err
+
+
+def test_verify_finds_the_checkpoint_recorded_at_export(checkpoint, tmp_path, capsys):
+    """README: ``python -m coreml verify Respira.mlpackage --audio breath.wav`` with no --checkpoint."""
+    folder = tmp_path / "demo"
+    (folder / "model").mkdir(parents=True)
+    ckpt = Path(shutil.copy(checkpoint, folder / "model" / "small.pt"))
+    pkg = export_package(folder / "coreml" / "Respira.mlpackage", ckpt)
+    assert load_package(pkg).user_defined_metadata["respira.checkpoint_path"] == "../model/small.pt"
+    wav = tmp_path / "breath.wav"
+    sf.write(wav, _breath_like(7.0, 16.0, 3), 16000)
+    moved = tmp_path / "moved"
+    shutil.move(folder, moved)  # a folder moved whole keeps working
+    assert coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav)]) == 0
+    assert "1 of 1 files within tolerance" in capsys.readouterr().out
+
+    (moved / "model" / "small.pt").unlink()  # gone: the shipped model does not match, and it says so
+    assert coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav)]) == 2
+    assert "pass the matching --checkpoint" in capsys.readouterr().err
 
 
 def test_verify_fails_outside_tolerance(packages, checkpoint, tmp_path, capsys):
