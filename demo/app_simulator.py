@@ -1,0 +1,275 @@
+"""The iOS app, simulated: synthetic people breathe through several weeks of workouts, each stage's audio
+streams chunk by chunk through the exported ``.mlpackage`` (the numpy interpreter stands in for Core ML on
+the phone) exactly as docs/ios.md tells the app to, the readings become stage segments, Apple Watch pulse
+readings are added, and each workout is uploaded over the REST API with the person's device token.
+
+It lives in the ``demo`` package, beside the step runner and outside the wheel (pyproject.toml installs
+only ``training``, ``coreml`` and ``backend``): it is a client of all three (it streams through a
+package *and* talks HTTP to the service), which none of the shipped packages may be: ``backend`` must
+import neither ``training`` nor ``coreml``, and ``coreml`` should not grow an HTTP client. Tests and
+``scripts/demo`` import it from the source tree.
+
+The readings are computed by :func:`stream_stage` with ``coreml.verify.PackageStreamer``; when the
+streaming estimator of the Core ML package v2 lands (issue 13), that function is the one place to swap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# The interpreter multiplies tiny matrices per 100 ms chunk: BLAS threads only add contention (20x
+# slower on a busy machine). Set before numpy is imported here or in the worker processes.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Stage-typical rates (breaths/min) and pulse (beats/min) of an untrained person in week 0; every week of
+# training lowers resting values and speeds recovery a little (see fitness()).
+STAGE_RR = {1: 16.0, 2: 44.0, 3: 38.0, 4: 24.0}
+PULSE = {"before_1": 74, "before_2": 162, "before_3": 160, "after_3": 138, "before_4": 128, "after_4": 108}
+ACTIVITIES = ("running", "biking", "hiit", "incline_walking")
+
+
+def fitness(user_index: int, week: int, workout: int) -> tuple[dict[int, float], dict[str, int]]:
+    """Stage rates and protocol pulse for a person's workout: fitter every week, a little noise."""
+    import numpy as np
+
+    rng = np.random.default_rng([user_index, week, workout])
+    gain = week * (0.6 + 0.2 * user_index)
+    rates = {
+        1: STAGE_RR[1] - 0.35 * gain + user_index,
+        2: STAGE_RR[2] - 1.0 * gain - 2 * user_index,
+        3: STAGE_RR[3] - 1.4 * gain - 2 * user_index,
+        4: STAGE_RR[4] - 1.2 * gain,
+    }
+    ranges = {1: (10, 18), 2: (25, 50), 3: (25, 45), 4: (15, 28)}
+    rates = {k: float(np.clip(v + rng.normal(0, 0.8), *ranges[k])) for k, v in rates.items()}
+    drop = {
+        "before_1": 0.6,
+        "before_2": 1.0,
+        "before_3": 1.0,
+        "after_3": 2.0,
+        "before_4": 2.2,
+        "after_4": 2.5,
+    }
+    pulse = {
+        p: round(float(v - drop[p] * gain - 3 * user_index + rng.normal(0, 2))) for p, v in PULSE.items()
+    }
+    return rates, pulse
+
+
+_PACKAGE = None
+
+
+def _load_package(path: str) -> None:
+    global _PACKAGE
+    from coreml.interpreter import load_package
+
+    _PACKAGE = load_package(path)
+
+
+def stream_stage(audio, chunk: int = 1600) -> list[dict]:
+    """The app's two staggered streams (docs/ios.md): a 6 s reading every 3 s after the first 6 s."""
+    from coreml.verify import PackageStreamer
+
+    streams = [PackageStreamer(_PACKAGE), PackageStreamer(_PACKAGE)]
+    heard = [0, 0]
+    readings = []
+    chunks_per_window, offset = 60, 30
+    for index in range(len(audio) // chunk):
+        piece = audio[index * chunk : (index + 1) * chunk]
+        for k, stream in enumerate(streams):
+            if k == 1 and index < offset:
+                continue
+            out = stream.push(piece)
+            heard[k] += 1
+            if heard[k] == chunks_per_window:
+                probs = [float(p) for p in out["breath_probs"].ravel()]
+                readings.append(
+                    {
+                        "start_s": round((index + 1 - chunks_per_window) * chunk / 16000, 3),
+                        "duration_s": chunks_per_window * chunk / 16000,
+                        "rr_bpm": round(float(out["rr_bpm"].ravel()[0]), 2),
+                        "respiration_count": round(max(float(out["respiration_count"].ravel()[0]), 0.0), 2),
+                        "breath_class": ("none", "normal", "heavy")[probs.index(max(probs))],
+                        "breath_probs": [round(p, 4) for p in probs],
+                        "noise_prob": round(float(out["noise_prob"].ravel()[0]), 4),
+                    }
+                )
+                stream.reset()
+                heard[k] = 0
+    return sorted(readings, key=lambda r: r["start_s"])
+
+
+def simulate_workout(job: dict) -> dict:
+    """Audio for the four stages of one workout, streamed through the package -> the upload payload."""
+    import numpy as np
+
+    from training.synth import make_participant, synth_recording
+
+    rates, pulse = fitness(job["user_index"], job["week"], job["workout"])
+    participant = make_participant(job["user"], seed=1000 + job["user_index"])
+    rng = np.random.default_rng([job["user_index"], job["week"], job["workout"], 1])
+    tz = dt.timezone(dt.timedelta(hours=job["utc_offset_h"]))
+    day = dt.date.fromisoformat(job["first_day"]) + dt.timedelta(weeks=job["week"], days=3 * job["workout"])
+    start = dt.datetime.combine(day, dt.time(7, 30), tzinfo=tz)
+    # stage start times: before; near the end of the exercise; right after; cooling down
+    offsets_min = {1: 0.0, 2: 20.0, 3: 21.5, 4: 26.0}
+    environment = job["environment"]
+    stages = []
+    for stage in (1, 2, 3, 4):
+        noise_kind = None if rng.random() < 0.5 else ("fan" if environment == "indoor" else "wind")
+        rec = synth_recording(
+            participant,
+            stage,
+            job["stage_s"],
+            rng,
+            environment=environment,
+            noise_kind=noise_kind,
+            snr_db=float(rng.uniform(15, 35)) if noise_kind else None,
+            rate_bpm=rates[stage],
+        )
+        stages.append(
+            {
+                "stage": stage,
+                "started_at": (start + dt.timedelta(minutes=offsets_min[stage])).isoformat(),
+                "duration_s": job["stage_s"],
+                "segments": stream_stage(rec.audio),
+            }
+        )
+    times = {
+        "before_1": 0.0,
+        "before_2": 19.5,
+        "before_3": 21.0,
+        "after_3": 21.5 + job["stage_s"] / 60,
+        "before_4": 25.5,
+        "after_4": 26.0 + job["stage_s"] / 60,
+    }
+    return {
+        "id": job["id"],
+        "user": job["user"],
+        "true_rr": rates,
+        "body": {
+            "started_at": start.isoformat(),
+            "activity": job["activity"],
+            "environment": environment,
+            "model_version": job["model_version"],
+            "stages": stages,
+            "pulse": [
+                {
+                    "point": p,
+                    "bpm": pulse[p],
+                    "measured_at": (start + dt.timedelta(minutes=times[p])).isoformat(),
+                }
+                for p in PULSE
+            ],
+        },
+    }
+
+
+class UploadRefused(RuntimeError):
+    """The service refused a workout (the message holds its status and problem body)."""
+
+
+def upload(base_url: str, token: str, workout_id: str, body: dict) -> int:
+    """PUT one workout as the app does (idempotent by id); returns the HTTP status."""
+    request = urllib.request.Request(
+        f"{base_url}/api/v1/workouts/{workout_id}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        raise UploadRefused(
+            f"upload of {workout_id} refused: {exc.code} {exc.read().decode()[:500]}"
+        ) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Who works out when: ``weeks`` of ``workouts_per_week`` for each user, stages of ``stage_s``."""
+
+    users: tuple[str, ...]
+    weeks: int
+    workouts_per_week: int
+    stage_s: float
+    model_version: str
+    first_day: dt.date
+
+    def jobs(self) -> list[dict[str, Any]]:
+        jobs = []
+        for user_index, user in enumerate(self.users):
+            for week in range(self.weeks):
+                for workout in range(self.workouts_per_week):
+                    jobs.append(
+                        {
+                            "id": str(
+                                uuid.uuid5(uuid.NAMESPACE_URL, f"respira-demo/{user}/{week}/{workout}")
+                            ),
+                            "user": user,
+                            "user_index": user_index,
+                            "week": week,
+                            "workout": workout,
+                            "utc_offset_h": (-8, 1, 10)[user_index % 3],
+                            "first_day": self.first_day.isoformat(),
+                            "activity": ACTIVITIES[(week + workout + user_index) % len(ACTIVITIES)],
+                            "environment": ("outdoor", "indoor")[(week + workout) % 2],
+                            "stage_s": self.stage_s,
+                            "model_version": self.model_version,
+                        }
+                    )
+        return jobs
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What the simulated app did: workouts uploaded, and how far the heard stage medians were from the
+    rates the synthetic people actually breathed at."""
+
+    uploaded: int = 0
+    errors_bpm: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def mean_error_bpm(self) -> float:
+        return sum(self.errors_bpm) / len(self.errors_bpm) if self.errors_bpm else float("nan")
+
+
+def simulated_workouts(package: Path, plan: Plan, workers: int | None = None) -> Iterator[dict]:
+    """Simulate the plan's workouts in worker processes (each loads the package once), in plan order."""
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, initializer=_load_package, initargs=(str(package),)
+    ) as pool:
+        yield from pool.map(simulate_workout, plan.jobs())
+
+
+def run_app(
+    package: Path,
+    plan: Plan,
+    base_url: str,
+    tokens: dict[str, str],
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Outcome:
+    """Simulate every workout of the plan and upload each as it is ready."""
+    outcome = Outcome()
+    total = len(plan.jobs())
+    for result in simulated_workouts(package, plan):
+        upload(base_url, tokens[result["user"]], result["id"], result["body"])
+        outcome.uploaded += 1
+        for stage in result["body"]["stages"]:
+            rr = sorted(seg["rr_bpm"] for seg in stage["segments"])
+            median = rr[len(rr) // 2] if rr else float("nan")
+            outcome.errors_bpm.append(abs(median - result["true_rr"][stage["stage"]]))
+        on_progress(outcome.uploaded, total)
+    return outcome

@@ -1,0 +1,209 @@
+"""What the demo prints: one line per step (what it did, how long), one progress bar while a long step
+runs (only in a terminal), and nothing else, unless a step fails: then everything that step's commands
+and libraries printed is shown whole.
+
+Every command a step runs, and all its output, also goes to ``<workdir>/logs/<step>.log``, so each step
+can be reproduced and inspected by hand without the console getting noisy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A tqdm bar as a child process writes it: "epoch 3:  45%|####5     | 12/27 [00:03<00:04, ...]"
+TQDM_UPDATE = re.compile(r"(?:(?P<desc>[^\r\n|]*?):\s*)?\d+%\|[^|\r\n]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+NAME_WIDTH = 10
+
+
+class StepFailed(Exception):
+    """A step could not finish; ``output`` holds everything it printed, ``log`` where that was kept."""
+
+    def __init__(self, step: str, message: str, output: str, log: Path) -> None:
+        super().__init__(message)
+        self.step, self.output, self.log = step, output, log
+
+
+def shown(cmd: Sequence[object]) -> str:
+    """A command as one would type it (the interpreter as ``python``)."""
+    words = [str(c) for c in cmd]
+    if words and words[0] == sys.executable:
+        words[0] = "python"
+    return " ".join(w if w and " " not in w and "'" not in w else repr(w) for w in words)
+
+
+class Step:
+    """One running step: runs its commands quietly, keeps their output, drives its progress bar."""
+
+    def __init__(self, console: Console, name: str, log: Path) -> None:
+        self.console, self.name, self.log = console, name, log
+        self.output: list[str] = []
+        self.bar = None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log.open("w", encoding="utf-8")
+
+    # -- output kept for the log and for a failure ----------------------------------------------------
+
+    def keep(self, text: str) -> None:
+        self.output.append(text)
+        self._log.write(text)
+        self._log.flush()
+
+    def fail(self, message: str) -> StepFailed:
+        return StepFailed(self.name, message, "".join(self.output), self.log)
+
+    # -- progress -------------------------------------------------------------------------------------
+
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        """Show ``done`` of ``total`` on this step's bar (a terminal only; nothing otherwise)."""
+        if self.console.terminal is None:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                file=self.console.terminal,
+                leave=False,
+                dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]",
+            )
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.set_description_str(f"[{self.name}] {what}".rstrip(), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._log.close()
+
+    # -- running things -------------------------------------------------------------------------------
+
+    def run(self, cmd: Sequence[object], env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+        """Run ``cmd`` from the repository root with stdout and stderr captured; its tqdm bars move this
+        step's bar. Returns what it printed; a non-zero exit fails the step."""
+        self.keep(f"$ {shown(cmd)}\n")
+        proc = subprocess.Popen(
+            [str(c) for c in cmd],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        if stdin is not None:
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
+            feeder.start()
+        printed: list[str] = []
+        assert proc.stdout is not None
+        pending = ""
+        for raw in iter(lambda: proc.stdout.read1(65536), b""):
+            text = raw.decode("utf-8", errors="replace")
+            printed.append(text)
+            pending = self._follow_bars(pending + text)
+        code = proc.wait()
+        out = "".join(printed)
+        # the log keeps the final state of each progress bar, not every redraw
+        self.keep("\n".join(line.split("\r")[-1] for line in out.split("\n")))
+        if code != 0:
+            raise self.fail(f"{shown(cmd)} exited with status {code}")
+        return out
+
+    def _follow_bars(self, text: str) -> str:
+        """Move the bar to the child's latest tqdm state; return the unfinished tail to parse later."""
+        pieces = re.split(r"[\r\n]", text)
+        for piece in reversed(pieces[:-1]):
+            match = TQDM_UPDATE.search(piece)
+            if match:
+                self.progress(int(match["n"]), int(match["total"]), (match["desc"] or "").strip())
+                break
+        return pieces[-1][-4096:]
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Capture what Python code run in this process (and processes it starts) prints, at the file
+        descriptor level and through ``sys.stdout``/``sys.stderr``: third-party warnings go to the
+        step's log, not the console."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        with tempfile.TemporaryFile() as sink:
+            text = open(os.dup(sink.fileno()), "w", buffering=1, encoding="utf-8", closefd=True)  # noqa: SIM115
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                    yield
+            finally:
+                text.close()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+                sink.seek(0)
+                self.keep(sink.read().decode("utf-8", errors="replace"))
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        pipe.write(data)
+        pipe.close()
+
+
+class Console:
+    """The demo's console: step lines on ``stream``; progress bars only when it is a terminal."""
+
+    def __init__(self, log_dir: Path, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.log_dir = log_dir
+        # bars go to their own copy of the terminal, so that capturing fds 1 and 2 leaves them visible
+        self.terminal: IO[str] | None = (
+            os.fdopen(os.dup(self.stream.fileno()), "w", buffering=1) if _is_terminal(self.stream) else None
+        )
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def line(self, name: str, text: str, seconds: float | None = None) -> None:
+        took = f"  ({seconds:.0f} s)" if seconds is not None else ""
+        self.say(f"{('[' + name + ']'):<{NAME_WIDTH + 2}} {text}{took}")
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Run one step: on success the step reports its own line; on failure its output is shown."""
+        step = Step(self, name, self.log_dir / f"{name}.log")
+        try:
+            yield step
+        except StepFailed as failure:
+            step.close()
+            self.line(name, f"FAILED: {failure}")
+            self.say(f"---- everything the step printed (also in {failure.log}) ----")
+            self.say(failure.output.rstrip())
+            self.say("----")
+            raise
+        finally:
+            step.close()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since

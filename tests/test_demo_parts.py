@@ -1,0 +1,88 @@
+"""The demo's parts on their own, fast: the quiet console (one line per step, third-party output kept
+out of sight until a step fails, then shown whole), the summary naming only what exists, and the
+simulated app's plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from demo.app_simulator import Plan, fitness
+from demo.console import TQDM_UPDATE, Console, StepFailed, shown
+from demo.steps import Settings, summary
+
+
+def test_a_step_keeps_what_its_commands_print_and_shows_it_whole_when_it_fails(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(tmp_path / "logs", stream=out)
+    noisy = "import sys, warnings; print('lots of chatter'); warnings.warn('third-party warning')"
+    with console.step("quiet") as step:
+        printed = step.run([sys.executable, "-c", noisy])
+    assert "lots of chatter" in printed and "third-party warning" in printed
+    assert out.getvalue() == ""  # nothing reached the console; the step's own line is the runner's
+    log = (tmp_path / "logs" / "quiet.log").read_text()
+    assert log.startswith("$ python -c ") and "third-party warning" in log
+
+    failing = (
+        "import sys; print('step 1 of 2 done'); print('Traceback: it broke', file=sys.stderr); sys.exit(3)"
+    )
+    with pytest.raises(StepFailed), console.step("broken") as step:
+        step.run([sys.executable, "-c", failing])
+    shown_text = out.getvalue()
+    assert "[broken]" in shown_text and "exited with status 3" in shown_text
+    assert "step 1 of 2 done" in shown_text and "Traceback: it broke" in shown_text  # whole output
+    assert str(tmp_path / "logs" / "broken.log") in shown_text
+
+
+def test_quiet_captures_what_python_code_and_its_children_print(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(tmp_path / "logs", stream=out)
+    with console.step("inproc") as step, step.quiet():
+        print("from this process")
+        os.system(f"{sys.executable} -c \"import sys; print('from a child', file=sys.stderr)\"")
+    log = (tmp_path / "logs" / "inproc.log").read_text()
+    assert "from this process" in log and "from a child" in log and out.getvalue() == ""
+
+
+def test_progress_follows_a_childs_tqdm_bar(tmp_path: Path) -> None:
+    match = TQDM_UPDATE.search("epoch 3:  45%|####5     | 12/27 [00:03<00:04,  3.1it/s, loss=0.5]")
+    assert match and (match["desc"], match["n"], match["total"]) == ("epoch 3", "12", "27")
+    assert TQDM_UPDATE.search("synth: 100%|██████████| 600/600 [00:09<00:00]")["n"] == "600"
+    assert TQDM_UPDATE.search("epoch   1  lr 0.01  loss 1.430  val CCC(RR) 0.742") is None
+    assert shown([sys.executable, "-m", "x", "a b"]) == "python -m x 'a b'"
+
+
+def test_summary_names_only_what_exists(tmp_path: Path) -> None:
+    s = Settings.make(quick=True, workdir=tmp_path, port=1)  # no server listens on port 1
+    assert summary(s) == []
+    s.checkpoint.parent.mkdir(parents=True)
+    s.checkpoint.write_bytes(b"x")
+    assert [line.split()[0] for line in summary(s)] == ["checkpoint"]
+    s.packages["explicit"].mkdir(parents=True)
+    s.report.parent.mkdir(parents=True)
+    s.report.write_text("# report")
+    lines = summary(s)
+    assert [line.split()[0] for line in lines] == ["Core", "report", "checkpoint"]
+    assert "RespiraStateful" not in lines[0]  # not exported: not named
+
+
+def test_the_simulated_people_get_fitter_and_the_plan_is_stable() -> None:
+    plan = Plan(
+        ("demo", "alex"),
+        weeks=3,
+        workouts_per_week=2,
+        stage_s=30.0,
+        model_version="m@1",
+        first_day=dt.date(2026, 11, 2),
+    )
+    jobs = plan.jobs()
+    assert len(jobs) == 12 and len({j["id"] for j in jobs}) == 12
+    assert [j["id"] for j in jobs] == [j["id"] for j in plan.jobs()]  # ids are stable: uploads are idempotent
+    first, last = fitness(0, 0, 0), fitness(0, 5, 0)
+    assert last[0][1] < first[0][1] and last[0][3] < first[0][3]  # lower resting and cooling-down RR
+    assert last[1]["after_4"] < first[1]["after_4"]
