@@ -27,6 +27,7 @@ from sqlalchemy import (
     Float,
     Select,
     String,
+    Subquery,
     and_,
     case,
     cast,
@@ -41,7 +42,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from backend.db import as_utc
 from backend.domain import STAGES
-from backend.models import FitnessMarker, StageSummary, Workout
+from backend.models import FitnessMarker, PulseReading, StageSummary, Workout
 from backend.schemas import WeeklyTrends, WorkoutFilter
 from backend.workouts import workout_conditions
 
@@ -100,6 +101,45 @@ def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *colum
 
 
 # ---- statistics over the returned points --------------------------------------------------------------
+
+
+def workout_numbers(user_id: int, filters: WorkoutFilter) -> Subquery:
+    """Per workout, what the workouts list shows and sorts by: the stage median RRs (rr1..rr4, from the
+    stage summaries the trends use), RR recovery (rr3 - rr4, as in the weekly trends) and the peak pulse
+    reading."""
+    s = StageSummary
+
+    def rr_at(stage: int) -> Any:
+        return func.max(case((s.stage == stage, s.rr_median_bpm))).label(f"rr{stage}")
+
+    per_workout = (
+        select(Workout.id.label("workout_id"), *(rr_at(n) for n in STAGES))
+        .outerjoin(s, _summaries_of(user_id))
+        .where(*workout_conditions(user_id, filters))
+        .group_by(Workout.id)
+        .subquery("per_workout_rr")
+    )
+    peak_pulse = (
+        select(PulseReading.workout_id, func.max(PulseReading.bpm).label("peak_pulse_bpm"))
+        .join(Workout, Workout.id == PulseReading.workout_id)
+        .where(*workout_conditions(user_id, filters))
+        .group_by(PulseReading.workout_id)
+        .subquery("peak_pulse")
+    )
+    w = per_workout.c
+    return (
+        select(
+            w.workout_id,
+            w.rr1,
+            w.rr2,
+            w.rr3,
+            w.rr4,
+            (w.rr3 - w.rr4).label("rr_recovery_bpm"),
+            peak_pulse.c.peak_pulse_bpm,
+        )
+        .outerjoin(peak_pulse, peak_pulse.c.workout_id == w.workout_id)
+        .subquery("workout_numbers")
+    )
 
 
 def box_stats(values: Sequence[float]) -> dict[str, Any]:

@@ -261,23 +261,25 @@ def list_workouts(session: Session, user_id: int, query: WorkoutListQuery) -> di
         session.scalars(stmt.order_by(Workout.started_at.desc(), Workout.id.desc()).limit(query.limit + 1))
     )
     page, more = rows[: query.limit], len(rows) > query.limit
-    summaries = [
-        WorkoutSummary.model_validate(
-            {
-                "id": w.uuid,
-                "started_at": _local(w.started_at, w.utc_offset_min),
-                "activity": w.activity,
-                "environment": w.environment,
-                "model_version": w.model_version,
-                "device": w.device,
-                "stages": [s.stage for s in w.stages],
-                "updated_at": w.updated_at,
-            }
-        )
-        for w in page
-    ]
+    summaries = [workout_summary(w) for w in page]
     result = WorkoutPage(workouts=summaries, next_cursor=_encode_cursor(page[-1]) if more else None)
     return result.model_dump(mode="json")
+
+
+def workout_summary(w: Workout) -> WorkoutSummary:
+    """A list entry (stages loaded): its time on its own clock, what it was, which stages it has."""
+    return WorkoutSummary.model_validate(
+        {
+            "id": w.uuid,
+            "started_at": _local(w.started_at, w.utc_offset_min),
+            "activity": w.activity,
+            "environment": w.environment,
+            "model_version": w.model_version,
+            "device": w.device,
+            "stages": [s.stage for s in w.stages],
+            "updated_at": w.updated_at,
+        }
+    )
 
 
 # ---- writing ------------------------------------------------------------------------------------------

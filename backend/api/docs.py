@@ -1,4 +1,4 @@
-"""The OpenAPI document and a self-contained HTML page generated from it (no CDN, works offline)."""
+"""The OpenAPI document and an HTML reference made from it, in the dashboard's frame (no CDN, offline)."""
 
 from __future__ import annotations
 
@@ -44,5 +44,10 @@ def docs_page() -> str:
     ]
     schemas = {name: json.dumps(schema, indent=2) for name, schema in spec["components"]["schemas"].items()}
     return render_template(
-        "api/docs.html", spec=spec, operations=operations, schemas=schemas, problem_types=PROBLEM_TYPES
+        "api/docs.html",
+        spec=spec,
+        operations=operations,
+        schemas=schemas,
+        problem_types=PROBLEM_TYPES,
+        active="api-docs",
     )

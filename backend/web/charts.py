@@ -12,6 +12,7 @@ Marker shapes differ per stage and breath class (not colour alone), so the chart
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -222,6 +223,7 @@ class Box:
     median_px: float
     whisker_low_px: float
     whisker_high_px: float
+    period: str = ""  # in a period comparison: "previous" or "current"
 
 
 @dataclass(frozen=True)
@@ -244,13 +246,53 @@ class BoxPlot(Chart):
     boxes: list[Box] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     bands: list[tuple[int, float, str]] = field(default_factory=list)  # stage, x centre, "n = 12"
+    periods: list[tuple[str, str]] = field(default_factory=list)  # comparison: (period, label), in order
+
+
+def _box_axes(kind: str) -> tuple[str, str, str]:
+    unit = "breaths/min" if kind == "rr" else "beats/min"
+    what = "Median RR per workout" if kind == "rr" else "Mean pulse per workout"
+    return unit, what, f"{'RR' if kind == 'rr' else 'Pulse'} ({unit})"
+
+
+def _add_stage_box(
+    chart: BoxPlot,
+    stage: int,
+    dist: dict[str, Any],
+    centre: float,
+    half_width: float,
+    spread: float,
+    period: str = "",
+) -> None:
+    """One stage's box, whiskers and per-workout points (jittered over `spread` pixels) at `centre`."""
+    if dist["n"] == 0:
+        return
+    y = chart.y
+    chart.boxes.append(
+        Box(
+            stage=stage,
+            x=centre,
+            half_width=half_width,
+            stats={k: dist[k] for k in ("median", "q1", "q3", "whisker_low", "whisker_high", "n")},
+            q1_px=y(dist["q1"]),
+            q3_px=y(dist["q3"]),
+            median_px=y(dist["median"]),
+            whisker_low_px=y(dist["whisker_low"]),
+            whisker_high_px=y(dist["whisker_high"]),
+            period=period,
+        )
+    )
+    count = len(dist["points"])
+    extra = {"data-period": period} if period else {}
+    for j, (value, workout_id) in enumerate(zip(dist["points"], dist["workout_ids"], strict=True)):
+        x = round(centre + jitter(j, count) * spread, 2)
+        chart.points.append(Point(stage, x, y(value), value, str(workout_id), extra=extra))
 
 
 def box_plot(stages: Sequence[dict[str, Any]], kind: str, *, frame: Frame | None = None) -> BoxPlot:
     """Box and points per stage from `/api/v1/trends/stages` output; `kind` is "rr" or "pulse"."""
     frame = frame or Frame()
-    unit = "breaths/min" if kind == "rr" else "beats/min"
-    what = "Median RR per workout" if kind == "rr" else "Mean pulse per workout"
+    unit, what, y_label = _box_axes(kind)
     values = [v for s in stages for v in s[kind]["points"]]
     y, y_ticks = _y_axis(values, frame, floor=0.0, min_span=4.0)
     band = (frame.x1 - frame.x0) / max(len(stages), 1)
@@ -262,7 +304,7 @@ def box_plot(stages: Sequence[dict[str, Any]], kind: str, *, frame: Frame | None
         frame=frame,
         y=y,
         y_ticks=y_ticks,
-        y_label=f"{'RR' if kind == 'rr' else 'Pulse'} ({unit})",
+        y_label=y_label,
         x_label="Stage",
         empty=not values,
     )
@@ -270,25 +312,45 @@ def box_plot(stages: Sequence[dict[str, Any]], kind: str, *, frame: Frame | None
         n, dist = stage["stage"], stage[kind]
         centre = round(frame.x0 + band * (i + 0.5), 2)
         chart.bands.append((n, centre, f"n = {dist['n']}"))
-        if dist["n"] == 0:
-            continue
-        chart.boxes.append(
-            Box(
-                stage=n,
-                x=centre,
-                half_width=round(band * 0.28, 2),
-                stats={k: dist[k] for k in ("median", "q1", "q3", "whisker_low", "whisker_high", "n")},
-                q1_px=y(dist["q1"]),
-                q3_px=y(dist["q3"]),
-                median_px=y(dist["median"]),
-                whisker_low_px=y(dist["whisker_low"]),
-                whisker_high_px=y(dist["whisker_high"]),
-            )
-        )
-        count = len(dist["points"])
-        for j, (value, workout_id) in enumerate(zip(dist["points"], dist["workout_ids"], strict=True)):
-            x = round(centre + jitter(j, count) * band * 0.5, 2)
-            chart.points.append(Point(n, x, y(value), value, str(workout_id)))
+        _add_stage_box(chart, n, dist, centre, round(band * 0.28, 2), band * 0.5)
+    return chart
+
+
+def comparison_box_plot(
+    previous: Sequence[dict[str, Any]],
+    current: Sequence[dict[str, Any]],
+    kind: str,
+    labels: tuple[str, str],
+    *,
+    frame: Frame | None = None,
+) -> BoxPlot:
+    """Two `/api/v1/trends/stages` outputs side by side per stage: the previous period (left, light)
+    and the current one (right, solid), on one axis, so a shift between them reads at a glance."""
+    frame = frame or Frame()
+    unit, what, y_label = _box_axes(kind)
+    values = [v for stages in (previous, current) for s in stages for v in s[kind]["points"]]
+    y, y_ticks = _y_axis(values, frame, floor=0.0, min_span=4.0)
+    band = (frame.x1 - frame.x0) / max(len(current), 1)
+    chart = BoxPlot(
+        chart_id=f"compare-{kind}",
+        title=f"{'RR' if kind == 'rr' else 'Pulse'} per stage: {labels[1]} against {labels[0]}",
+        description=f"{what} ({unit}) for each stage, in two boxes: left (light) {labels[0]}, right "
+        f"(solid) {labels[1]}. Boxes span the quartiles, the line inside is the median, each dot a workout.",
+        frame=frame,
+        y=y,
+        y_ticks=y_ticks,
+        y_label=y_label,
+        x_label="Stage",
+        empty=not values,
+        periods=[("previous", labels[0]), ("current", labels[1])],
+    )
+    for i, (before, now) in enumerate(zip(previous, current, strict=True)):
+        n = now["stage"]
+        centre = frame.x0 + band * (i + 0.5)
+        chart.bands.append((n, round(centre, 2), f"n = {before[kind]['n']} | {now[kind]['n']}"))
+        half = round(band * 0.16, 2)
+        _add_stage_box(chart, n, before[kind], round(centre - band * 0.2, 2), half, band * 0.3, "previous")
+        _add_stage_box(chart, n, now[kind], round(centre + band * 0.2, 2), half, band * 0.3, "current")
     return chart
 
 
@@ -310,7 +372,7 @@ class Scatter(Chart):
 
 def scatter(stages: Sequence[dict[str, Any]], *, frame: Frame | None = None) -> Scatter:
     """Per-workout (pulse, RR) pairs from `/api/v1/trends/rr-vs-pulse`, one marker shape per stage."""
-    frame = frame or Frame(width=480, height=340)
+    frame = frame or Frame(width=420, height=320)
     pairs = [(s["stage"], p) for s in stages for p in s["pairs"]]
     x, x_ticks = _x_axis((p["pulse_bpm"] for _, p in pairs), frame, floor=0.0, min_span=10.0)
     y, y_ticks = _y_axis((p["rr_bpm"] for _, p in pairs), frame, floor=0.0, min_span=4.0)
@@ -369,6 +431,22 @@ WEEKLY_METRICS = (
 )
 
 
+# The least span each weekly axis shows, in the metric's unit: a few weeks that differ by a breath per
+# minute must not fill the chart's height and look like a trend. Metrics not listed get DEFAULT_MIN_SPAN.
+WEEKLY_MIN_SPAN = {"resting_rr_bpm": 8.0, "rr_recovery_bpm": 8.0, "hr_recovery_bpm": 20.0}
+DEFAULT_MIN_SPAN = 2.0
+# Weeks needed before a typical range (the middle half of the person's weeks) is drawn.
+TYPICAL_MIN_WEEKS = 3
+
+
+def typical_range(values: Sequence[float]) -> tuple[float, float] | None:
+    """The person's own typical range: the quartiles (type 7, as everywhere here) of their weekly values."""
+    if len(values) < TYPICAL_MIN_WEEKS:
+        return None
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
 @dataclass(frozen=True)
 class LinePoint:
     x: float
@@ -382,6 +460,8 @@ class LineChart(Chart):
     metric: str = ""
     points: list[LinePoint] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # one per run of consecutive weeks that have a value
+    typical: tuple[float, float] | None = None  # the typical range's values (low, high)
+    typical_px: tuple[float, float] | None = None  # its top and bottom in pixels
 
 
 def weekly_lines(weeks: Sequence[dict[str, Any]], *, frame: Frame | None = None) -> list[LineChart]:
@@ -414,12 +494,19 @@ def weekly_lines(weeks: Sequence[dict[str, Any]], *, frame: Frame | None = None)
             frame,
             floor=floor,
             ceiling=100.0 if share else None,
-            min_span=2.0,
+            min_span=WEEKLY_MIN_SPAN.get(metric, DEFAULT_MIN_SPAN),
         )
+        typical = typical_range([v for _, _, v in present])
         chart = LineChart(
             chart_id=f"weekly-{metric.replace('_', '-')}",
             title=title,
-            description=f"{note} One point per ISO week ({unit}).",
+            description=f"{note} One point per ISO week ({unit})."
+            + (
+                ""
+                if typical is None
+                else f" The shaded band is your typical range, the middle half of your weeks "
+                f"({typical[0]:.1f} to {typical[1]:.1f})."
+            ),
             frame=frame,
             y=y,
             y_ticks=y_ticks,
@@ -429,6 +516,8 @@ def weekly_lines(weeks: Sequence[dict[str, Any]], *, frame: Frame | None = None)
             x_label="Week starting",
             empty=not present,
             metric=metric,
+            typical=typical,
+            typical_px=None if typical is None else (y(typical[1]), y(typical[0])),
         )
         run: list[str] = []
         for d, w in zip(days, weeks, strict=True):

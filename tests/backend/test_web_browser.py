@@ -8,6 +8,7 @@ Chromium or its driver is missing; scripts/system-deps installs both.
 from __future__ import annotations
 
 import json
+import statistics
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Site:
     app: Flask
     base: str
     workout_ids: list[str]
+    token: str  # alice's device token, to ask the API for the numbers a page should draw
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         set_password(app, bob_id)
         ids = seed_workouts(Api(app, alice_token, alice_id), count=12)
         with live_server(app) as base:
-            yield Site(app, base, ids)
+            yield Site(app, base, ids, alice_token)
         app.extensions[EXTENSION_KEY].dispose()
 
 
@@ -127,7 +129,8 @@ def test_trends_draw_the_numbers_of_the_api(driver: Any, site: Site) -> None:
         for stage in stages:
             dist, n = stage[kind], stage["stage"]
             where = f"[data-kind='{kind}'][data-stage='{n}']"
-            boxes = driver.find_elements("css selector", f"rect.box{where}")
+            chart = f"g.plot[data-chart='box-{kind}'] "  # the pooled chart, not the period comparison
+            boxes = driver.find_elements("css selector", f"{chart}rect.box{where}")
             if dist["n"] == 0:
                 assert boxes == []
                 continue
@@ -136,14 +139,14 @@ def test_trends_draw_the_numbers_of_the_api(driver: Any, site: Site) -> None:
             drawn = bbox(driver, box)
             assert px_to_value(drawn["y"], plot) == pytest.approx(dist["q3"], abs=0.01)
             assert px_to_value(drawn["y"] + drawn["height"], plot) == pytest.approx(dist["q1"], abs=0.01)
-            median = bbox(driver, driver.find_element("css selector", f"line.median{where}"))
+            median = bbox(driver, driver.find_element("css selector", f"{chart}line.median{where}"))
             assert px_to_value(median["y"], plot) == pytest.approx(dist["median"], abs=0.01)
-            whisker = bbox(driver, driver.find_element("css selector", f"line.whisker{where}"))
+            whisker = bbox(driver, driver.find_element("css selector", f"{chart}line.whisker{where}"))
             assert px_to_value(whisker["y"], plot) == pytest.approx(dist["whisker_high"], abs=0.01)
             assert px_to_value(whisker["y"] + whisker["height"], plot) == pytest.approx(
                 dist["whisker_low"], abs=0.01
             )
-            points = driver.find_elements("css selector", f"circle.point{where}")
+            points = driver.find_elements("css selector", f"{chart}circle.point{where}")
             assert [p.get_attribute("data-workout-id") for p in points] == dist["workout_ids"]
             centres = [bbox(driver, p) for p in points]
             drawn_values = [px_to_value(c["y"] + c["height"] / 2, plot) for c in centres]
@@ -168,6 +171,184 @@ def test_trends_draw_the_numbers_of_the_api(driver: Any, site: Site) -> None:
     assert len(drawn_pairs) == len(expected)
     for got, want in zip(drawn_pairs, expected, strict=True):
         assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], abs=0.11)
+
+
+def drawn_box(driver: Any, plot: dict[str, str], box: Any) -> tuple[float, float]:
+    """(q1, q3) read back from where the browser drew a box."""
+    drawn = bbox(driver, box)
+    return px_to_value(drawn["y"] + drawn["height"], plot), px_to_value(drawn["y"], plot)
+
+
+def test_period_comparison_draws_both_periods_of_the_api(driver: Any, site: Site) -> None:
+    """This period's stage distributions beside the previous period's, each as the API gives it for
+    that period's dates; the headline's RR recovery is the median of the API's per-workout stage 3
+    minus stage 4."""
+    log_in(driver, site)
+    driver.get(site.base + "/trends")
+    select = driver.find_element("id", "weeks")
+    assert select.get_attribute("value") == "4"
+    driver.find_element("css selector", "#weeks option[value='2']").click()
+    wait_for_new_page(driver, driver.find_element("css selector", "form.compare-form button").click)
+    assert driver.current_url.endswith("/trends?weeks=2")
+    section = attrs(driver, driver.find_element("css selector", "section.compare"))
+    # the seeded workouts end on Fri 30 Oct 2026 (local): two weeks to it, and the two before
+    assert (section["data-current-from"], section["data-current-to"]) == ("2026-10-17", "2026-10-30")
+    assert (section["data-previous-from"], section["data-previous-to"]) == ("2026-10-03", "2026-10-16")
+    screenshot(driver, "trends-compare")
+    checked = 0
+    api = {}
+    for period in ("previous", "current"):
+        query = f"from={section[f'data-{period}-from']}&to={section[f'data-{period}-to']}"
+        api[period] = api_get(site, f"/api/v1/trends/stages?{query}", site.token)["stages"]
+    for kind in ("rr", "pulse"):
+        plot = attrs(driver, driver.find_element("css selector", f"g.plot[data-chart='compare-{kind}']"))
+        for period, stages in api.items():
+            for stage in stages:
+                dist = stage[kind]
+                where = f"[data-kind='{kind}'][data-stage='{stage['stage']}'][data-period='{period}']"
+                boxes = driver.find_elements(
+                    "css selector", f"g.plot[data-chart='compare-{kind}'] rect.box{where}"
+                )
+                assert len(boxes) == (dist["n"] > 0)
+                if not boxes:
+                    continue
+                assert drawn_box(driver, plot, boxes[0]) == pytest.approx((dist["q1"], dist["q3"]), abs=0.01)
+                points = driver.find_elements(
+                    "css selector", f"g.plot[data-chart='compare-{kind}'] circle.point{where}"
+                )
+                assert [p.get_attribute("data-workout-id") for p in points] == dist["workout_ids"]
+                centres = [bbox(driver, p) for p in points]
+                drawn = [px_to_value(c["y"] + c["height"] / 2, plot) for c in centres]
+                assert drawn == pytest.approx(dist["points"], abs=0.01)
+                checked += 1
+    assert checked == 16  # 4 stages x 2 measures x 2 periods, all with workouts
+    # previous boxes sit left of this period's, stage by stage
+    for n in (1, 2, 3, 4):
+        left, right = (
+            bbox(
+                driver,
+                driver.find_element(
+                    "css selector",
+                    f"g.plot[data-chart='compare-rr'] rect.box[data-stage='{n}'][data-period='{p}']",
+                ),
+            )
+            for p in ("previous", "current")
+        )
+        assert left["x"] + left["width"] <= right["x"]
+
+    def recovery(stages: list[dict[str, Any]]) -> float:
+        rr = {s["stage"]: dict(zip(s["rr"]["workout_ids"], s["rr"]["points"], strict=True)) for s in stages}
+        return statistics.median(v - rr[4][w] for w, v in rr[3].items() if w in rr[4])
+
+    headline = driver.find_element("css selector", "p.headline")
+    numbers = attrs(driver, headline)
+    assert float(numbers["data-recovery-previous"]) == pytest.approx(recovery(api["previous"]))
+    assert float(numbers["data-recovery-current"]) == pytest.approx(recovery(api["current"]))
+    assert f"{recovery(api['current']):.1f} breaths/min" in headline.text
+    change = recovery(api["current"]) - recovery(api["previous"])
+    assert ("recovering faster" in headline.text) == (change > 0.5)
+
+
+def test_weekly_charts_keep_a_minimum_span_and_shade_the_typical_range(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    driver.get(site.base + "/trends")
+    weeks = api_get(site, "/api/v1/trends/weekly", site.token)["weeks"]
+    min_span = {"resting_rr_bpm": 8.0, "rr_recovery_bpm": 8.0, "hr_recovery_bpm": 20.0, "heavy_share": 100.0}
+    for metric, span in min_span.items():
+        plot = attrs(
+            driver,
+            driver.find_element("css selector", f"g.plot[data-chart='weekly-{metric.replace('_', '-')}']"),
+        )
+        assert float(plot["data-y-hi"]) - float(plot["data-y-lo"]) >= span, metric
+        values = [w[metric] * (100 if metric == "heavy_share" else 1) for w in weeks if w[metric] is not None]
+        band = driver.find_elements("css selector", f"rect.typical[data-metric='{metric}']")
+        if len(values) < 3:
+            assert band == []
+            continue
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        assert drawn_box(driver, plot, band[0]) == pytest.approx((q1, q3), abs=0.01), metric
+
+
+def test_workouts_list_shows_each_workouts_numbers_and_sorts_by_them(driver: Any, site: Site) -> None:
+    """Per workout: each stage's median RR, RR recovery and peak pulse, as computed from the API's own
+    detail of that workout; sorting by a heading orders all of them, workouts without the number last."""
+    log_in(driver, site)
+    expected = {}
+    for workout_id in site.workout_ids:
+        detail = api_get(site, f"/api/v1/workouts/{workout_id}", site.token)
+        rr = {s["stage"]: statistics.median(seg["rr_bpm"] for seg in s["segments"]) for s in detail["stages"]}
+        expected[workout_id] = {
+            **{f"rr{n}": rr.get(n) for n in (1, 2, 3, 4)},
+            "rr_recovery_bpm": rr[3] - rr[4] if 3 in rr and 4 in rr else None,
+            "peak_pulse_bpm": max(p["bpm"] for p in detail["pulse"]),
+        }
+
+    def table() -> list[tuple[str, dict[str, str]]]:
+        rows = driver.find_elements("css selector", "tr[data-workout-id]")
+        return [
+            (
+                r.get_attribute("data-workout-id"),
+                {
+                    c.get_attribute("data-col"): c.text
+                    for c in r.find_elements("css selector", "td[data-col]")
+                },
+            )
+            for r in rows
+        ]
+
+    driver.get(site.base + "/workouts")
+    shown = table()
+    assert [w for w, _ in shown] == list(reversed(site.workout_ids))
+    for workout_id, cells in shown:
+        for key, want in expected[workout_id].items():
+            digits = 0 if key == "peak_pulse_bpm" else 1
+            assert cells[key] == ("—" if want is None else f"{want:.{digits}f}"), (workout_id, key)
+    screenshot(driver, "workouts-numbers")
+
+    wait_for_new_page(
+        driver, driver.find_element("css selector", "a.sort[data-sort='rr_recovery_bpm']").click
+    )
+    header = driver.find_element("xpath", "//th[a[@data-sort='rr_recovery_bpm']]")
+    assert header.get_attribute("aria-sort") == "descending"
+    with_value = sorted(
+        (w for w in site.workout_ids if expected[w]["rr_recovery_bpm"] is not None),
+        key=lambda w: -expected[w]["rr_recovery_bpm"],
+    )
+    without = [w for w in site.workout_ids if expected[w]["rr_recovery_bpm"] is None]
+    assert without and [w for w, _ in table()] == with_value + without
+    wait_for_new_page(
+        driver, driver.find_element("css selector", "a.sort[data-sort='rr_recovery_bpm']").click
+    )
+    assert (
+        driver.find_element("xpath", "//th[a[@data-sort='rr_recovery_bpm']]").get_attribute("aria-sort")
+        == "ascending"
+    )
+    assert [w for w, _ in table()] == list(reversed(with_value)) + without
+    wait_for_new_page(driver, driver.find_element("css selector", "a.sort[data-sort='peak_pulse_bpm']").click)
+    peaks = [float(c["peak_pulse_bpm"]) for _, c in table()]
+    assert peaks == sorted(peaks, reverse=True)
+
+
+def test_api_docs_inside_the_dashboard_frame_with_a_way_back(driver: Any, site: Site) -> None:
+    log_in(driver, site)
+    driver.get(site.base + "/trends")
+    wait_for_new_page(driver, driver.find_element("link text", "API docs").click)
+    assert driver.current_url == site.base + "/api/v1/docs"
+    assert (
+        driver.find_element("css selector", "header.site-header nav a[aria-current=page]").text == "API docs"
+    )
+    sheet = driver.execute_script("return [...document.styleSheets].map(s => s.href)")
+    assert sheet == [site.base + "/static/web/dashboard.css"]
+    method = driver.find_element("css selector", ".api-docs .method")
+    assert driver.execute_script("return getComputedStyle(arguments[0]).fontWeight", method) == "700"
+    screenshot(driver, "api-docs")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**PHONE, "width": 390})
+    driver.get(site.base + "/api/v1/docs")
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+    screenshot(driver, "api-docs-phone", **{**PHONE, "width": 390})
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    wait_for_new_page(driver, driver.find_element("link text", "← Back to the dashboard").click)
+    assert driver.current_url == site.base + "/workouts"
 
 
 def test_workouts_list_and_detail(driver: Any, site: Site) -> None:
@@ -261,6 +442,33 @@ def test_readable_at_phone_width(driver: Any, site: Site) -> None:
             assert 300 <= layout["svg"] <= 375 and layout["tick_px"] >= 9
         screenshot(driver, name, **PHONE)
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_axis_text_is_at_least_12_px_on_a_390_px_phone(driver: Any, site: Site) -> None:
+    """Chart text is sized in the chart's units and the chart shrinks with the screen: what counts is the
+    size the browser finally draws, for every axis label of every chart."""
+    log_in(driver, site)
+    phone = {**PHONE, "width": 390, "height": 844}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
+    try:
+        for path in ("/trends", f"/workouts/{site.workout_ids[0]}"):
+            driver.get(site.base + path)
+            sizes = driver.execute_script(
+                """const out = [];
+                for (const svg of document.querySelectorAll('svg.chart-svg')) {
+                  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                  for (const t of svg.querySelectorAll('text.tick-label, text.axis-title, text.band-label'))
+                    out.push([svg.dataset.chart, t.textContent,
+                              parseFloat(getComputedStyle(t).fontSize) * scale]);
+                }
+                return out;"""
+            )
+            assert sizes, path
+            small = [s for s in sizes if s[2] < 12]
+            assert small == [], small[:5]
+            screenshot(driver, f"phone-390{path.replace('/', '-')}", **phone)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_expired_session_sends_back_to_login(driver: Any, site: Site) -> None:

@@ -15,6 +15,7 @@ from backend.web.charts import (
     Frame,
     Scale,
     box_plot,
+    comparison_box_plot,
     jitter,
     marker_path,
     nice_domain,
@@ -177,6 +178,59 @@ def test_weekly_lines_break_where_a_week_has_no_value() -> None:
     assert (heavy.y.lo, heavy.y.hi) == (0.0, 100.0)
     xs = [p.x for p in charts["hr_recovery_bpm"].points]
     assert xs == sorted(xs) and xs[1] - xs[0] == pytest.approx(xs[2] - xs[1], abs=0.02)  # weeks evenly apart
+
+
+def test_weekly_axes_keep_a_minimum_span_and_the_typical_range_is_the_middle_half() -> None:
+    """Resting RR of 14.0, 14.4, 14.2, 14.6: a 0.6 breaths/min wobble must not fill the chart."""
+    rates = [14.0, 14.4, 14.2, 14.6]
+    weeks = [
+        {
+            "week": f"2026-W{41 + i}",
+            "week_start": f"2026-10-{5 + 7 * i:02d}",
+            "workouts": 1,
+            "resting_rr_bpm": rr,
+            "peak_rr_bpm": None,
+            "rr_recovery_bpm": None if i else 9.0,
+            "hr_recovery_bpm": 30.0 + i,
+            "heavy_share": 0.25,
+        }
+        for i, rr in enumerate(rates)
+    ]
+    charts = {c.metric: c for c in weekly_lines(weeks)}
+    resting = charts["resting_rr_bpm"]
+    assert resting.y.hi - resting.y.lo >= 8.0 and resting.y.lo <= 14.0 and resting.y.hi >= 14.6
+    assert charts["hr_recovery_bpm"].y.hi - charts["hr_recovery_bpm"].y.lo >= 20.0
+    assert resting.typical == pytest.approx((14.15, 14.45))  # quartiles, type 7
+    top, bottom = resting.typical_px
+    assert (px_to_value(bottom, resting.plot_attrs), px_to_value(top, resting.plot_attrs)) == pytest.approx(
+        (14.15, 14.45), abs=0.01
+    )
+    assert charts["rr_recovery_bpm"].typical is None  # one week is no range
+
+
+def test_comparison_box_plot_puts_the_previous_period_left_of_the_current_one() -> None:
+    def stages(values: dict[int, list[float]]) -> list[dict]:
+        return [
+            {"stage": n, "rr": distribution(values.get(n, [])), "pulse": distribution([])}
+            for n in (1, 2, 3, 4)
+        ]
+
+    previous = stages({1: [15.0, 16.0, 17.0], 3: [30.0, 32.0]})
+    current = stages({1: [13.0, 14.0], 3: [28.0]})
+    chart = comparison_box_plot(previous, current, "rr", ("the 4 weeks before", "the 4 weeks to 1 Nov"))
+    by = {(b.stage, b.period): b for b in chart.boxes}
+    assert set(by) == {(1, "previous"), (1, "current"), (3, "previous"), (3, "current")}
+    for n in (1, 3):
+        left, right = by[n, "previous"], by[n, "current"]
+        assert left.x + left.half_width < right.x - right.half_width  # side by side, not overlapping
+    plot = chart.plot_attrs
+    assert px_to_value(by[1, "previous"].median_px, plot) == pytest.approx(16.0, abs=0.01)
+    assert px_to_value(by[1, "current"].median_px, plot) == pytest.approx(13.5, abs=0.01)
+    assert chart.y.lo <= 13.0 and chart.y.hi >= 32.0  # one axis for both periods
+    assert [b[2] for b in chart.bands] == ["n = 3 | 2", "n = 0 | 0", "n = 2 | 1", "n = 0 | 0"]
+    periods = [p.extra["data-period"] for p in chart.points]
+    assert periods.count("previous") == 5 and periods.count("current") == 3
+    assert chart.periods == [("previous", "the 4 weeks before"), ("current", "the 4 weeks to 1 Nov")]
 
 
 def test_stage_chart_draws_segments_in_time_and_noise_as_bar_height() -> None:

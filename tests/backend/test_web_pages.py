@@ -7,7 +7,7 @@ from api_helpers import Api
 from flask import Flask
 from flask.testing import FlaskClient
 from interop_helpers import FULL_SHAPE_SKIPPED, full_shape_export, upload
-from web_helpers import csrf_token, elements, login, px_to_value, seed_workouts, set_password
+from web_helpers import Element, csrf_token, elements, login, px_to_value, seed_workouts, set_password
 
 from backend.web import workouts as workout_pages
 
@@ -70,6 +70,36 @@ def test_filters_narrow_the_list_and_bad_filters_are_explained(
             assert message in text(response) and 'aria-invalid="true"' in text(response)
 
 
+def test_workouts_list_sorts_by_its_numbers_across_pages(
+    alice_web: FlaskClient, alice: Api, seeded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sorted by RR recovery, all workouts take part (not just one page), those without it come last;
+    the numbers are the API detail's stage medians. On both databases (NULLS LAST, medians in SQL)."""
+    monkeypatch.setattr(workout_pages, "PAGE_SIZE", 4)
+    recovery = {}
+    for workout_id in seeded:
+        stages = {s["stage"]: s for s in alice.get(f"/api/v1/workouts/{workout_id}").json["stages"]}
+        rr = {n: sorted(seg["rr_bpm"] for seg in s["segments"]) for n, s in stages.items()}
+        median = {n: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 for n, v in rr.items()}
+        recovery[workout_id] = median[3] - median[4] if 4 in median else None
+    want = sorted((w for w in seeded if recovery[w] is not None), key=lambda w: -recovery[w])
+    want += [w for w in seeded if recovery[w] is None]
+    shown, url = [], "/workouts?sort=-rr_recovery_bpm"
+    while url:
+        page = text(alice_web.get(url))
+        for row in (e for e in elements(page, tag="tr") if "data-workout-id" in e.attrs):
+            shown.append(row.attrs["data-workout-id"])
+            value = row.attrs["data-rr-recovery-bpm"]
+            expected = recovery[row.attrs["data-workout-id"]]
+            assert (value == "") if expected is None else float(value) == pytest.approx(expected)
+        # the "Next page" link is the one with a page number (the first page's has none)
+        nexts = [e.attrs["href"] for e in elements(page, tag="a") if "page=" in e.attrs.get("href", "")]
+        url = nexts[0] if nexts else None
+    assert shown == want
+    assert alice_web.get("/workouts?sort=shoe_size").status_code == 400
+    assert alice_web.get("/workouts?sort=rr1&page=0").status_code == 400
+
+
 def test_workouts_list_pages_with_the_apis_cursor(
     alice_web: FlaskClient, seeded: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +141,11 @@ def test_another_users_workout_is_not_found(app: Flask, bob: Api, alice_web: Fla
     assert bobs not in text(alice_web.get("/workouts")) and bobs not in text(alice_web.get("/trends"))
 
 
+def pooled(found: list[Element]) -> list[Element]:
+    """The pooled box plots' marks (the period comparison's carry data-period)."""
+    return [e for e in found if "data-period" not in e.attrs]
+
+
 def test_trends_page_draws_the_apis_numbers(alice_web: FlaskClient, alice: Api, seeded: list[str]) -> None:
     for query in ("", "?activity=running", "?from=2026-10-12"):
         api = alice.get(f"/api/v1/trends/stages{query}").json["stages"]
@@ -119,7 +154,9 @@ def test_trends_page_draws_the_apis_numbers(alice_web: FlaskClient, alice: Api, 
             (plot,) = elements(page, tag="g", cls="plot", data_chart=f"box-{kind}")
             for stage in api:
                 dist = stage[kind]
-                boxes = elements(page, tag="rect", cls="box", data_kind=kind, data_stage=str(stage["stage"]))
+                boxes = pooled(
+                    elements(page, tag="rect", cls="box", data_kind=kind, data_stage=str(stage["stage"]))
+                )
                 if dist["n"] == 0:
                     assert boxes == []
                     continue
@@ -130,19 +167,19 @@ def test_trends_page_draws_the_apis_numbers(alice_web: FlaskClient, alice: Api, 
                 for key in ("median", "whisker_low", "whisker_high"):
                     assert float(box.attrs["data-" + key.replace("_", "-")]) == dist[key]
                 where = {"data_kind": kind, "data_stage": str(stage["stage"])}
-                (median,) = elements(page, tag="line", cls="median", **where)
+                (median,) = pooled(elements(page, tag="line", cls="median", **where))
                 assert px_to_value(float(median.attrs["y1"]), plot.attrs) == pytest.approx(
                     dist["median"], abs=0.01
                 )
-                (whisker,) = elements(page, tag="line", cls="whisker", **where)
+                (whisker,) = pooled(elements(page, tag="line", cls="whisker", **where))
                 assert px_to_value(float(whisker.attrs["y1"]), plot.attrs) == pytest.approx(
                     dist["whisker_high"], abs=0.01
                 )
                 assert px_to_value(float(whisker.attrs["y2"]), plot.attrs) == pytest.approx(
                     dist["whisker_low"], abs=0.01
                 )
-                points = elements(
-                    page, tag="circle", cls="point", data_kind=kind, data_stage=str(stage["stage"])
+                points = pooled(
+                    elements(page, tag="circle", cls="point", data_kind=kind, data_stage=str(stage["stage"]))
                 )
                 assert [p.attrs["data-workout-id"] for p in points] == dist["workout_ids"]
                 assert [px_to_value(float(p.attrs["cy"]), plot.attrs) for p in points] == pytest.approx(
