@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -36,19 +38,41 @@ def _get(url: str, token: str | None = None):
         return response.status, response.read().decode()
 
 
+# A prompt is the last thing printed, waiting on its line: "Password: ", "Continue? [y/N] "
+PROMPT = re.compile(r"(password|passphrase|token|name)[^\n]*:\s*$|\[y/n\]\s*$|\?\s*$", re.IGNORECASE)
+
+
 def in_terminal(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     """Run ``cmd`` in a pseudo-terminal (util-linux ``script``): stdin, stdout and stderr are a terminal,
-    as when a person runs it. Nothing is ever typed: a prompt would wait until the timeout fails it."""
+    as when a person runs it. Nothing is ever typed: the run fails at once if anything that looks like
+    a prompt appears, and at the timeout if it waits for input silently."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": "100"}
-    return subprocess.run(
+    proc = subprocess.Popen(
         ["script", "-qefc", shlex.join(cmd), "/dev/null"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,  # open and silent: a prompt reads nothing from here
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+    seen: list[str] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(iter(lambda: proc.stdout.read1(4096).decode(errors="replace"), "")),
+        daemon=True,
+    )
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if PROMPT.search("".join(seen)[-500:]) or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            reader.join(5)
+            pytest.fail(
+                f"waited for input (a prompt?) instead of finishing; last output:\n{''.join(seen)[-1500:]}"
+            )
+        time.sleep(0.2)
+    reader.join(30)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(seen), "")
 
 
 def final_screen(raw: str) -> list[str]:
