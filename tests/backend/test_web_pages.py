@@ -240,7 +240,11 @@ def test_token_is_shown_once_works_and_can_be_revoked(app: Flask, alice_web: Fla
         f"/tokens/{ipad.attrs['data-token-id']}/revoke", data={"csrf_token": csrf_token(page)}
     )
     assert revoked.status_code == 303
-    assert "Revoked the token for Alice&#39;s iPad" in text(alice_web.get("/tokens"))
+    after = text(alice_web.get("/tokens"))
+    assert "Revoked the token for Alice&#39;s iPad" in after
+    # the Status column says in words what each token is; the button sits in a column of its own
+    assert after.count('<td class="status">Revoked ') == 1
+    assert after.count('<td class="status">Live: uploads with it are accepted</td>') == 1
     assert api.get("/api/v1/workouts", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
