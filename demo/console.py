@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -74,9 +75,11 @@ class Step:
 
             self.bar = tqdm(
                 total=total,
+                desc=f"[{self.name}]",
                 file=self.console.terminal,
                 leave=False,
-                dynamic_ncols=True,
+                # a pseudo-terminal may report 0 columns (then tqdm draws nothing): fall back to 80
+                ncols=min(shutil.get_terminal_size((80, 24)).columns, 100),
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]",
             )
         self.bar.total = total
@@ -177,8 +180,14 @@ class Console:
     def say(self, text: str = "") -> None:
         print(text, file=self.stream, flush=True)
 
-    def line(self, name: str, text: str, seconds: float | None = None) -> None:
-        took = f"  ({seconds:.0f} s)" if seconds is not None else ""
+    def line(self, name: str, text: str, seconds: float | None = None, cpu_s: float | None = None) -> None:
+        """``[name]  text  (wall s, CPU s)``: CPU time (this process and the commands it ran) is the
+        steadier figure on a busy machine."""
+        took = (
+            ""
+            if seconds is None
+            else f"  ({seconds:.0f} s" + ("" if cpu_s is None else f", {cpu_s:.0f} s CPU") + ")"
+        )
         self.say(f"{('[' + name + ']'):<{NAME_WIDTH + 2}} {text}{took}")
 
     @contextlib.contextmanager
@@ -205,5 +214,7 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of every child it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

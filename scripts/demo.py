@@ -34,7 +34,7 @@ from pathlib import Path
 # (demo/: the console, the steps, the simulated app); the repository root goes there instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from demo.console import Console, StepFailed  # noqa: E402
+from demo.console import Console, StepFailed, cpu_seconds  # noqa: E402
 from demo.steps import STEP_FUNCTIONS, STEPS, Settings, stop_server, summary  # noqa: E402
 
 
@@ -57,16 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(s)
         shutil.rmtree(s.workdir)
     s.workdir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    started, started_cpu = time.monotonic(), cpu_seconds()
     for name in args.step or STEPS:
-        step_started = time.monotonic()
+        step_started, step_cpu = time.monotonic(), cpu_seconds()
         try:
             with console.step(name) as step:
                 done = STEP_FUNCTIONS[name](s, step)
         except StepFailed:
             return 1
-        console.line(name, done, time.monotonic() - step_started)
-    console.say(f"{'total':<12} {time.monotonic() - started:.0f} s")
+        console.line(name, done, time.monotonic() - step_started, cpu_seconds() - step_cpu)
+    console.say(f"{'total':<12} {time.monotonic() - started:.0f} s, {cpu_seconds() - started_cpu:.0f} s CPU")
     if args.stop_at_end:
         stop_server(s)
     lines = summary(s)

@@ -153,10 +153,13 @@ def test_quick_demo_ends_serving_the_uploaded_workouts(quick_demo):
     # one line per step, with its time; nothing from third-party libraries; one screen in all
     steps = step_lines(lines)
     assert list(steps) == list(STEPS), lines
-    assert all(re.search(r"\(\d+ s\)$", line) for line in steps.values()), steps
+    assert all(re.search(r"\(\d+ s, \d+ s CPU\)$", line) for line in steps.values()), steps
     assert not [line for line in lines if any(n in line for n in NOISE)], lines
     assert len(lines) <= 24, lines
     assert "2 of 2 files within tolerance; 2 of 2 files within tolerance" in steps["verify"]
+    # while they ran, the long steps each drew one progress bar (redrawn in place, gone afterwards)
+    for bar in (r"\[data\] synth +\d+%\|", r"\[train\] epoch \d+ +\d+%\|", r"\[simulate\] workouts +\d+%\|"):
+        assert re.search(bar, proc.stdout), bar
     assert f"dashboard    http://127.0.0.1:{port}/" in "\n".join(lines)
     for path in (
         "coreml/Respira.mlpackage",
