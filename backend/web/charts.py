@@ -250,9 +250,29 @@ class BoxPlot(Chart):
 
 
 def _box_axes(kind: str) -> tuple[str, str, str]:
-    unit = "breaths/min" if kind == "rr" else "beats/min"
-    what = "Median RR per workout" if kind == "rr" else "Mean pulse per workout"
-    return unit, what, f"{'RR' if kind == 'rr' else 'Pulse'} ({unit})"
+    """(unit, what a point is, the measure's name) of "rr" or "pulse"."""
+    if kind == "rr":
+        return "breaths/min", "Median RR per workout", "RR"
+    return "beats/min", "Mean pulse per workout", "Pulse"
+
+
+def _box_chart(
+    chart_id: str, title: str, description: str, values: list[float], kind: str, frame: Frame
+) -> BoxPlot:
+    """An empty box-plot chart whose y axis holds `values` (stages are added by the caller)."""
+    unit, _, measure = _box_axes(kind)
+    y, y_ticks = _y_axis(values, frame, floor=0.0, min_span=4.0)
+    return BoxPlot(
+        chart_id=chart_id,
+        title=title,
+        description=description,
+        frame=frame,
+        y=y,
+        y_ticks=y_ticks,
+        y_label=f"{measure} ({unit})",
+        x_label="Stage",
+        empty=not values,
+    )
 
 
 def _add_stage_box(
@@ -291,23 +311,18 @@ def _add_stage_box(
 
 def box_plot(stages: Sequence[dict[str, Any]], kind: str, *, frame: Frame | None = None) -> BoxPlot:
     """Box and points per stage from `/api/v1/trends/stages` output; `kind` is "rr" or "pulse"."""
-    frame = frame or Frame()
-    unit, what, y_label = _box_axes(kind)
-    values = [v for s in stages for v in s[kind]["points"]]
-    y, y_ticks = _y_axis(values, frame, floor=0.0, min_span=4.0)
-    band = (frame.x1 - frame.x0) / max(len(stages), 1)
-    chart = BoxPlot(
-        chart_id=f"box-{kind}",
-        title=f"{'RR' if kind == 'rr' else 'Pulse'} per stage",
-        description=f"{what} ({unit}) for each stage: the box spans the quartiles, the line inside is the "
+    unit, what, measure = _box_axes(kind)
+    chart = _box_chart(
+        f"box-{kind}",
+        f"{measure} per stage",
+        f"{what} ({unit}) for each stage: the box spans the quartiles, the line inside is the "
         "median, the whiskers reach the furthest points within 1.5 IQR, and each dot is one workout.",
-        frame=frame,
-        y=y,
-        y_ticks=y_ticks,
-        y_label=y_label,
-        x_label="Stage",
-        empty=not values,
+        [v for s in stages for v in s[kind]["points"]],
+        kind,
+        frame or Frame(),
     )
+    frame = chart.frame
+    band = (frame.x1 - frame.x0) / max(len(stages), 1)
     for i, stage in enumerate(stages):
         n, dist = stage["stage"], stage[kind]
         centre = round(frame.x0 + band * (i + 0.5), 2)
@@ -326,24 +341,19 @@ def comparison_box_plot(
 ) -> BoxPlot:
     """Two `/api/v1/trends/stages` outputs side by side per stage: the previous period (left, light)
     and the current one (right, solid), on one axis, so a shift between them reads at a glance."""
-    frame = frame or Frame()
-    unit, what, y_label = _box_axes(kind)
-    values = [v for stages in (previous, current) for s in stages for v in s[kind]["points"]]
-    y, y_ticks = _y_axis(values, frame, floor=0.0, min_span=4.0)
-    band = (frame.x1 - frame.x0) / max(len(current), 1)
-    chart = BoxPlot(
-        chart_id=f"compare-{kind}",
-        title=f"{'RR' if kind == 'rr' else 'Pulse'} per stage: {labels[1]} against {labels[0]}",
-        description=f"{what} ({unit}) for each stage, in two boxes: left (light) {labels[0]}, right "
+    unit, what, measure = _box_axes(kind)
+    chart = _box_chart(
+        f"compare-{kind}",
+        f"{measure} per stage: {labels[1]} against {labels[0]}",
+        f"{what} ({unit}) for each stage, in two boxes: left (light) {labels[0]}, right "
         f"(solid) {labels[1]}. Boxes span the quartiles, the line inside is the median, each dot a workout.",
-        frame=frame,
-        y=y,
-        y_ticks=y_ticks,
-        y_label=y_label,
-        x_label="Stage",
-        empty=not values,
-        periods=[("previous", labels[0]), ("current", labels[1])],
+        [v for stages in (previous, current) for s in stages for v in s[kind]["points"]],
+        kind,
+        frame or Frame(),
     )
+    chart.periods = [("previous", labels[0]), ("current", labels[1])]
+    frame = chart.frame
+    band = (frame.x1 - frame.x0) / max(len(current), 1)
     for i, (before, now) in enumerate(zip(previous, current, strict=True)):
         n = now["stage"]
         centre = frame.x0 + band * (i + 0.5)
