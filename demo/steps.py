@@ -307,10 +307,14 @@ def step_serve(s: Settings, step: Step) -> str:
     made_users = not tokens_file.is_file()
     if made_users:
         tokens = {}
+        # a serve step cut short may have created some users already: those keep their password
+        listed = step.run([*flask, "users", "list"], env=env)
+        existing = {line.split("\t")[1] for line in listed.splitlines() if line.count("\t") >= 2}
         for name in s.users:
-            step.run(
-                [*flask, "users", "create", name, "--password-stdin"], env=env, stdin=DEMO_PASSWORD + "\n"
-            )
+            if name not in existing:
+                step.run(
+                    [*flask, "users", "create", name, "--password-stdin"], env=env, stdin=DEMO_PASSWORD + "\n"
+                )
             created = step.run([*flask, "tokens", "create", name, "--label", f"{name}'s iPhone"], env=env)
             tokens[name] = created.strip().splitlines()[-1]
         tokens_file.write_text(json.dumps(tokens))
