@@ -51,13 +51,15 @@ class Step:
         self.console, self.name, self.log = console, name, log
         self.output: list[str] = []
         self.bar = None
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log.open("w", encoding="utf-8")
+        self._log: IO[str] | None = None  # opened at the first output: a skipped step keeps its last log
 
     # -- output kept for the log and for a failure ----------------------------------------------------
 
     def keep(self, text: str) -> None:
         self.output.append(text)
+        if self._log is None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log.open("w", encoding="utf-8")
         self._log.write(text)
         self._log.flush()
 
@@ -91,7 +93,8 @@ class Step:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
     # -- running things -------------------------------------------------------------------------------
 

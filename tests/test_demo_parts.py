@@ -39,6 +39,16 @@ def test_a_step_keeps_what_its_commands_print_and_shows_it_whole_when_it_fails(t
     assert str(tmp_path / "logs" / "broken.log") in shown_text
 
 
+def test_a_step_that_prints_nothing_keeps_its_last_log(tmp_path: Path) -> None:
+    """Re-running skips what is up to date: the skipped step's log of the run that made it stays."""
+    console = Console(tmp_path / "logs", stream=io.StringIO())
+    with console.step("made") as step:
+        step.run([sys.executable, "-c", "print('made it')"])
+    with console.step("made"):
+        pass  # skipped: up to date
+    assert "made it" in (tmp_path / "logs" / "made.log").read_text()
+
+
 def test_quiet_captures_what_python_code_and_its_children_print(tmp_path: Path) -> None:
     out = io.StringIO()
     console = Console(tmp_path / "logs", stream=out)
