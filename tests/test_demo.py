@@ -140,14 +140,17 @@ def quick_demo(tmp_path_factory):
     cmd = [sys.executable, "scripts/demo.py", "--quick", "--workdir", str(workdir), "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        yield workdir, port, cmd, in_terminal(cmd, timeout_s=1500)
+        proc = in_terminal(cmd, timeout_s=1500)
+        # what the first run's steps ran (a later run that skips or finds the server up logs less)
+        first_logs = "".join(p.read_text() for p in sorted((workdir / "logs").glob("*.log")))
+        yield workdir, port, cmd, proc, first_logs
     finally:
         subprocess.run([*cmd, "--stop"], cwd=ROOT, env=env, capture_output=True)
 
 
 @pytest.mark.slow
 def test_quick_demo_ends_serving_the_uploaded_workouts(quick_demo):
-    workdir, port, cmd, proc = quick_demo
+    workdir, port, cmd, proc, _ = quick_demo
     lines = final_screen(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-5000:]
     # one line per step, with its time; nothing from third-party libraries; one screen in all
@@ -211,9 +214,8 @@ def test_readme_commands_work_as_written_on_the_demo_outputs(quick_demo, tmp_pat
     """Each README command either ran inside the demo (its step log holds it) or runs here, as written,
     in a folder holding the demo's outputs under the README's names; the few that need more than the
     demo makes name what covers them. A command added to the README without a rule here fails."""
-    workdir, _, _, proc = quick_demo
+    workdir, _, _, proc, logs = quick_demo
     assert proc.returncode == 0
-    logs = "".join(p.read_text() for p in (workdir / "logs").glob("*.log"))
     # the README's names for the demo's outputs
     here = tmp_path / "readme"
     (here / "recordings").mkdir(parents=True)
