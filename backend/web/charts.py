@@ -443,7 +443,15 @@ WEEKLY_METRICS = (
 
 # The least span each weekly axis shows, in the metric's unit: a few weeks that differ by a breath per
 # minute must not fill the chart's height and look like a trend. Metrics not listed get DEFAULT_MIN_SPAN.
-WEEKLY_MIN_SPAN = {"resting_rr_bpm": 8.0, "rr_recovery_bpm": 8.0, "hr_recovery_bpm": 20.0}
+WEEKLY_MIN_SPAN = {
+    "resting_rr_bpm": 8.0,
+    "rr_recovery_bpm": 8.0,
+    "hr_recovery_bpm": 20.0,
+    "resting_hr_bpm": 20.0,
+    "hrv_sdnn_ms": 40.0,
+    "vo2_max_ml_kg_min": 10.0,
+    "walking_hr_bpm": 20.0,
+}
 DEFAULT_MIN_SPAN = 2.0
 # Weeks needed before a typical range (the middle half of the person's weeks) is drawn.
 TYPICAL_MIN_WEEKS = 3

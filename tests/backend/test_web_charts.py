@@ -193,6 +193,7 @@ def test_weekly_axes_keep_a_minimum_span_and_the_typical_range_is_the_middle_hal
             "rr_recovery_bpm": None if i else 9.0,
             "hr_recovery_bpm": 30.0 + i,
             "heavy_share": 0.25,
+            **dict.fromkeys(("resting_hr_bpm", "hrv_sdnn_ms", "vo2_max_ml_kg_min", "walking_hr_bpm")),
         }
         for i, rr in enumerate(rates)
     ]
