@@ -2,13 +2,14 @@
 
 Segment level, each model predicts every manifest segment of the split from its own frames. Recording
 level, each recording (segments sharing a ``recording`` id) is estimated once over its whole span with
-:func:`training.estimate.estimate_audio`: 6 s windows every 3 s, aggregated by the confidence-weighted
-median, i.e. exactly what ``python -m training.estimate`` answers for a file. The DSP baseline gets the
+:func:`training.estimator.estimate_audio`, i.e. exactly what ``python -m training.estimate`` answers
+for a file (a "no breathing" or "too noisy" answer counts as missing). The DSP baseline gets the
 same treatment (:func:`training.dsp_baseline.dsp_run`), so the two are compared on the same audio.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from training.audio import AudioError, load_audio
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.dataset import load_examples
-from training.estimate import MIN_DURATION_S, estimate_audio
+from training.estimator import MIN_DURATION_S, EstimatorConfig, estimate_audio
 from training.manifest import Segment, audio_path, read_manifest
 from training.models import RRModel
 from training.report import PredictionRow, RunPredictions, write_report
@@ -45,9 +46,15 @@ def was_augmented(meta: dict) -> bool:
 
 
 def recording_estimates(
-    model: RRModel, corpus_dirs: Sequence[Path | str], split: str, progress: bool = False
+    model: RRModel,
+    corpus_dirs: Sequence[Path | str],
+    split: str,
+    progress: bool = False,
+    estimator: dict | None = None,
 ) -> dict[str, float]:
-    """Whole-recording rate per recording id of ``split``, over the span its segments cover."""
+    """Whole-recording rate per recording id of ``split``, over the span its segments cover, by the
+    estimator (:mod:`training.estimator`) with the checkpoint's calibrated settings (``estimator``)."""
+    estimator = estimator or {}
     spans: dict[str, tuple[Path, float, float]] = {}
     for corpus in corpus_dirs:
         for seg in read_manifest(corpus):
@@ -66,7 +73,12 @@ def recording_estimates(
             audio = load_audio(path, start_s=start_s, end_s=end_s)
         except AudioError:
             continue
-        estimates[recording] = estimate_audio(audio, model)["rr_bpm"]
+        try:
+            answer = estimate_audio(audio, model, EstimatorConfig.from_dict(estimator))["rr_bpm"]
+        except ValueError:  # e.g. a constant signal: nothing to estimate
+            answer = None
+        # "no breathing" / "too noisy" is no number: counted as missing, like the DSP's flat audio
+        estimates[recording] = math.nan if answer is None else answer
     return estimates
 
 
@@ -101,7 +113,9 @@ def model_runs(
                 augmented=was_augmented(meta),
                 split=split,
                 rows=rows,
-                recording_rr_pred_bpm=recording_estimates(model, corpus_dirs, split, progress),
+                recording_rr_pred_bpm=recording_estimates(
+                    model, corpus_dirs, split, progress, meta.get("estimator")
+                ),
             )
         )
     return runs, meta
