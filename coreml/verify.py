@@ -6,7 +6,12 @@ torch model run offline on the same window (:func:`coreml.streaming.offline_refe
 shorter than one chunk is not streamed, exactly as the app would wait for a full chunk.
 
 Pass criteria:
-- explicit float32 package: max abs error <= 1e-4 on the probabilities and <= 0.05 breaths/min on rr_bpm;
+- explicit float32 package: max abs error <= 1e-3 on the probabilities and <= 0.05 breaths/min on rr_bpm.
+  (It was 1e-4 for models with the paper's global standardisation. The streaming normalisation no
+  longer divides near-silent bands by the corpus's large deviation, so the float32 rounding of the
+  DFT-as-convolution front-end in bands 60-80 dB under a frame's loudest now reaches the model: measured
+  2.4e-4 on probabilities and 5.6e-3 breaths/min, interpreter against torch, on a synthetic resting
+  recording, where torch's own DFT and FFT forms agree to 3e-6 in the features.)
 - float16 or stateful packages (Core ML keeps states in fp16): PSNR >= 35 dB on rr_bpm and on the
   probabilities, where PSNR = 10 log10(peak^2 / MSE) with peak = the largest |reference| value
   (1 for probabilities).
@@ -31,7 +36,7 @@ from training.checkpoint import load_checkpoint
 from training.frontend import DEFAULT_FRONTEND, check_frontend
 
 RESET_EVERY_S = 6.0
-F32_PROB_TOL = 1e-4
+F32_PROB_TOL = 1e-3
 F32_RR_TOL_BPM = 0.05
 MIN_PSNR_DB = 35.0
 

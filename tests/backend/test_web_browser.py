@@ -77,6 +77,14 @@ def log_in(driver: Any, site: Site, name: str = "alice", password: str = PASSWOR
     driver.find_element("id", "username").send_keys(name)
     driver.find_element("id", "password").send_keys(password)
     wait_for_new_page(driver, driver.find_element("css selector", "main form button[type=submit]").click)
+    open_page(driver, driver.current_url)  # the redirect after the POST has settled before the test goes on
+
+
+def open_page(driver: Any, url: str) -> None:
+    """``driver.get`` and wait until that very document has loaded, so that no element found next
+    can belong to a document still being replaced (Chromium then answers "Node ... does not belong
+    to the document")."""
+    wait_for_new_page(driver, lambda: driver.get(url))
 
 
 def api_get(site: Site, path: str, token: str) -> Any:
@@ -121,7 +129,7 @@ def test_trends_draw_the_numbers_of_the_api(driver: Any, site: Site) -> None:
     stages = api_get(site, "/api/v1/trends/stages", token)["stages"]
     pairs = api_get(site, "/api/v1/trends/rr-vs-pulse", token)["stages"]
 
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     screenshot(driver, "trends")
     checked_boxes = checked_points = 0
     for kind in ("rr", "pulse"):
@@ -184,7 +192,7 @@ def test_period_comparison_draws_both_periods_of_the_api(driver: Any, site: Site
     that period's dates; the headline's RR recovery is the median of the API's per-workout stage 3
     minus stage 4."""
     log_in(driver, site)
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     select = driver.find_element("id", "weeks")
     assert select.get_attribute("value") == "4"
     driver.find_element("css selector", "#weeks option[value='2']").click()
@@ -251,7 +259,7 @@ def test_period_comparison_draws_both_periods_of_the_api(driver: Any, site: Site
 
 def test_weekly_charts_keep_a_minimum_span_and_shade_the_typical_range(driver: Any, site: Site) -> None:
     log_in(driver, site)
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     weeks = api_get(site, "/api/v1/trends/weekly", site.token)["weeks"]
     min_span = {"resting_rr_bpm": 8.0, "rr_recovery_bpm": 8.0, "hr_recovery_bpm": 20.0, "heavy_share": 100.0}
     for metric, span in min_span.items():
@@ -331,7 +339,7 @@ def test_workouts_list_shows_each_workouts_numbers_and_sorts_by_them(driver: Any
 
 def test_api_docs_inside_the_dashboard_frame_with_a_way_back(driver: Any, site: Site) -> None:
     log_in(driver, site)
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     wait_for_new_page(driver, driver.find_element("link text", "API docs").click)
     assert driver.current_url == site.base + "/api/v1/docs"
     assert (
@@ -378,7 +386,7 @@ def test_keyboard_navigation_focus_and_labels(driver: Any, site: Site) -> None:
     from selenium.webdriver.common.keys import Keys
 
     log_in(driver, site)
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     ActionChains(driver).send_keys(Keys.TAB).perform()
     skip = driver.switch_to.active_element
     assert skip.text == "Skip to content" and skip.get_attribute("href").endswith("#main")
@@ -480,7 +488,7 @@ def test_expired_session_sends_back_to_login(driver: Any, site: Site) -> None:
     assert aged != cookie["value"]
     driver.delete_cookie(COOKIE)
     driver.add_cookie({**cookie, "value": aged})
-    driver.get(site.base + "/trends")
+    open_page(driver, site.base + "/trends")
     assert "/login?next=/trends" in driver.current_url, driver.current_url
     flashes = driver.find_elements("css selector", ".flashes")
     assert flashes and "Your session expired. Please log in again." in flashes[0].text, driver.page_source
