@@ -62,12 +62,27 @@ def driver(site: Site) -> Iterator[Any]:
 
 def wait_for_new_page(driver: Any, action: Any) -> None:
     """Do `action` (a click, a submit) and wait until the browser has loaded the page it leads to."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.wait import WebDriverWait
 
     old = driver.find_element("tag name", "html")
+
+    def replaced(_: Any) -> bool:
+        # Chromium reports an element of a replaced document either as stale or, while the new
+        # document is being attached, as "Node with given id does not belong to the document"
+        # (a plain WebDriverException, which selenium's staleness_of does not count as stale).
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
     action()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 15).until(replaced)
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
