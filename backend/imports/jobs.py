@@ -180,6 +180,21 @@ def _job_for_update(session: Session, job_id: int) -> ImportJob:
     return job
 
 
+def record_crash(db: Database, job_id: int) -> None:
+    """Mark a job whose import raised as failed (already logged); keep what was stored."""
+    try:
+        _set_status(
+            db,
+            job_id,
+            status="failed",
+            error="the server failed while importing; it was logged. Records stored so far are kept.",
+            error_type="internal",
+            finished_at=utcnow(),
+        )
+    except Exception:  # the database itself may be what failed
+        log.exception("could not record the failure of import job %s", job_id)
+
+
 def _set_status(db: Database, job_id: int, **changes: Any) -> None:
     with db.session(write=True) as session, session.begin():
         job = session.get(ImportJob, job_id)
@@ -252,17 +267,7 @@ def run_apple_health_job(
         return None
     except Exception:
         log.exception("import job %s crashed", job_id)
-        try:
-            _set_status(
-                db,
-                job_id,
-                status="failed",
-                error="the server failed while importing; it was logged. Records stored so far are kept.",
-                error_type="internal",
-                finished_at=utcnow(),
-            )
-        except Exception:  # the database itself may be what failed
-            log.exception("could not record the failure of import job %s", job_id)
+        record_crash(db, job_id)
         return load_job(db, job_id)
     finally:
         if delete_file:

@@ -44,6 +44,7 @@ from backend.imports.jobs import (  # the job mechanics of Apple Health imports,
     JobGone,
     _set_status,
     load_job,
+    record_crash,
     this_worker,
 )
 from backend.imports.matching import match_workouts
@@ -323,17 +324,7 @@ def run_push_job(
         return None
     except Exception:
         log.exception("push import job %s crashed", job_id)
-        try:
-            _set_status(
-                db,
-                job_id,
-                status="failed",
-                error="the server failed while importing; it was logged. Records stored so far are kept.",
-                error_type="internal",
-                finished_at=utcnow(),
-            )
-        except Exception:
-            log.exception("could not record the failure of import job %s", job_id)
+        record_crash(db, job_id)
         return load_job(db, job_id)
     finally:
         if delete_file:
