@@ -12,7 +12,11 @@ bands rises and falls at the breathing rate (or at twice it). :func:`estimate_rr
    A band with no energy (above the Nyquist rate of the original recording) is flat after the log
    floor and is skipped.
 2. **Clean-up.** Each envelope is linearly detrended, low-passed at 1 Hz (the fastest rate looked for
-   is 60 breaths/min = 1 Hz; the cut damps heart sounds at 1-2 Hz) and scaled to unit variance.
+   is 60 breaths/min = 1 Hz; the cut damps heart sounds at 1-2 Hz) and scaled to unit variance. The
+   low-pass is a zero-phase FIR (a Hann-windowed sinc spanning 2 s, applied as a 'same' convolution)
+   rather than a forward-backward IIR: on the 210 RRuJO recordings the two give the same share within
+   1 breath/min (92 %; MAE 0.68 vs 0.73), the FIR is one convolution that a Core ML graph can hold,
+   and it needs nothing beyond numpy (``scipy.signal`` alone cost 2.4 s of every ``estimate`` start).
 3. **Autocorrelation** (biased, so long lags are not favoured by their few products), half from
    *loudness* and half from *spectral shape*. Loudness: each band's autocorrelation, averaged with
    weights equal to how periodic the band is (its highest peak in the breathing lag range, squared),
@@ -38,7 +42,7 @@ no-breath clip still gets a rate (of whatever the noise does).
 
 Tuning (the defaults): on generated band-limited noise bursts at 4-60 breaths/min with and without
 noise (tests/training/test_dsp_baseline.py) and on the 210 whole RRuJO recordings, all subjects: MAE
-0.73 breaths/min, 92% within 1 (the misses are octave errors). Using every subject, held-out ones
+0.68 breaths/min, 92% within 1 (the misses are octave errors). Using every subject, held-out ones
 included, can only flatter the baseline, never the models compared with it.
 
 :func:`dsp_run` applies the estimator to the segments of a manifest and returns report-ready rows.
@@ -54,7 +58,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import signal
 
 if TYPE_CHECKING:
     from training.manifest import Segment
@@ -64,6 +67,7 @@ SAMPLE_RATE = 16_000
 MIN_DURATION_S = 3.5  # meant for >= 4 s; a little slack for segment bounds rounded to milliseconds
 MIN_RATE_BPM = 4.0
 MAX_RATE_BPM = 60.0
+LOWPASS_SPAN_S = 2.0  # length of the envelopes' FIR low-pass (step 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,20 +117,20 @@ def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
-    """Biased, normalised autocorrelation ``r[0..max_lag]`` (r[0] = 1) via FFT."""
-    size = 1 << math.ceil(math.log2(2 * len(x)))
-    spec = np.fft.rfft(x, size)
-    r = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1]
-    return r / r[0]
+    """Biased, normalised autocorrelation ``r[..., 0..max_lag]`` (r[0] = 1) of each row, via FFT."""
+    size = 1 << math.ceil(math.log2(2 * x.shape[-1]))
+    spec = np.fft.rfft(x, size, axis=-1)
+    r = np.fft.irfft(spec.real**2 + spec.imag**2, size, axis=-1)[..., : max_lag + 1]
+    return r / r[..., :1]
 
 
 def _mean_autocorrelation(x: np.ndarray, max_lag: int, min_lag: int | None = None) -> np.ndarray:
     """Autocorrelations of the rows of ``x``, averaged; with ``min_lag``, weighted by each row's
     highest peak at lags from ``min_lag`` on, squared (how periodic the row is)."""
-    varying = [row for row in x if np.std(row) > 1e-9]
-    if not varying:
+    varying = x[x.std(axis=1) > 1e-9]
+    if not len(varying):
         return np.zeros(max_lag + 1)
-    acfs = np.stack([_autocorrelation(row, max_lag) for row in varying])
+    acfs = _autocorrelation(varying, max_lag)
     if min_lag is None:
         return acfs.mean(axis=0)
     weights = np.maximum(acfs[:, min_lag:].max(axis=1), 0.0) ** 2
@@ -147,6 +151,23 @@ def combined_autocorrelation(
     return envelope_autocorrelation(env, env_rate, cfg)
 
 
+def lowpass_kernel(cutoff_hz: float, rate_hz: float, span_s: float = LOWPASS_SPAN_S) -> np.ndarray:
+    """Zero-phase FIR low-pass: a Hann-windowed sinc over ``span_s`` seconds, unit gain at DC."""
+    half = max(1, round(0.5 * span_s * rate_hz))
+    t = np.arange(-half, half + 1) / rate_hz
+    kernel = np.sinc(2.0 * cutoff_hz * t) * np.hanning(2 * half + 3)[1:-1]
+    return kernel / kernel.sum()
+
+
+def detrend(x: np.ndarray) -> np.ndarray:
+    """Each row of ``x`` minus its least-squares straight line."""
+    t = np.arange(x.shape[-1], dtype=np.float64)
+    t -= t.mean()
+    centred = x - x.mean(axis=-1, keepdims=True)
+    slope = (centred @ t) / max(float(t @ t), 1e-30)
+    return centred - slope[..., None] * t
+
+
 def envelope_autocorrelation(
     env: np.ndarray, env_rate: float, cfg: DspConfig = DEFAULT_CONFIG
 ) -> tuple[np.ndarray, float, int, int]:
@@ -155,18 +176,15 @@ def envelope_autocorrelation(
     min_lag = math.floor(env_rate * 60.0 / cfg.max_rate_bpm)
     slowest_period = math.ceil(cfg.lag_slack * env_rate * 60.0 / cfg.min_rate_bpm)
     max_lag = min(slowest_period, int(cfg.max_lag_fraction * env.shape[1]))
-    sos = signal.butter(2, cfg.lowpass_hz, fs=env_rate, output="sos")
-    bands = []
-    for band in env:
-        x = signal.detrend(band)
-        if float(np.std(x)) < 1e-6:  # flat: an empty band, or silence
-            continue
-        x = signal.sosfiltfilt(sos, x)
-        if float(np.std(x)) > 1e-9:
-            bands.append(x / np.std(x))
-    if not bands:
+    x = detrend(np.asarray(env, dtype=np.float64))
+    x = x[x.std(axis=1) >= 1e-6]  # flat: an empty band, or silence
+    if len(x):
+        kernel = lowpass_kernel(cfg.lowpass_hz, env_rate)
+        x = np.stack([np.convolve(row, kernel, mode="same") for row in x])
+        std = x.std(axis=1)
+        x = x[std > 1e-9] / std[std > 1e-9, None]
+    if not len(x):
         return np.zeros(max_lag + 1), env_rate, min_lag, max_lag
-    x = np.stack(bands)
     r = _mean_autocorrelation(x, max_lag, min_lag)
     if len(x) >= 2 and cfg.shape_weight > 0.0:
         shape_r = _mean_autocorrelation(x - x.mean(axis=0), max_lag)

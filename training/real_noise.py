@@ -39,15 +39,50 @@ class NoiseBank:
     def draw(
         self, num_samples: int, rng: np.random.Generator, name: str | None = None
     ) -> tuple[str, np.ndarray]:
-        """A random stretch of ``num_samples`` from a random (or the named) file, looped if short."""
+        """A random stretch of ``num_samples`` from a random (or the named) file; a file shorter than
+        that is spliced from random pieces of itself (:func:`splice`), never looped."""
         if not self.signals:
             raise ValueError("the noise bank is empty")
         name = name or str(rng.choice(sorted(self.signals)))
         x = self.signals[name]
         if len(x) < num_samples:
-            x = np.tile(x, -(-num_samples // len(x)))
+            return name, splice(x, num_samples, rng)
         start = int(rng.integers(0, len(x) - num_samples + 1))
         return name, x[start : start + num_samples]
+
+
+SPLICE_PIECE_S = (1.5, 4.0)
+SPLICE_FADE_S = 0.05
+
+
+def splice(x: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_samples`` of noise made of pieces of ``x`` of random length (1.5-4 s) from random
+    offsets, joined by 50 ms cross-fades.
+
+    Why not loop: the validation and test parts of each file are only 9-14 s long, and a looped
+    stretch repeats exactly once per loop, a period of 9-14 s (4-7 breaths/min) that any
+    periodicity-based estimator hears as breathing. Real background noise does not repeat; spliced
+    pieces do not repeat at any fixed lag.
+    """
+    rate = TARGET_SAMPLE_RATE
+    fade = round(SPLICE_FADE_S * rate)
+    lo, hi = (round(s * rate) for s in SPLICE_PIECE_S)
+    hi = min(hi, len(x))
+    lo = min(lo, hi)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    out = np.zeros(num_samples + hi + fade, dtype=np.float32)
+    pos = 0
+    while pos < num_samples:
+        length = int(rng.integers(lo, hi + 1))
+        start = int(rng.integers(0, len(x) - length + 1))
+        piece = x[start : start + length].astype(np.float32)
+        if pos > 0:  # cross-fade into what is already there
+            piece = piece.copy()
+            piece[:fade] *= ramp
+            out[pos : pos + fade] *= ramp[::-1]
+        out[pos : pos + length] += piece
+        pos += length - fade
+    return out[:num_samples]
 
 
 def load_noise_bank(part: str, noise_dir: Path | str | None = None) -> NoiseBank:
