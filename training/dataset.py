@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from training.audio import load_audio
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel, mel_frequencies
 from training.manifest import BREATH_CLASSES, Segment, audio_path, read_manifest
 
 
@@ -119,10 +119,8 @@ def feature_stats(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tens
 
 
 def mel_band_centers_hz(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
-    """Centre frequency of each mel band of the front-end (librosa's mel scale, as the filterbank)."""
-    import librosa
-
-    return librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz, htk=cfg.htk)[1:-1]
+    """Centre frequency of each mel band of the front-end (the filterbank's own mel scale)."""
+    return mel_frequencies(cfg.n_mels + 2, cfg.fmin_hz, cfg.fmax_hz, cfg.htk)[1:-1]
 
 
 def band_limit(

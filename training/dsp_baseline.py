@@ -102,15 +102,12 @@ def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple
     """Log power per band over time ``[bands, frames]`` and the envelope rate in Hz."""
     frame = round(cfg.frame_s * sample_rate)
     hop = round(cfg.hop_s * sample_rate)
-    frames = np.lib.stride_tricks.sliding_window_view(audio, frame)[::hop]
-    spec = np.abs(np.fft.rfft(frames * np.hanning(frame), axis=1)) ** 2
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, dtype=np.float32), frame)[::hop]
+    # float32 FFT and band sums as one matrix product: half the time of float64 and boolean masks
+    spec = np.fft.rfft(frames * np.hanning(frame).astype(np.float32), axis=1)
     freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
-    power = np.stack(
-        [
-            spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
-            for lo, hi in itertools.pairwise(cfg.band_edges_hz)
-        ]
-    )
+    in_band = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(cfg.band_edges_hz)], 1)
+    power = ((spec.real**2 + spec.imag**2) @ in_band.astype(np.float32)).T.astype(np.float64)
     # Floor relative to the loudest band's typical power: an empty band becomes flat, not log(0).
     floor = 1e-6 * max(float(np.median(power, axis=1).max()), 1e-30)
     return np.log(power + floor), sample_rate / hop

@@ -19,6 +19,8 @@ from training.frontend import (
     StreamingLogMel,
     check_frontend,
     log_mel,
+    mel_frequencies,
+    mel_matrix,
 )
 
 RATE = 16_000
@@ -200,3 +202,38 @@ def test_check_frontend_accepts_equal_and_names_every_difference() -> None:
 def test_config_round_trips_through_a_dict() -> None:
     cfg = FrontEndConfig(n_mels=32)
     assert FrontEndConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"htk": True},
+        {"mel_norm": None},
+        {"n_fft": 512, "win_length": 512, "n_mels": 64, "fmin_hz": 20.0, "fmax_hz": 8000.0},
+        {"sample_rate": 8000, "fmax_hz": 3800.0},
+    ],
+)
+def test_mel_matrix_is_librosas_bit_for_bit(changes: dict) -> None:
+    """The filterbank is computed without importing librosa (start-up cost), so it must stay librosa's."""
+    cfg = dataclasses.replace(DEFAULT_FRONTEND, **changes)
+    reference = librosa.filters.mel(
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin_hz,
+        fmax=cfg.fmax_hz,
+        htk=cfg.htk,
+        norm=cfg.mel_norm,
+        dtype=np.float32,
+    )
+    assert np.array_equal(mel_matrix(cfg), reference)
+    assert np.array_equal(
+        mel_frequencies(cfg.n_mels + 2, cfg.fmin_hz, cfg.fmax_hz, cfg.htk),
+        librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz, htk=cfg.htk),
+    )
+
+
+def test_mel_matrix_refuses_an_unknown_norm() -> None:
+    with pytest.raises(ValueError, match="mel_norm"):
+        mel_matrix(dataclasses.replace(DEFAULT_FRONTEND, mel_norm="l2"))
