@@ -207,6 +207,9 @@ def summarise(answers: Sequence[tuple[EvalRecording, dict[str, Answer]]]) -> dic
 # -- calibration: the estimator's settings, chosen on validation recordings ----------------------------
 
 MISS_PENALTY_BPM = 5.0  # a breathing recording left unanswered costs this much in the objective
+# A no-breath recording answered "too noisy to tell" is not wrong, but the person should hear "no
+# breathing heard": it costs this much, a fifth of a false rate.
+WRONG_REASON_PENALTY_BPM = 1.0
 
 CALIBRATION_GRID = {
     "adaptive": (True, False),
@@ -229,13 +232,18 @@ def calibration_loss(
     recordings: Sequence[EvalRecording], evidence: Sequence[WindowEvidence], cfg: EstimatorConfig
 ) -> float:
     """Mean over the validation groups of: the rate error of breathing recordings (an unanswered one
-    counts :data:`MISS_PENALTY_BPM`), or :data:`MISS_PENALTY_BPM` times the false-rate share of
-    no-breath ones. Each group counts once, so the real recordings weigh as much as the many
-    synthetic ones."""
+    counts :data:`MISS_PENALTY_BPM`), or for no-breath ones :data:`MISS_PENALTY_BPM` per false rate
+    and :data:`WRONG_REASON_PENALTY_BPM` per "too noisy" where "no breathing" was right. Each group
+    counts once, so the real recordings weigh as much as the many synthetic ones."""
     per_group: dict[str, list[float]] = defaultdict(list)
     for rec, answer in zip(recordings, _answers(evidence, cfg), strict=True):
         if rec.rr_bpm is None:
-            per_group[rec.group].append(MISS_PENALTY_BPM if answer.rr_bpm is not None else 0.0)
+            if answer.rr_bpm is not None:
+                per_group[rec.group].append(MISS_PENALTY_BPM)
+            else:
+                per_group[rec.group].append(
+                    0.0 if answer.reason == "no_breathing" else WRONG_REASON_PENALTY_BPM
+                )
         elif answer.rr_bpm is None:
             per_group[rec.group].append(MISS_PENALTY_BPM)
         else:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.estimator import EstimatorConfig, WindowEvidence
+from training.estimator import EstimatorConfig, WindowEvidence, decide
 from training.realism import cycle_stats
 from training.recording_eval import (
     Answer,
@@ -72,6 +72,26 @@ def test_calibration_keeps_the_dsp_floor_on_real_groups():
     assert mine <= floor + 0.05
     assert loss == pytest.approx(calibration_loss(recordings, evidence, chosen))
     assert math.isfinite(loss)
+
+
+def test_calibration_prefers_no_breathing_to_too_noisy_on_silence():
+    """A no-breath clip with little breath activity and no periodicity: a low activity threshold
+    answers "too noisy", a higher one "no breathing"; both give no rate, but the calibration must
+    choose the threshold that tells the person the right thing (breathing recordings keep theirs)."""
+    recordings = [_rec("no breathing: synthetic", None), _rec("synthetic, stage 1", 15.0)]
+    flat = np.zeros(400)
+    flat[0] = 1.0
+    evidence = [
+        WindowEvidence(flat, flat, 0.2, STEPS),
+        WindowEvidence(_peak_at(15.0), _peak_at(15.0), 0.8, STEPS),
+    ]
+    low = EstimatorConfig(min_activity=0.05, min_confidence=0.1)
+    high = EstimatorConfig(min_activity=0.3, min_confidence=0.1)
+    assert calibration_loss(recordings, evidence, low) > calibration_loss(recordings, evidence, high)
+    chosen, _ = calibrate(recordings, evidence)
+    assert chosen.min_activity > 0.2
+    assert decide(evidence[0], chosen).reason == "no_breathing"
+    assert decide(evidence[1], chosen).rr_bpm == pytest.approx(15.0, abs=0.2)
 
 
 def test_cycle_depth_of_a_known_envelope():
