@@ -145,16 +145,17 @@ def phase_track(
 def _window_envelopes(
     audio: np.ndarray, track: PhaseTrack, start_s: float, end_s: float, sample_rate: int
 ) -> tuple[np.ndarray, float]:
-    """The DSP band envelopes of ``[start_s, end_s)``: read from the recording's when the window
-    starts on the envelope frame grid (then they are exactly the window's own), else computed."""
+    """The DSP band envelopes of ``[start_s, end_s)``: the recording's envelope frames that lie wholly
+    inside the window. Frames sit on one grid from the recording's start, as in a stream, so every
+    window reads the envelopes computed once (no window computes its own)."""
+    if track.dsp_envelopes is None:
+        first_sample, last_sample = round(start_s * sample_rate), round(end_s * sample_rate)
+        return band_envelopes(audio[first_sample:last_sample], sample_rate, DSP_CONFIG)
     hop = round(DSP_CONFIG.hop_s * sample_rate)
     frame = round(DSP_CONFIG.frame_s * sample_rate)
-    first_sample, last_sample = round(start_s * sample_rate), round(end_s * sample_rate)
-    if track.dsp_envelopes is not None and first_sample % hop == 0:
-        first = first_sample // hop
-        count = max(1 + (last_sample - first_sample - frame) // hop, 0)
-        return track.dsp_envelopes[:, first : first + count], track.dsp_env_rate
-    return band_envelopes(audio[first_sample:last_sample], sample_rate, DSP_CONFIG)
+    first = -(-round(start_s * sample_rate) // hop)  # first frame starting at or after the window
+    stop = (round(end_s * sample_rate) - frame) // hop + 1  # frames ending at or before its end
+    return track.dsp_envelopes[:, first : max(first, stop)], track.dsp_env_rate
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:

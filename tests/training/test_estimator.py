@@ -122,3 +122,28 @@ def test_adaptive_mixing_follows_the_more_periodic_side():
     share = 0.81 / (0.81 + 0.01)  # periodicities squared
     assert np.allclose(adaptive, share * strong + (1 - share) * weak)
     assert np.allclose(mix(ev, 0.0, True, 20), weak) and np.allclose(mix(ev, 1.0, True, 20), strong)
+
+
+def test_windows_read_the_recordings_envelope_grid():
+    """Every window reads the envelope frames computed once for the recording: on the grid, exactly
+    the window's own envelopes; off the grid, the frames wholly inside it (as a stream's ring buffer
+    holds them), never frames reaching outside the window."""
+    from training.dsp_baseline import DEFAULT_CONFIG, band_envelopes
+    from training.estimator import _window_envelopes
+
+    audio, track = _breathing(40.0, 12.0)
+    track.dsp_envelopes, track.dsp_env_rate = band_envelopes(audio, SR, DEFAULT_CONFIG)
+    hop_s = DEFAULT_CONFIG.hop_s
+    own, _ = band_envelopes(audio[5 * SR : 35 * SR], SR, DEFAULT_CONFIG)
+    read, _ = _window_envelopes(audio, track, 5.0, 35.0, SR)
+    assert read.shape == own.shape
+    # equal powers, up to the log floor, which is 1e-6 of each signal's own loudest median band power
+    floor = 1e-6 * np.median(np.exp(own), axis=1).max()
+    assert np.allclose(np.exp(read), np.exp(own), rtol=1e-5, atol=2 * floor)
+    start_s, end_s = 5.01, 35.0
+    read, _ = _window_envelopes(audio, track, start_s, end_s, SR)
+    first = math.ceil(start_s / hop_s)
+    assert np.array_equal(read, track.dsp_envelopes[:, first : first + read.shape[1]])
+    assert first * hop_s >= start_s
+    assert (first + read.shape[1] - 1) * hop_s + DEFAULT_CONFIG.frame_s <= end_s + 1e-9
+    assert read.shape[1] >= own.shape[1] - 1
