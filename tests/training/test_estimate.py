@@ -163,3 +163,20 @@ def test_shipped_model_hears_resting_and_heavy_breathing_and_silence(tmp_path, c
     assert heavy["breath_class"] == "heavy" and resting["breath_class"] == "normal"
     assert abs(resting["respiration_count"] - 6) <= 1
     assert none["rr_bpm"] is None and none["reason"] == "no_breathing"
+
+
+NOISE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "noise"
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="no shipped default model in this checkout")
+@pytest.mark.skipif(not NOISE_DIR.is_dir(), reason="../shared/data/noise is absent")
+def test_shipped_model_gives_no_rate_for_recordings_of_only_noise(capsys):
+    """Real background noise alone (an exercise bike, a kitchen, a tap, a voice, pink and white noise,
+    60-95 s each): no breathing rate for the recording, and a reason instead."""
+    files = sorted(NOISE_DIR.glob("*.flac"))
+    assert len(files) == 6
+    assert main([str(f) for f in files] + ["--json"]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["rr_bpm"] for a in answers] == [None] * len(files)
+    assert {a["reason"] for a in answers} <= {"no_breathing", "too_noisy"}
+    assert sum(a["reason"] == "no_breathing" for a in answers) >= 5
