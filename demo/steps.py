@@ -42,7 +42,7 @@ class Settings:
     workdir: Path
     port: int
     segments: int
-    epochs: int | None
+    epochs: int
     users: tuple[str, ...]
     weeks: int
     workouts_per_week: int
@@ -175,8 +175,9 @@ def step_train(s: Settings, step: Step) -> str:
     cmd = [PY, "-m", "training", "train", "--out", s.checkpoint, "--model", "tclstm", "--units", "32"]
     for corpus in s.corpora():
         cmd += ["--data", corpus]
-    if s.epochs:  # --quick: few epochs and few long windows for the phase head
-        cmd += ["--epochs", str(s.epochs)]
+    # the shipped model's recipe: a fixed number of epochs with a cosine learning-rate decay
+    cmd += ["--epochs", str(s.epochs), "--set", "lr_schedule=cosine"]
+    if s.quick:  # few long windows for the phase head
         for setting in ("phase_synth_windows=48", "phase_noise_windows=8", "paced_hop_s=40"):
             cmd += ["--set", setting]
     out = step.run(cmd)
