@@ -224,7 +224,7 @@ def queue_worker(burst: bool) -> None:
         raise click.UsageError("RESPIRA_QUEUE_URL is not set: imports run inside the web server.")
     tasks.use_app_in_worker(app)
     recovered = tasks.recover_orphans(app)
-    click.echo(f"queue {queue.name!r}: {recovered} task(s) of dead workers re-queued or failed")
+    click.echo(f"queue {queue.name!r}: {recovered} task(s) re-queued (dead workers, unfinished deletions)")
     Worker([queue], connection=queue.connection).work(burst=burst)
 
 

@@ -56,6 +56,8 @@ class User(Base):
     # Only people who log in to the dashboard have one; device access goes through ApiToken.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set while a queue worker deletes this (large) account; it is locked out meanwhile (backend.accounts).
+    deletion_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -3,8 +3,10 @@
     submit_import(app, job, path)          run an import job (Apple Health upload, large Health Auto Export
                                            push) on the queue, or in a thread of this process
     run_import(job_id, path)               what a queue worker executes
+    submit_account_deletion(app, user_id)  delete a large, locked-out account on the queue (backend.accounts)
     check_import(app, job)                 on a poll: re-queue or fail a job whose process died
-    recover_orphans(app)                   the same for every started job of the queue (worker start-up)
+    recover_orphans(app)                   the same for every started job of the queue, and queue again the
+                                           deletion of every account still marked (worker start-up)
     flask --app backend queue worker       a worker for the configured queue (backend.cli)
 
 With a queue, web workers stay stateless: any of them takes an upload (kept on storage every worker and
@@ -32,6 +34,7 @@ from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
+from backend import accounts
 from backend.db import EXTENSION_KEY, Database
 from backend.imports import setting
 from backend.imports.jobs import (
@@ -88,6 +91,30 @@ def submit_import(app: Flask, job: ImportJob, path: Path) -> None:
         on_failure=Callback(on_import_failure),
         description=f"import {job.kind} {job.uuid}",
     )
+
+
+def submit_account_deletion(app: Flask, user_id: int) -> None:
+    """Queue the deletion of a locked-out account (backend.accounts). Called inside the request's
+    transaction: the task waits for its commit by locking the user row, and does nothing without it."""
+    queue = queue_of(app)
+    if queue is None:
+        raise RuntimeError("account deletion in batches needs the task queue")
+    retries = int(app.config["QUEUE_RETRIES"])
+    queue.enqueue(
+        run_account_deletion,
+        user_id,
+        job_id=f"delete-account-{user_id}",
+        job_timeout=int(app.config["QUEUE_JOB_TIMEOUT_S"]),
+        retry=Retry(max=retries) if retries else None,
+        description=f"delete account {user_id}",
+    )
+
+
+def run_account_deletion(user_id: int) -> bool:
+    """The queue task: delete the account a batch per transaction (safe to run again after a crash)."""
+    db: Database = _app().extensions[EXTENSION_KEY]
+    db.engine.dispose(close=False)  # a forked work-horse must not share the parent's connections
+    return accounts.delete_in_batches(db, user_id)
 
 
 def _app() -> Flask:
@@ -175,6 +202,11 @@ def recover_orphans(app: Flask) -> int:
     recovered = _expire(queue, dead)
     if recovered:
         log.warning("re-queued or failed %d import task(s) whose worker died", recovered)
+    # Account deletions are not failed but finished: a marked account is queued again (deleting is
+    # idempotent, so one also still queued or running does no harm).
+    for user_id in accounts.marked_for_deletion(db):
+        submit_account_deletion(app, user_id)
+        recovered += 1
     return recovered
 
 

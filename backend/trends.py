@@ -14,9 +14,8 @@ most extreme points within 1.5 IQR of the box. A single point is its own median,
 from __future__ import annotations
 
 import statistics
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -67,6 +66,31 @@ def _week_start_sqlite(element: IsoWeekStart, compiler: SQLCompiler, **kw: Any) 
     return f"date({compiler.process(element.clauses, **kw)}, '-6 days', 'weekday 1')"
 
 
+class UuidText(FunctionElement[str]):
+    """A UUID column as its canonical text (8-4-4-4-12 lower-case hex), made by the database: a trends
+    answer names every workout, and building then formatting a `uuid.UUID` per row in Python cost more
+    than the rest of the row."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(UuidText)
+def _uuid_text_default(element: UuidText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(UuidText, "sqlite")
+def _uuid_text_sqlite(element: UuidText, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLAlchemy's Uuid type stores 32 hex digits without dashes where the database has no UUID type.
+    column = compiler.process(element.clauses, **kw)
+    parts = " || '-' || ".join(f"substr({column}, {start}, {length})" for start, length in _UUID_GROUPS)
+    return f"lower({parts})"
+
+
+_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
 # ---- per-workout values, from the stage summaries ------------------------------------------------------
 
 
@@ -79,25 +103,16 @@ def _summaries_of(user_id: int) -> ColumnElement[bool]:
 def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> Select[Any]:
     """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench)."""
     return (
-        select(type_coerce(Workout.uuid, String()), StageSummary.stage, *columns)
+        select(UuidText(Workout.uuid), StageSummary.stage, *columns)
         .join(StageSummary, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
         .order_by(Workout.started_at, Workout.id)
     )
 
 
-def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterator[Any]:
-    """(workout id as text, stage, *columns) per summarised stage of the filtered workouts, oldest first.
-
-    The uuid is read raw and converted once per workout rather than once per row (on SQLite every
-    conversion parses 32 hex digits; a long history has thousands of rows)."""
-    rows = session.execute(stage_values_query(user_id, filters, *columns))
-    converted: dict[Any, str] = {}
-    for raw, *rest in rows:
-        workout_id = converted.get(raw)
-        if workout_id is None:
-            workout_id = converted[raw] = str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(raw))
-        yield (workout_id, *rest)
+def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterable[Any]:
+    """(workout id as text, stage, *columns) per summarised stage of the filtered workouts, oldest first."""
+    return session.execute(stage_values_query(user_id, filters, *columns)).tuples()
 
 
 # ---- statistics over the returned points --------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, insert, or_, select,
 from sqlalchemy.orm import Session, selectinload
 
 from backend import summaries
-from backend.db import bulk_insert, utcnow
+from backend.db import bulk_insert, insert_ignoring_duplicates, utcnow
 from backend.domain import STAGE_DEFAULT_DURATION_S, PulsePoint, values
 from backend.models import PulseReading, Segment, Stage, StageSummary, Workout
 from backend.problems import FieldError, ProblemError
@@ -355,11 +355,6 @@ def put_workout(
     if errors := check_workout(body):
         raise ProblemError.invalid(errors, "Invalid request body")
     connection = session.connection()  # Core from here: no unit-of-work bookkeeping per row
-    existing = connection.execute(
-        select(Workout.id, Workout.created_at)
-        .where(Workout.user_id == user_id, Workout.uuid == workout_id)
-        .with_for_update()
-    ).one_or_none()
     now = utcnow()
     offset = body.started_at.utcoffset() or timedelta(0)
     fields = {
@@ -372,16 +367,24 @@ def put_workout(
         "device": body.device if body.device is not None else default_device,
         "updated_at": now,
     }
-    if existing is None:
-        workouts = Workout.__table__
-        pk = connection.execute(
-            insert(workouts)
-            .values(uuid=workout_id, user_id=user_id, created_at=now, **fields)
-            .returning(workouts.c.id)
-        ).scalar_one()
+    # A new workout (the usual upload) costs one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING.
+    # When the id is taken it returns nothing, having waited (PostgreSQL) for any transaction still
+    # writing that row; the row is then read and locked (FOR UPDATE) and replaced. SQLite's BEGIN
+    # IMMEDIATE already serializes the two.
+    workouts = Workout.__table__
+    claim = insert_ignoring_duplicates(session, workouts, ("user_id", "uuid"))
+    pk = connection.execute(
+        claim.values(uuid=workout_id, user_id=user_id, created_at=now, **fields).returning(workouts.c.id)
+    ).scalar()
+    created = pk is not None
+    if created:
         created_at = now
     else:
-        pk, created_at = existing
+        pk, created_at = connection.execute(
+            select(Workout.id, Workout.created_at)
+            .where(Workout.user_id == user_id, Workout.uuid == workout_id)
+            .with_for_update()
+        ).one()
         # Old children go (segments by ON DELETE CASCADE): the new ones reuse their unique keys.
         for table in (Stage, PulseReading, StageSummary):
             connection.execute(delete(table.__table__).where(table.__table__.c.workout_id == pk))
@@ -402,7 +405,7 @@ def put_workout(
     }
     summaries.insert_rows(session, summaries.workout_rows(pk, user_id, segments_by_stage, pulse_bpm))
     stored = StoredWorkout(pk, workout_id, fields["utc_offset_min"], fields["device"], created_at, now)
-    return stored, existing is None
+    return stored, created
 
 
 def delete_workout(session: Session, user_id: int, workout_id: uuid.UUID) -> None:

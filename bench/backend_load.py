@@ -12,9 +12,9 @@ For each database (a throwaway SQLite file; a fresh database created on the loca
 2. start ``gunicorn -c gunicorn.conf.py 'backend:create_app()'`` bound to 127.0.0.1 on a free port;
 3. uploads: ``--concurrency`` client threads PUT whole new workouts (4 stages x 19 segments of 6 s every
    3 s, 6 pulse readings), at most ``--uploads`` requests or ``--seconds`` seconds;
-4. trends: the same threads GET /trends/stages, then /trends/rr-vs-pulse, then /trends/weekly, each
-   for users in turn (each holding ``--workouts-per-user`` workouts), at most ``--queries`` requests
-   or ``--seconds`` per endpoint.
+4. reads: the same threads GET /trends/stages, then /trends/rr-vs-pulse, then /trends/weekly, then the
+   first page of /workouts, each for users in turn (each holding ``--workouts-per-user`` workouts), at
+   most ``--queries`` requests or ``--seconds`` per endpoint; then ``--exports`` whole JSON exports.
 
 The client (a thread pool of http.client connections, one new connection per request: gunicorn's sync
 workers close every connection) runs in its own process, so its CPU is not counted as the server's.
@@ -123,7 +123,7 @@ def seed(url: str, n_users: int, workouts_per_user: int, seed_value: int = 0) ->
 
     rng = np.random.default_rng(seed_value)
     tz = timezone(timedelta(hours=-8))
-    first_day = datetime(2025, 1, 1, 7, 30, tzinfo=tz)
+    first_day = datetime(2023, 1, 1, 7, 30, tzinfo=tz)  # 1,000 days end before 2026
     workouts, stages, pulse = [], [], []
     stage_rr: list[tuple[int, float]] = []  # (stage id, typical RR): segments are made while inserting
     wid = sid = pid = 0
@@ -462,7 +462,7 @@ def drive(port: int, phase: Phase, concurrency: int, max_requests: int, max_seco
 def workout_body(rng: random.Random) -> bytes:
     """A full workout as the app uploads it: 4 stages x 19 segments, 6 pulse readings."""
     tz = timezone(timedelta(hours=-8))
-    start = datetime(2026, 11, 21, 7, 30, tzinfo=tz) + timedelta(minutes=rng.randrange(0, 100_000))
+    start = datetime(2026, 1, 5, 7, 30, tzinfo=tz) + timedelta(minutes=rng.randrange(0, 100_000))  # past
     stages = []
     for stage, centre in STAGE_RR_BPM.items():
         segments = []
@@ -501,6 +501,8 @@ def workout_body(rng: random.Random) -> bytes:
 
 
 TRENDS = ("/api/v1/trends/stages", "/api/v1/trends/rr-vs-pulse", "/api/v1/trends/weekly")
+LIST = "/api/v1/workouts?limit=50"
+EXPORT = "/api/v1/export?format=json"  # a user's whole history, streamed
 
 
 def run_database(
@@ -523,13 +525,16 @@ def run_database(
         upload = Phase(tokens, bodies=[workout_body(rng) for _ in range(min(args.uploads, 500))])
         # warm-up: connections, caches, first requests of each worker
         client.submit(drive, port, replace(upload, bodies=upload.bodies[:10]), 2, 10, 30).result()
-        for path in TRENDS:
+        for path in (*TRENDS, LIST, EXPORT):
             client.submit(drive, port, Phase(tokens, path), 2, 4, 30).result()
         workers = CpuMeter(lambda: children(master))
         database = CpuMeter(postgres_backends(url)) if name == "PostgreSQL" else None
         phases = [("PUT /workouts/{id} (whole workout)", upload, args.uploads)]
         for path in TRENDS:
             phases.append((f"GET {path.removeprefix('/api/v1')}", Phase(tokens, path), args.queries))
+        phases.append((f"GET {LIST.removeprefix('/api/v1')}", Phase(tokens, LIST), args.queries))
+        if args.exports:
+            phases.append((f"GET {EXPORT.removeprefix('/api/v1')}", Phase(tokens, EXPORT), args.exports))
         for label, phase, count in phases:
             workers.start()
             if database:
@@ -563,6 +568,7 @@ def main() -> None:
     parser.add_argument("--workouts-per-user", type=int, default=300)
     parser.add_argument("--uploads", type=int, default=600, help="upload requests at most (600)")
     parser.add_argument("--queries", type=int, default=150, help="requests per trends endpoint (150)")
+    parser.add_argument("--exports", type=int, default=40, help="GET /export?format=json requests (40)")
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit of each phase (60 s)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (8)")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's rule)")
@@ -575,7 +581,8 @@ def main() -> None:
     print(
         f"gunicorn: {workers} sync workers, 127.0.0.1; client: {args.concurrency} threads in a separate "
         f"process, at most "
-        f"{args.uploads} uploads / {args.queries} GETs per trends endpoint or {args.seconds:g} s a phase\n"
+        f"{args.uploads} uploads / {args.queries} GETs per read endpoint / {args.exports} exports or "
+        f"{args.seconds:g} s a phase\n"
     )
     rows: list[list[str]] = []
     spawn = multiprocessing.get_context("spawn")

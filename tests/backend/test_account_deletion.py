@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
-from api_helpers import Api, sample_workout, workout_url
+import pytest
+from api_helpers import Api, app_config, make_user, sample_workout, workout_url
 from flask import Flask
 from interop_helpers import (
     db_of,
@@ -16,13 +18,17 @@ from interop_helpers import (
     upload,
 )
 from sqlalchemy import func, select, text
+from test_tasks import REDIS_URL, queue_name, uploads_of, work
 from web_helpers import login, set_password
 
+from backend import accounts, create_app, tasks
 from backend.db import Base
 from backend.imports.jobs import ImportSettings, create_job, upload_path
-from backend.models import User
+from backend.models import HealthSample, User, Workout
 from backend.ratelimit import account_bucket
 from backend.tokens import issue_token
+
+__all__ = ["queue_name"]  # the fixture: a queue of the test's own on the real Redis (test_tasks)
 
 # How to find a user's rows in each table: straight by user_id, or through the rows they hang from.
 OWNED_ROWS = {
@@ -132,3 +138,84 @@ def test_deleting_an_account_removes_its_waiting_uploads(alice: Api, app: Flask)
     waiting.write_bytes(b"PK\x03\x04 a big export waiting for its import")
     assert alice.delete("/api/v1/me").status_code == 204
     assert not waiting.exists()
+
+
+# ---- large accounts: on the task queue when there is one (backend.accounts) -----------------------------
+
+
+def queued_app(database_url: str, queue_name: str) -> Flask:
+    """An app with the test's own queue, for which every account with data counts as large."""
+    settings = {"QUEUE_URL": REDIS_URL, "QUEUE_NAME": queue_name, "ACCOUNT_INLINE_MAX_RECORDS": 1}
+    return create_app(app_config(database_url, IMPORT_UPLOAD_DIR=str(uploads_of(queue_name)), **settings))
+
+
+def user(app: Flask, name: str) -> Api:
+    user_id, token = make_user(app, name)
+    api = Api(app, token, user_id)
+    api.name = name
+    return api
+
+
+def test_with_a_queue_a_large_account_is_locked_out_at_once_then_deleted_in_batches(
+    app: Flask, database_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued = queued_app(database_url, queue_name)
+    carol, dave = user(queued, "carol"), user(queued, "dave")
+    fill(carol, queued, "carol")
+    fill(dave, queued, "dave")
+    for _ in range(2):  # several workouts, so that the worker takes several batches
+        assert carol.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
+    monkeypatch.setattr(accounts, "BATCHES", ((Workout, 1), (HealthSample, 1)))
+    before_carol, before_dave = rows_of(queued, carol), rows_of(queued, dave)
+
+    assert carol.delete("/api/v1/me").status_code == 202
+    # Locked out at once: no token works, no dashboard session or password is left ...
+    assert carol.get("/api/v1/me").status_code == 401
+    assert login(queued.test_client(), "carol").status_code == 401
+    locked = rows_of(queued, carol)
+    assert locked["web_sessions"] == 0 and locked["users"] == 1
+    # ... while the data waits for a queue worker, nothing of it deleted by the web request.
+    assert locked["workouts"] == before_carol["workouts"] == 3
+    assert locked["health_samples"] == before_carol["health_samples"] > 0
+    assert tasks.queue_of(queued).count == 1  # type: ignore[union-attr]
+
+    work(queued)
+    assert rows_of(queued, carol) == dict.fromkeys(OWNED_ROWS, 0)
+    assert rows_of(queued, dave) == before_dave
+    assert dave.get("/api/v1/me").json["workouts"] == 1
+    db_of(queued).dispose()
+
+
+def test_a_marked_account_is_deleted_by_the_next_worker_and_an_unmarked_one_never(
+    app: Flask, database_url: str, queue_name: str
+) -> None:
+    """A deletion whose task was lost (Redis flushed, retries used up) is queued again when a worker
+    starts; a task for an account whose deletion never committed does nothing."""
+    queued = queued_app(database_url, queue_name)
+    carol, dave = user(queued, "carol"), user(queued, "dave")
+    for api in (carol, dave):
+        assert api.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
+    with queued.app_context():
+        assert tasks.run_account_deletion(dave.user_id) is False  # not marked: the request rolled back
+    assert rows_of(queued, dave)["workouts"] == 1
+
+    with db_of(queued).session(write=True) as session, session.begin():
+        accounts.lock_out(session, carol.user_id)  # marked, but its task never reached the queue
+    assert tasks.recover_orphans(queued) == 1
+    work(queued)
+    assert rows_of(queued, carol) == dict.fromkeys(OWNED_ROWS, 0)
+    assert rows_of(queued, dave)["workouts"] == 1 and dave.get("/api/v1/me").status_code == 200
+    db_of(queued).dispose()
+
+
+def test_without_a_queue_a_large_account_is_deleted_in_the_request(
+    app: Flask, database_url: str, tmp_path: Path
+) -> None:
+    inline = create_app(
+        app_config(database_url, ACCOUNT_INLINE_MAX_RECORDS=0, IMPORT_UPLOAD_DIR=str(tmp_path))
+    )
+    carol = user(inline, "carol")
+    assert carol.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
+    assert carol.delete("/api/v1/me").status_code == 204
+    assert rows_of(inline, carol) == dict.fromkeys(OWNED_ROWS, 0)
+    db_of(inline).dispose()
