@@ -66,7 +66,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> None:
         for n in range(args.requests):
             send(n)
         per_request_ms = (time.process_time() - started) / args.requests * 1000
-        print(f"\n[{name}] {label}: {per_request_ms:.2f} ms CPU per request (in-process, no profiler)")
+        print(f"[{name}] {label}: {per_request_ms:.2f} ms CPU per request (in-process, no profiler)")
         if not args.top:
             continue
         profile = cProfile.Profile()
