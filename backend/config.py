@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     # With a queue, an account holding more workouts + health samples than this is deleted by a queue
     # worker in batches (DELETE /api/v1/me answers 202); smaller ones, or without a queue, at once.
     "ACCOUNT_INLINE_MAX_RECORDS": 20_000,
+    "EXPORT_DIR": None,  # where export jobs write their files (shared by all workers); <instance>/exports
     # Dashboard (docs/dashboard.md). SECRET_KEY comes from RESPIRA_SECRET_KEY; required in production.
     "ENV": None,  # "production" | "development"; unset: production when gunicorn serves the app
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # s without a visit after which a dashboard login expires

@@ -383,6 +383,35 @@ class ImportJob(Base):
     worker: Mapped[str | None] = mapped_column(String(100))
 
 
+EXPORT_FORMATS = ("json", "csv", "fhir", "omh")
+
+
+class ExportJob(Base):
+    """An export written to a file by a background job (a queue worker, or a thread of the web process),
+    for accounts too large to stream within one request. The file lives in EXPORT_DIR as `<uuid>.<ext>`
+    and is deleted with the account."""
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (
+        Index("ix_export_jobs_user_created", "user_id", "created_at"),
+        CheckConstraint(_in("format", EXPORT_FORMATS), name="format"),
+        CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)  # the public id
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(String(8))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # an incremental export's start
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    bytes_written: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(String(100))  # "host:pid" while running
+
+
 # ---- security (issue 15): dashboard sessions kept on the server, and shared auth-failure counts -------
 
 

@@ -3,7 +3,8 @@
 Deleting the user row removes every row of the user: every table refers to users (directly or through
 workouts and stages) with ON DELETE CASCADE, so the database deletes it all in the one transaction. A
 large account on a server with a task queue is locked out in the request and deleted in batches by a
-queue worker (backend.accounts). Uploads still waiting for an import of this user are deleted from disk.
+queue worker (backend.accounts). Uploads still waiting for an import of this user, and export files
+written for it, are deleted from disk.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from backend import accounts, tasks
 from backend.api.auth import current_principal
 from backend.api.openapi import operation
 from backend.db import get_session, transactional
+from backend.exports import jobs as export_jobs
 from backend.imports.jobs import ImportSettings, upload_path
 from backend.models import (
     ApiToken,
@@ -77,9 +79,9 @@ def get_me() -> dict[str, Any]:
 @operation(
     "Delete the caller's account and all its data",
     description="Removes the user and every row that belongs to them (tokens, workouts, stages, segments, "
-    "pulse readings, samples, imports, idempotency records), for good. The token used stops working at "
-    "once. 204: deleted. 202 (a large account, on a server with a task queue): every token is revoked "
-    "and every dashboard session ended now, and the data is deleted in the background within minutes. "
+    "pulse readings, samples, imports, exports, idempotency records), for good. The token used stops "
+    "working at once. 204: deleted. 202 (a large account, on a server with a task queue): every token "
+    "is revoked and every dashboard session ended now, and the data is deleted in the background. "
     "Export first (GET /api/v1/export?format=json) to keep a copy.",
     tags=TAGS,
     responses={204: ("Deleted", None), 202: ("Locked out now; the data is being deleted", None)},
@@ -88,6 +90,7 @@ def get_me() -> dict[str, Any]:
 def delete_me() -> tuple[str, int]:
     session, user_id = get_session(), current_principal().user_id
     waiting = accounts.waiting_imports(session, user_id)
+    exports = export_jobs.files_of(export_jobs.export_dir(current_app), session, user_id)
     large = accounts.record_count(session, user_id) > int(current_app.config["ACCOUNT_INLINE_MAX_RECORDS"])
     if large and tasks.queue_of(current_app) is not None:
         accounts.lock_out(session, user_id)
@@ -100,4 +103,6 @@ def delete_me() -> tuple[str, int]:
     settings = ImportSettings.from_app(current_app)
     for job_uuid in waiting:  # a running import notices its job is gone and stops
         upload_path(settings, job_uuid).unlink(missing_ok=True)
+    for file in exports:  # export files written for the account (backend.exports.jobs)
+        file.unlink(missing_ok=True)
     return "", status

@@ -23,8 +23,9 @@ from web_helpers import login, set_password
 
 from backend import accounts, create_app, tasks
 from backend.db import Base
+from backend.exports.jobs import export_dir, files_of, wait_for_export
 from backend.imports.jobs import ImportSettings, create_job, upload_path
-from backend.models import HealthSample, User, Workout
+from backend.models import ExportJob, HealthSample, User, Workout
 from backend.ratelimit import account_bucket
 from backend.tokens import issue_token
 
@@ -49,6 +50,7 @@ OWNED_ROWS = {
     "import_jobs": "SELECT count(*) FROM import_jobs WHERE user_id = :user",
     "fitness_markers": "SELECT count(*) FROM fitness_markers WHERE user_id = :user",
     "web_sessions": "SELECT count(*) FROM web_sessions WHERE user_id = :user",
+    "export_jobs": "SELECT count(*) FROM export_jobs WHERE user_id = :user",
     # Failed log-ins are counted by account name (the name need not exist): the account's bucket.
     "auth_failures": "SELECT count(*) FROM auth_failures WHERE bucket = :account",
 }
@@ -89,6 +91,9 @@ def fill(api: Api, app: Flask, label: str) -> None:
         ]
     )
     assert upload(api, xml).status_code == 201
+    export = api.post("/api/v1/exports?format=csv")
+    assert export.status_code == 202
+    assert wait_for_export(app, uuid.UUID(export.json["id"]), timeout_s=60)
     with db_of(app).session(write=True) as session, session.begin():
         issue_token(session, session.get(User, api.user_id), f"{label}'s Watch")
     set_password(app, api.user_id)
@@ -112,6 +117,9 @@ def test_deleting_an_account_removes_every_row_of_it_and_nothing_else(
     assert owned_total == {t: before_alice[t] + before_bob[t] for t in owned_total}
     assert before_alice["pulse_readings"] >= 4 and before_alice["health_samples"] == 3
 
+    with db_of(app).session() as session:
+        files = {api.name: files_of(export_dir(app), session, api.user_id) for api in (alice, bob)}
+    assert all(file.exists() for listed in files.values() for file in listed)
     response = alice.delete("/api/v1/me")
     assert response.status_code == 204
 
@@ -121,6 +129,7 @@ def test_deleting_an_account_removes_every_row_of_it_and_nothing_else(
     assert {t: after[t] for t in owned_total} == {t: before_bob[t] for t in owned_total}
     assert alice.get("/api/v1/workouts").status_code == 401  # the token went with the account
     assert bob.get("/api/v1/me").json["workouts"] == 1
+    assert not any(file.exists() for file in files["alice"]) and all(file.exists() for file in files["bob"])
 
 
 def test_me_describes_the_account(alice: Api) -> None:
@@ -143,9 +152,18 @@ def test_deleting_an_account_removes_its_waiting_uploads(alice: Api, app: Flask)
 # ---- large accounts: on the task queue when there is one (backend.accounts) -----------------------------
 
 
+def _export_ids(app: Flask, api: Api) -> list[str]:
+    with db_of(app).session() as session:
+        return [
+            str(job)
+            for job in session.scalars(select(ExportJob.uuid).where(ExportJob.user_id == api.user_id))
+        ]
+
+
 def queued_app(database_url: str, queue_name: str) -> Flask:
     """An app with the test's own queue, for which every account with data counts as large."""
     settings = {"QUEUE_URL": REDIS_URL, "QUEUE_NAME": queue_name, "ACCOUNT_INLINE_MAX_RECORDS": 1}
+    settings["EXPORT_DIR"] = str(uploads_of(queue_name) / "exports")
     return create_app(app_config(database_url, IMPORT_UPLOAD_DIR=str(uploads_of(queue_name)), **settings))
 
 
@@ -167,6 +185,7 @@ def test_with_a_queue_a_large_account_is_locked_out_at_once_then_deleted_in_batc
         assert carol.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
     monkeypatch.setattr(accounts, "BATCHES", ((Workout, 1), (HealthSample, 1)))
     before_carol, before_dave = rows_of(queued, carol), rows_of(queued, dave)
+    (dave_export,) = _export_ids(queued, dave)
 
     assert carol.delete("/api/v1/me").status_code == 202
     # Locked out at once: no token works, no dashboard session or password is left ...
@@ -177,11 +196,14 @@ def test_with_a_queue_a_large_account_is_locked_out_at_once_then_deleted_in_batc
     # ... while the data waits for a queue worker, nothing of it deleted by the web request.
     assert locked["workouts"] == before_carol["workouts"] == 3
     assert locked["health_samples"] == before_carol["health_samples"] > 0
-    assert tasks.queue_of(queued).count == 1  # type: ignore[union-attr]
+    queue = tasks.queue_of(queued)
+    assert queue is not None and f"delete-account-{carol.user_id}" in queue.job_ids  # (after the exports)
 
     work(queued)
     assert rows_of(queued, carol) == dict.fromkeys(OWNED_ROWS, 0)
     assert rows_of(queued, dave) == before_dave
+    # carol's export, written by the worker just before her account went, went with it; dave's is kept.
+    assert [file.name.split(".")[0] for file in export_dir(queued).iterdir()] == [dave_export]
     assert dave.get("/api/v1/me").json["workouts"] == 1
     db_of(queued).dispose()
 
