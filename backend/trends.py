@@ -101,17 +101,33 @@ def _summaries_of(user_id: int) -> ColumnElement[bool]:
 
 
 def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> Select[Any]:
-    """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench)."""
+    """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench):
+    one row per filtered workout, oldest first: its id as text, `columns` of the workout, then the
+    median RR and the pulse of stages 1-4 (None where the stage has no summary).
+
+    One row per workout rather than per stage: the database pivots the four summaries (it reads them by
+    the same index either way), and the driver and Python handle a quarter of the rows."""
+    s = StageSummary
+
+    def at(stage: int, column: Any) -> Any:
+        return func.max(case((s.stage == stage, column)))
+
     return (
-        select(UuidText(Workout.uuid), StageSummary.stage, *columns)
-        .join(StageSummary, _summaries_of(user_id))
+        select(
+            UuidText(Workout.uuid),
+            *columns,
+            *(at(n, s.rr_median_bpm) for n in STAGES),
+            *(at(n, s.pulse_bpm) for n in STAGES),
+        )
+        .join(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
+        .group_by(Workout.id, *columns)
         .order_by(Workout.started_at, Workout.id)
     )
 
 
 def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterable[Any]:
-    """(workout id as text, stage, *columns) per summarised stage of the filtered workouts, oldest first."""
+    """Rows of `stage_values_query`: (workout id as text, *columns, rr1..rr4, pulse1..pulse4)."""
     return session.execute(stage_values_query(user_id, filters, *columns)).tuples()
 
 
@@ -198,42 +214,41 @@ def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
 def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
     """The StageTrends document, built JSON-ready (validating our own thousands of points would cost more
     than the query; tests/backend/test_stage_summaries.py checks it against the validated reference)."""
-    by_stage: dict[str, dict[int, list[tuple[Any, float]]]] = {
-        "rr": defaultdict(list),
-        "pulse": defaultdict(list),
-    }
-    rows = _stage_values(session, user_id, filters, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
-    for workout_id, stage, rr_bpm, pulse_bpm in rows:
-        if rr_bpm is not None:
-            by_stage["rr"][stage].append((workout_id, rr_bpm))
-        if pulse_bpm is not None:
-            by_stage["pulse"][stage].append((workout_id, pulse_bpm))
+    rr: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
+    pulse: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
+    for workout_id, *values in _stage_values(session, user_id, filters):
+        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+            if rr_bpm is not None:
+                rr[n].append((workout_id, rr_bpm))
+            if pulse_bpm is not None:
+                pulse[n].append((workout_id, pulse_bpm))
     return {
-        "stages": [
-            {"stage": n, "rr": _distribution(by_stage["rr"][n]), "pulse": _distribution(by_stage["pulse"][n])}
-            for n in STAGES
-        ]
+        "stages": [{"stage": n, "rr": _distribution(rr[n]), "pulse": _distribution(pulse[n])} for n in STAGES]
     }
 
 
 def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
     """The RrVsPulse document, built JSON-ready like `stage_trends`."""
-    # The start is read as the driver gives it and made a UTC instant once per workout, not once per row.
+    # The start is read as the driver gives it and made a UTC instant in Python, once per workout.
     raw_start = type_coerce(Workout.started_at, DateTime(timezone=True))
-    columns = (raw_start, Workout.utc_offset_min, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
-    rows = _stage_values(session, user_id, filters, *columns)
-    pairs: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    local_starts: dict[str, str] = {}
-    for workout_id, stage, started_at, offset_min, rr_bpm, pulse_bpm in rows:
-        if rr_bpm is None or pulse_bpm is None:
-            continue
-        local_start = local_starts.get(workout_id)
-        if local_start is None:
-            moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
-            local_start = local_starts[workout_id] = json_datetime(moment)
-        pairs[stage].append(
-            {"workout_id": workout_id, "started_at": local_start, "rr_bpm": rr_bpm, "pulse_bpm": pulse_bpm}
-        )
+    rows = _stage_values(session, user_id, filters, raw_start, Workout.utc_offset_min)
+    pairs: dict[int, list[dict[str, Any]]] = {n: [] for n in STAGES}
+    for workout_id, started_at, offset_min, *values in rows:
+        local_start = None
+        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+            if rr_bpm is None or pulse_bpm is None:
+                continue
+            if local_start is None:
+                moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
+                local_start = json_datetime(moment)
+            pairs[n].append(
+                {
+                    "workout_id": workout_id,
+                    "started_at": local_start,
+                    "rr_bpm": rr_bpm,
+                    "pulse_bpm": pulse_bpm,
+                }
+            )
     return {
         "stages": [
             {
