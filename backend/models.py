@@ -210,8 +210,19 @@ class StageSummary(Base):
     __tablename__ = "stage_summaries"
     __table_args__ = (
         # A user's trends read their rows by this index; through workouts alone PostgreSQL would rather
-        # scan every user's summaries than probe the primary key once per workout.
-        Index("ix_stage_summaries_user_workout", "user_id", "workout_id"),
+        # scan every user's summaries than probe the primary key once per workout. It holds every
+        # column the trends read, so they are answered from the index alone (migration 0007).
+        Index(
+            "ix_stage_summaries_user_covering",
+            "user_id",
+            "workout_id",
+            "stage",
+            "rr_median_bpm",
+            "pulse_bpm",
+            "pulse_after_bpm",
+            "heavy_count",
+            "classified_count",
+        ),
         CheckConstraint("stage BETWEEN 1 AND 4", name="stage"),
         CheckConstraint(
             "heavy_count <= classified_count AND classified_count <= segment_count", name="counts"
