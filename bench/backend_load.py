@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 from common import ROOT, machine, table
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from backend import migrate
@@ -298,7 +298,7 @@ def move_sequences(conn: Any) -> None:
 
 def hot_queries(conn: Any) -> dict[str, Any]:
     """The statements behind the busiest endpoints, for the user with the most workouts."""
-    from backend.models import ApiToken, StageSummary
+    from backend.models import ApiToken, AuthFailure
     from backend.schemas import WorkoutFilter
     from backend.trends import stage_values_query, weekly_query
 
@@ -307,20 +307,28 @@ def hot_queries(conn: Any) -> dict[str, Any]:
     ).one()
     everything = WorkoutFilter()
     stage_ids = select(Stage.id).join(Workout).where(Workout.user_id == user_id).limit(100)
+    newest = select(Workout.id).where(Workout.user_id == user_id).order_by(Workout.started_at.desc())
+    page = [row.id for row in conn.execute(newest.limit(50))]
     return {
-        "GET /trends/stages, /trends/rr-vs-pulse": stage_values_query(
-            user_id, everything, StageSummary.rr_median_bpm, StageSummary.pulse_bpm
+        "GET /trends/rr-vs-pulse (/trends/stages: the same without the two workout columns)": (
+            stage_values_query(user_id, everything, Workout.started_at, Workout.utc_offset_min)
         ),
         "GET /trends/weekly": weekly_query(user_id, everything),
         "GET /workouts (first page)": select(Workout)
         .where(Workout.user_id == user_id)
         .order_by(Workout.started_at.desc(), Workout.id.desc())
         .limit(51),
+        "GET /workouts: stage numbers of the page": select(Stage.workout_id, Stage.stage)
+        .where(Stage.workout_id.in_(page))
+        .order_by(Stage.workout_id, Stage.stage),
         "PUT /workouts/{id}: find and lock": select(Workout.id, Workout.created_at)
         .where(Workout.user_id == user_id, Workout.uuid == workout_uuid)
         .with_for_update(),
         "every request: the token": select(ApiToken.id, ApiToken.user_id).where(
             ApiToken.token_hash == "0" * 64, ApiToken.revoked_at.is_(None)
+        ),
+        "every request: the address's failed authentications": select(func.count()).where(
+            AuthFailure.bucket == "addr:127.0.0.1", AuthFailure.failed_at > utcnow() - timedelta(minutes=1)
         ),
         "GET /export: segments of 100 stages": select(Segment).where(Segment.stage_id.in_(stage_ids)),
     }
@@ -334,7 +342,7 @@ def explain(url: str) -> str:
         for label, query in hot_queries(conn).items():
             sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
             if engine.dialect.name == "postgresql":
-                plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}").scalars().all()
+                plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}").scalars().all()
             else:
                 plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
             out.append(f"-- {label}\n" + "\n".join(f"   {line}" for line in plan))
