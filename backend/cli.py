@@ -213,7 +213,8 @@ queue_cli = AppGroup("queue", help="The task queue for long work (RESPIRA_QUEUE_
 @queue_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def queue_worker(burst: bool) -> None:
-    """Run queued imports. First re-queues tasks whose worker on this host died (a restart recovers)."""
+    """Run queued work (imports, exports, account deletions). First re-queues tasks whose worker on this
+    host died, and unfinished account deletions (a restart recovers)."""
     from rq import Worker
 
     from backend import tasks
@@ -221,7 +222,7 @@ def queue_worker(burst: bool) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     queue = tasks.queue_of(app)
     if queue is None:
-        raise click.UsageError("RESPIRA_QUEUE_URL is not set: imports run inside the web server.")
+        raise click.UsageError("RESPIRA_QUEUE_URL is not set: long work runs inside the web server.")
     tasks.use_app_in_worker(app)
     recovered = tasks.recover_orphans(app)
     click.echo(f"queue {queue.name!r}: {recovered} task(s) re-queued (dead workers, unfinished deletions)")
