@@ -29,6 +29,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from backend.db import Database, utcnow
 from backend.exports import EXTENSIONS, export_stream
@@ -83,11 +84,12 @@ def run_export_job(db: Database, job_id: int, directory: Path) -> ExportJob | No
         written = 0
         # One read transaction: the export is a consistent snapshot on PostgreSQL (REPEATABLE READ would
         # be stricter; a read committed export equals a streamed GET /export of the same moment).
-        with db.session() as session, partial.open("w", encoding="utf-8") as out:
+        with db.session() as session, partial.open("wb") as out:
             chunks = export_stream(ExportFormat(job.format), session, job.user_id, utcnow(), job.since)
             for chunk in chunks:
-                written += len(chunk.encode("utf-8"))
-                out.write(chunk)
+                data = chunk.encode("utf-8")
+                out.write(data)
+                written += len(data)
         partial.replace(target)
     except Exception as exc:  # any failure is the job's result, not the worker's crash
         log.exception("export job %s failed", job.uuid)
@@ -132,9 +134,9 @@ def wait_for_export(app: Flask, job_uuid: uuid.UUID, timeout_s: float | None = N
     return True
 
 
-def files_of(directory: Path, db_session: Any, user_id: int) -> list[Path]:
+def files_of(directory: Path, session: Session, user_id: int) -> list[Path]:
     """The export files of a user's jobs (deleted with the account)."""
-    jobs = db_session.scalars(select(ExportJob).where(ExportJob.user_id == user_id))
+    jobs = session.scalars(select(ExportJob).where(ExportJob.user_id == user_id))
     return [export_path(directory, job) for job in jobs]
 
 
