@@ -14,6 +14,8 @@ flask --app backend queue worker [--burst]      # run imports from RESPIRA_QUEUE
 
 from __future__ import annotations
 
+import gc
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
@@ -213,7 +215,8 @@ queue_cli = AppGroup("queue", help="The task queue for long work (RESPIRA_QUEUE_
 @queue_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def queue_worker(burst: bool) -> None:
-    """Run queued imports. First re-queues tasks whose worker on this host died (a restart recovers)."""
+    """Run queued work (imports, exports, account deletions). First re-queues tasks whose worker on this
+    host died, and unfinished account deletions (a restart recovers)."""
     from rq import Worker
 
     from backend import tasks
@@ -221,10 +224,14 @@ def queue_worker(burst: bool) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     queue = tasks.queue_of(app)
     if queue is None:
-        raise click.UsageError("RESPIRA_QUEUE_URL is not set: imports run inside the web server.")
+        raise click.UsageError("RESPIRA_QUEUE_URL is not set: long work runs inside the web server.")
     tasks.use_app_in_worker(app)
     recovered = tasks.recover_orphans(app)
-    click.echo(f"queue {queue.name!r}: {recovered} task(s) of dead workers re-queued or failed")
+    click.echo(f"queue {queue.name!r}: {recovered} task(s) re-queued (dead workers, unfinished deletions)")
+    # The app, its modules and settings live as long as the worker: out of the garbage collector's
+    # generations, so the many short-lived objects of a job (an export's ORM pages) do not make every
+    # full collection walk them again (measured in-process: half of an export's CPU; docs/benchmarks.md).
+    gc.freeze()
     Worker([queue], connection=queue.connection).work(burst=burst)
 
 

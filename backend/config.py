@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE_NAME": "respira",
     "QUEUE_RETRIES": 2,  # a task whose worker died runs again this many times, then fails
     "QUEUE_JOB_TIMEOUT_S": 6 * 3600,  # the longest an import may run on a worker
+    # With a queue, an account holding more workouts + health samples than this is deleted by a queue
+    # worker in batches (DELETE /api/v1/me answers 202); smaller ones, or without a queue, at once.
+    "ACCOUNT_INLINE_MAX_RECORDS": 20_000,
+    "EXPORT_DIR": None,  # where export jobs write their files (shared by all workers); <instance>/exports
     # Dashboard (docs/dashboard.md). SECRET_KEY comes from RESPIRA_SECRET_KEY; required in production.
     "ENV": None,  # "production" | "development"; unset: production when gunicorn serves the app
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # s without a visit after which a dashboard login expires

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,13 +173,16 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def insert_ignoring_duplicates(session: Session, table: Table) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (both spell it the same way)."""
+def insert_ignoring_duplicates(
+    session: Session, table: Table, columns: Sequence[str] | None = None
+) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect (both spell it the same way);
+    `columns` limits it to the unique constraint on them (any other violation still raises)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=columns)
     if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=columns)
     raise NotImplementedError(f"Respira needs PostgreSQL or SQLite, not {dialect}")
 
 

@@ -56,6 +56,8 @@ class User(Base):
     # Only people who log in to the dashboard have one; device access goes through ApiToken.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set while a queue worker deletes this (large) account; it is locked out meanwhile (backend.accounts).
+    deletion_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -208,8 +210,19 @@ class StageSummary(Base):
     __tablename__ = "stage_summaries"
     __table_args__ = (
         # A user's trends read their rows by this index; through workouts alone PostgreSQL would rather
-        # scan every user's summaries than probe the primary key once per workout.
-        Index("ix_stage_summaries_user_workout", "user_id", "workout_id"),
+        # scan every user's summaries than probe the primary key once per workout. It holds every
+        # column the trends read, so they are answered from the index alone (migration 0007).
+        Index(
+            "ix_stage_summaries_user_covering",
+            "user_id",
+            "workout_id",
+            "stage",
+            "rr_median_bpm",
+            "pulse_bpm",
+            "pulse_after_bpm",
+            "heavy_count",
+            "classified_count",
+        ),
         CheckConstraint("stage BETWEEN 1 AND 4", name="stage"),
         CheckConstraint(
             "heavy_count <= classified_count AND classified_count <= segment_count", name="counts"
@@ -379,6 +392,35 @@ class ImportJob(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last batch stored
     # "host:pid" of the process running it: when that process is gone the job is reported failed at once.
     worker: Mapped[str | None] = mapped_column(String(100))
+
+
+EXPORT_FORMATS = ("json", "csv", "fhir", "omh")
+
+
+class ExportJob(Base):
+    """An export written to a file by a background job (a queue worker, or a thread of the web process),
+    for accounts too large to stream within one request. The file lives in EXPORT_DIR as `<uuid>.<ext>`
+    and is deleted with the account."""
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (
+        Index("ix_export_jobs_user_created", "user_id", "created_at"),
+        CheckConstraint(_in("format", EXPORT_FORMATS), name="format"),
+        CheckConstraint(_in("status", IMPORT_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)  # the public id
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(String(8))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # an incremental export's start
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    bytes_written: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(String(100))  # "host:pid" while running
 
 
 # ---- security (issue 15): dashboard sessions kept on the server, and shared auth-failure counts -------

@@ -1,10 +1,15 @@
 """Where long work runs: on an RQ task queue (Redis) when RESPIRA_QUEUE_URL is set, else in this process.
 
+Long work: imports, exports written to a file, and the deletion of large accounts.
+
     submit_import(app, job, path)          run an import job (Apple Health upload, large Health Auto Export
                                            push) on the queue, or in a thread of this process
     run_import(job_id, path)               what a queue worker executes
+    submit_export(app, job)                write an export file (backend.exports.jobs), queue or thread
+    submit_account_deletion(app, user_id)  delete a large, locked-out account on the queue (backend.accounts)
     check_import(app, job)                 on a poll: re-queue or fail a job whose process died
-    recover_orphans(app)                   the same for every started job of the queue (worker start-up)
+    recover_orphans(app)                   the same for every started job of the queue, and queue again the
+                                           deletion of every account still marked (worker start-up)
     flask --app backend queue worker       a worker for the configured queue (backend.cli)
 
 With a queue, web workers stay stateless: any of them takes an upload (kept on storage every worker and
@@ -31,8 +36,11 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.registry import StartedJobRegistry
+from sqlalchemy import update
 
+from backend import accounts
 from backend.db import EXTENSION_KEY, Database
+from backend.exports import jobs as export_jobs
 from backend.imports import setting
 from backend.imports.jobs import (
     ACTIVE,
@@ -45,7 +53,7 @@ from backend.imports.jobs import (
     worker_gone,
 )
 from backend.imports.push_stream import run_push_job
-from backend.models import ImportJob
+from backend.models import ExportJob, ImportJob
 
 log = logging.getLogger("respira.tasks")
 QUEUE_KEY = "respira.queue"
@@ -88,6 +96,78 @@ def submit_import(app: Flask, job: ImportJob, path: Path) -> None:
         on_failure=Callback(on_import_failure),
         description=f"import {job.kind} {job.uuid}",
     )
+
+
+def submit_export(app: Flask, job: ExportJob) -> None:
+    """Write the export on the queue when there is one, else in a thread of this process."""
+    db: Database = app.extensions[EXTENSION_KEY]
+    queue = queue_of(app)
+    if queue is None:
+        export_jobs.start_in_background(app, db, job)
+        return
+    retries = int(app.config["QUEUE_RETRIES"])
+    queue.enqueue(
+        run_export,
+        job.id,
+        job_id=f"export-{job.uuid}",
+        job_timeout=int(app.config["QUEUE_JOB_TIMEOUT_S"]),
+        retry=Retry(max=retries) if retries else None,
+        description=f"export {job.format} {job.uuid}",
+    )
+
+
+def run_export(job_id: int) -> str | None:
+    """The queue task: write the export file (running it again rewrites it whole)."""
+    app = _app()
+    db: Database = app.extensions[EXTENSION_KEY]
+    db.engine.dispose(close=False)  # a forked work-horse must not share the parent's connections
+    done = export_jobs.run_export_job(db, job_id, export_jobs.export_dir(app))
+    return None if done is None else done.status
+
+
+def check_export(app: Flask, job: ExportJob) -> ExportJob:
+    """A poll's view of an export job: one whose process died runs again (queue) or fails (in-process)."""
+    if not export_jobs.stranded(job):
+        return job
+    db: Database = app.extensions[EXTENSION_KEY]
+    if queue_of(app) is None:
+        return export_jobs.interrupted(db, job)
+    with db.session(write=True) as session, session.begin():
+        session.execute(update(ExportJob).where(ExportJob.id == job.id).values(status="queued", worker=None))
+    submit_export(app, job)
+    return export_jobs.load_job(db, job.id) or job
+
+
+def submit_account_deletion(app: Flask, user_id: int) -> None:
+    """Queue the deletion of a locked-out account (backend.accounts). Called inside the request's
+    transaction: the task waits for its commit by locking the user row, and does nothing without it."""
+    queue = queue_of(app)
+    if queue is None:
+        raise RuntimeError("account deletion in batches needs the task queue")
+    retries = int(app.config["QUEUE_RETRIES"])
+    queue.enqueue(
+        run_account_deletion,
+        user_id,
+        job_id=f"delete-account-{user_id}",
+        job_timeout=int(app.config["QUEUE_JOB_TIMEOUT_S"]),
+        retry=Retry(max=retries) if retries else None,
+        description=f"delete account {user_id}",
+    )
+
+
+def run_account_deletion(user_id: int) -> bool:
+    """The queue task: delete the account a batch per transaction (safe to run again after a crash),
+    then its export files (an export finishing later removes its own file: backend.exports.jobs)."""
+    app = _app()
+    db: Database = app.extensions[EXTENSION_KEY]
+    db.engine.dispose(close=False)  # a forked work-horse must not share the parent's connections
+    with db.session() as session:
+        files = export_jobs.files_of(export_jobs.export_dir(app), session, user_id)
+    deleted = accounts.delete_in_batches(db, user_id)
+    if deleted:
+        for file in files:
+            file.unlink(missing_ok=True)
+    return deleted
 
 
 def _app() -> Flask:
@@ -175,6 +255,11 @@ def recover_orphans(app: Flask) -> int:
     recovered = _expire(queue, dead)
     if recovered:
         log.warning("re-queued or failed %d import task(s) whose worker died", recovered)
+    # Account deletions are not failed but finished: a marked account is queued again (deleting is
+    # idempotent, so one also still queued or running does no harm).
+    for user_id in accounts.marked_for_deletion(db):
+        submit_account_deletion(app, user_id)
+        recovered += 1
     return recovered
 
 

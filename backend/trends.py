@@ -14,9 +14,8 @@ most extreme points within 1.5 IQR of the box. A single point is its own median,
 from __future__ import annotations
 
 import statistics
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -67,6 +66,31 @@ def _week_start_sqlite(element: IsoWeekStart, compiler: SQLCompiler, **kw: Any) 
     return f"date({compiler.process(element.clauses, **kw)}, '-6 days', 'weekday 1')"
 
 
+class UuidText(FunctionElement[str]):
+    """A UUID column as its canonical text (8-4-4-4-12 lower-case hex), made by the database: a trends
+    answer names every workout, and building then formatting a `uuid.UUID` per row in Python cost more
+    than the rest of the row."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(UuidText)
+def _uuid_text_default(element: UuidText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(UuidText, "sqlite")
+def _uuid_text_sqlite(element: UuidText, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLAlchemy's Uuid type stores 32 hex digits without dashes where the database has no UUID type.
+    column = compiler.process(element.clauses, **kw)
+    parts = " || '-' || ".join(f"substr({column}, {start}, {length})" for start, length in _UUID_GROUPS)
+    return f"lower({parts})"
+
+
+_UUID_GROUPS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
 # ---- per-workout values, from the stage summaries ------------------------------------------------------
 
 
@@ -77,27 +101,34 @@ def _summaries_of(user_id: int) -> ColumnElement[bool]:
 
 
 def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> Select[Any]:
-    """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench)."""
+    """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench):
+    one row per filtered workout, oldest first: its id as text, `columns` of the workout, then the
+    median RR and the pulse of stages 1-4 (None where the stage has no summary).
+
+    One row per workout rather than per stage: the database pivots the four summaries (it reads them by
+    the same index either way), and the driver and Python handle a quarter of the rows."""
+    s = StageSummary
+
+    def at(stage: int, column: Any) -> Any:
+        return func.max(case((s.stage == stage, column)))
+
     return (
-        select(type_coerce(Workout.uuid, String()), StageSummary.stage, *columns)
-        .join(StageSummary, _summaries_of(user_id))
+        select(
+            UuidText(Workout.uuid),
+            *columns,
+            *(at(n, s.rr_median_bpm) for n in STAGES),
+            *(at(n, s.pulse_bpm) for n in STAGES),
+        )
+        .join(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
+        .group_by(Workout.id, *columns)
         .order_by(Workout.started_at, Workout.id)
     )
 
 
-def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterator[Any]:
-    """(workout id as text, stage, *columns) per summarised stage of the filtered workouts, oldest first.
-
-    The uuid is read raw and converted once per workout rather than once per row (on SQLite every
-    conversion parses 32 hex digits; a long history has thousands of rows)."""
-    rows = session.execute(stage_values_query(user_id, filters, *columns))
-    converted: dict[Any, str] = {}
-    for raw, *rest in rows:
-        workout_id = converted.get(raw)
-        if workout_id is None:
-            workout_id = converted[raw] = str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(raw))
-        yield (workout_id, *rest)
+def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterable[Any]:
+    """Rows of `stage_values_query`: (workout id as text, *columns, rr1..rr4, pulse1..pulse4)."""
+    return session.execute(stage_values_query(user_id, filters, *columns)).tuples()
 
 
 # ---- statistics over the returned points --------------------------------------------------------------
@@ -183,42 +214,41 @@ def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
 def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
     """The StageTrends document, built JSON-ready (validating our own thousands of points would cost more
     than the query; tests/backend/test_stage_summaries.py checks it against the validated reference)."""
-    by_stage: dict[str, dict[int, list[tuple[Any, float]]]] = {
-        "rr": defaultdict(list),
-        "pulse": defaultdict(list),
-    }
-    rows = _stage_values(session, user_id, filters, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
-    for workout_id, stage, rr_bpm, pulse_bpm in rows:
-        if rr_bpm is not None:
-            by_stage["rr"][stage].append((workout_id, rr_bpm))
-        if pulse_bpm is not None:
-            by_stage["pulse"][stage].append((workout_id, pulse_bpm))
+    rr: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
+    pulse: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
+    for workout_id, *values in _stage_values(session, user_id, filters):
+        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+            if rr_bpm is not None:
+                rr[n].append((workout_id, rr_bpm))
+            if pulse_bpm is not None:
+                pulse[n].append((workout_id, pulse_bpm))
     return {
-        "stages": [
-            {"stage": n, "rr": _distribution(by_stage["rr"][n]), "pulse": _distribution(by_stage["pulse"][n])}
-            for n in STAGES
-        ]
+        "stages": [{"stage": n, "rr": _distribution(rr[n]), "pulse": _distribution(pulse[n])} for n in STAGES]
     }
 
 
 def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
     """The RrVsPulse document, built JSON-ready like `stage_trends`."""
-    # The start is read as the driver gives it and made a UTC instant once per workout, not once per row.
+    # The start is read as the driver gives it and made a UTC instant in Python, once per workout.
     raw_start = type_coerce(Workout.started_at, DateTime(timezone=True))
-    columns = (raw_start, Workout.utc_offset_min, StageSummary.rr_median_bpm, StageSummary.pulse_bpm)
-    rows = _stage_values(session, user_id, filters, *columns)
-    pairs: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    local_starts: dict[str, str] = {}
-    for workout_id, stage, started_at, offset_min, rr_bpm, pulse_bpm in rows:
-        if rr_bpm is None or pulse_bpm is None:
-            continue
-        local_start = local_starts.get(workout_id)
-        if local_start is None:
-            moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
-            local_start = local_starts[workout_id] = json_datetime(moment)
-        pairs[stage].append(
-            {"workout_id": workout_id, "started_at": local_start, "rr_bpm": rr_bpm, "pulse_bpm": pulse_bpm}
-        )
+    rows = _stage_values(session, user_id, filters, raw_start, Workout.utc_offset_min)
+    pairs: dict[int, list[dict[str, Any]]] = {n: [] for n in STAGES}
+    for workout_id, started_at, offset_min, *values in rows:
+        local_start = None
+        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+            if rr_bpm is None or pulse_bpm is None:
+                continue
+            if local_start is None:
+                moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
+                local_start = json_datetime(moment)
+            pairs[n].append(
+                {
+                    "workout_id": workout_id,
+                    "started_at": local_start,
+                    "rr_bpm": rr_bpm,
+                    "pulse_bpm": pulse_bpm,
+                }
+            )
     return {
         "stages": [
             {

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend import summaries
-from backend.db import bulk_insert, utcnow
+from backend.db import bulk_insert, insert_ignoring_duplicates, utcnow
 from backend.domain import STAGE_DEFAULT_DURATION_S, PulsePoint, values
 from backend.models import PulseReading, Segment, Stage, StageSummary, Workout
 from backend.problems import FieldError, ProblemError
@@ -228,7 +228,7 @@ def workout_conditions(user_id: int, filters: WorkoutFilter) -> list[ColumnEleme
     return conditions
 
 
-def _encode_cursor(workout: Workout) -> str:
+def _encode_cursor(workout: Any) -> str:
     raw = json.dumps([workout.started_at.isoformat(), workout.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -247,27 +247,55 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         ) from None
 
 
+# What a list entry shows: read as plain rows (no ORM objects: a page is 50 workouts and 200 stages).
+LIST_COLUMNS = (
+    Workout.id,
+    Workout.uuid,
+    Workout.started_at,
+    Workout.utc_offset_min,
+    Workout.activity,
+    Workout.environment,
+    Workout.model_version,
+    Workout.device,
+    Workout.updated_at,
+)
+
+
 def list_workouts(session: Session, user_id: int, query: WorkoutListQuery) -> dict[str, Any]:
     """Newest first, keyset-paginated on (started_at, id) so pages stay stable while data is added."""
-    stmt: Select[tuple[Workout]] = (
-        select(Workout).where(*workout_conditions(user_id, query)).options(selectinload(Workout.stages))
-    )
+    stmt = select(*LIST_COLUMNS).where(*workout_conditions(user_id, query))
     if query.cursor is not None:
         started, workout_pk = _decode_cursor(query.cursor)
         stmt = stmt.where(
             or_(Workout.started_at < started, and_(Workout.started_at == started, Workout.id < workout_pk))
         )
-    rows = list(
-        session.scalars(stmt.order_by(Workout.started_at.desc(), Workout.id.desc()).limit(query.limit + 1))
-    )
+    rows = session.execute(
+        stmt.order_by(Workout.started_at.desc(), Workout.id.desc()).limit(query.limit + 1)
+    ).all()
     page, more = rows[: query.limit], len(rows) > query.limit
-    summaries = [workout_summary(w) for w in page]
+    numbers = stage_numbers(session, [row.id for row in page])
+    summaries = [workout_summary(row, numbers[row.id]) for row in page]
     result = WorkoutPage(workouts=summaries, next_cursor=_encode_cursor(page[-1]) if more else None)
     return result.model_dump(mode="json")
 
 
-def workout_summary(w: Workout) -> WorkoutSummary:
-    """A list entry (stages loaded): its time on its own clock, what it was, which stages it has."""
+def stage_numbers(session: Session, workout_ids: Sequence[int]) -> dict[int, list[int]]:
+    """The stored stage numbers of each of these workouts, in order (one query for a whole page)."""
+    numbers: dict[int, list[int]] = {workout_id: [] for workout_id in workout_ids}
+    if workout_ids:
+        query = (
+            select(Stage.workout_id, Stage.stage)
+            .where(Stage.workout_id.in_(workout_ids))
+            .order_by(Stage.workout_id, Stage.stage)
+        )
+        for workout_id, stage in session.execute(query):
+            numbers[workout_id].append(stage)
+    return numbers
+
+
+def workout_summary(w: Any, stages: Sequence[int] | None = None) -> WorkoutSummary:
+    """A list entry: its time on its own clock, what it was, which stages it has. `w` is a Workout (its
+    stages loaded, unless `stages` is given) or a row of LIST_COLUMNS with its `stage_numbers`."""
     return WorkoutSummary.model_validate(
         {
             "id": w.uuid,
@@ -276,7 +304,7 @@ def workout_summary(w: Workout) -> WorkoutSummary:
             "environment": w.environment,
             "model_version": w.model_version,
             "device": w.device,
-            "stages": [s.stage for s in w.stages],
+            "stages": [s.stage for s in w.stages] if stages is None else list(stages),
             "updated_at": w.updated_at,
         }
     )
@@ -355,11 +383,6 @@ def put_workout(
     if errors := check_workout(body):
         raise ProblemError.invalid(errors, "Invalid request body")
     connection = session.connection()  # Core from here: no unit-of-work bookkeeping per row
-    existing = connection.execute(
-        select(Workout.id, Workout.created_at)
-        .where(Workout.user_id == user_id, Workout.uuid == workout_id)
-        .with_for_update()
-    ).one_or_none()
     now = utcnow()
     offset = body.started_at.utcoffset() or timedelta(0)
     fields = {
@@ -372,16 +395,24 @@ def put_workout(
         "device": body.device if body.device is not None else default_device,
         "updated_at": now,
     }
-    if existing is None:
-        workouts = Workout.__table__
-        pk = connection.execute(
-            insert(workouts)
-            .values(uuid=workout_id, user_id=user_id, created_at=now, **fields)
-            .returning(workouts.c.id)
-        ).scalar_one()
+    # A new workout (the usual upload) costs one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING.
+    # When the id is taken it returns nothing, having waited (PostgreSQL) for any transaction still
+    # writing that row; the row is then read and locked (FOR UPDATE) and replaced. SQLite's BEGIN
+    # IMMEDIATE already serializes the two.
+    workouts = Workout.__table__
+    claim = insert_ignoring_duplicates(session, workouts, ("user_id", "uuid"))
+    pk = connection.execute(
+        claim.values(uuid=workout_id, user_id=user_id, created_at=now, **fields).returning(workouts.c.id)
+    ).scalar()
+    created = pk is not None
+    if created:
         created_at = now
     else:
-        pk, created_at = existing
+        pk, created_at = connection.execute(
+            select(Workout.id, Workout.created_at)
+            .where(Workout.user_id == user_id, Workout.uuid == workout_id)
+            .with_for_update()
+        ).one()
         # Old children go (segments by ON DELETE CASCADE): the new ones reuse their unique keys.
         for table in (Stage, PulseReading, StageSummary):
             connection.execute(delete(table.__table__).where(table.__table__.c.workout_id == pk))
@@ -402,7 +433,7 @@ def put_workout(
     }
     summaries.insert_rows(session, summaries.workout_rows(pk, user_id, segments_by_stage, pulse_bpm))
     stored = StoredWorkout(pk, workout_id, fields["utc_offset_min"], fields["device"], created_at, now)
-    return stored, existing is None
+    return stored, created
 
 
 def delete_workout(session: Session, user_id: int, workout_id: uuid.UUID) -> None:

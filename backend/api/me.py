@@ -1,8 +1,10 @@
 """The caller's account: GET /api/v1/me (who and how much), DELETE /api/v1/me (everything, gone).
 
 Deleting the user row removes every row of the user: every table refers to users (directly or through
-workouts and stages) with ON DELETE CASCADE, so the database deletes it all in the one transaction.
-Uploads still waiting for an import of this user are deleted from disk as well.
+workouts and stages) with ON DELETE CASCADE, so the database deletes it all in the one transaction. A
+large account on a server with a task queue is locked out in the request and deleted in batches by a
+queue worker (backend.accounts). Uploads still waiting for an import of this user, and export files
+written for it, are deleted from disk.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from typing import Any
 
 from flask import Blueprint, current_app
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
+from backend import accounts, tasks
 from backend.api.auth import current_principal
 from backend.api.openapi import operation
 from backend.db import get_session, transactional
-from backend.imports.jobs import ACTIVE, ImportSettings, upload_path
+from backend.exports import jobs as export_jobs
+from backend.imports.jobs import ImportSettings, upload_path
 from backend.models import (
     ApiToken,
-    AuthFailure,
     FitnessMarker,
     HealthSample,
     HealthWorkout,
@@ -29,7 +32,6 @@ from backend.models import (
     Workout,
 )
 from backend.problems import ProblemError
-from backend.ratelimit import account_bucket
 
 bp = Blueprint("me", __name__)
 TAGS = ("account",)
@@ -77,23 +79,30 @@ def get_me() -> dict[str, Any]:
 @operation(
     "Delete the caller's account and all its data",
     description="Removes the user and every row that belongs to them (tokens, workouts, stages, segments, "
-    "pulse readings, samples, imports, idempotency records), at once and for good. The token used stops "
-    "working. Export first (GET /api/v1/export?format=json) to keep a copy.",
+    "pulse readings, samples, imports, exports, idempotency records), for good. The token used stops "
+    "working at once. 204: deleted. 202 (a large account, on a server with a task queue): every token "
+    "is revoked and every dashboard session ended now, and the data is deleted in the background. "
+    "Export first (GET /api/v1/export?format=json) to keep a copy.",
     tags=TAGS,
-    responses={204: ("Deleted", None)},
+    responses={204: ("Deleted", None), 202: ("Locked out now; the data is being deleted", None)},
 )
 @transactional
 def delete_me() -> tuple[str, int]:
     session, user_id = get_session(), current_principal().user_id
-    waiting = session.scalars(
-        select(ImportJob.uuid).where(ImportJob.user_id == user_id, ImportJob.status.in_(ACTIVE))
-    ).all()
-    name = session.scalar(select(User.name).where(User.id == user_id))
-    session.execute(delete(User).where(User.id == user_id))  # web sessions go with it (cascade)
-    if name is not None:  # failed log-ins counted against the name (not a row of the user's)
-        session.execute(delete(AuthFailure).where(AuthFailure.bucket == account_bucket(name)))
+    waiting = accounts.waiting_imports(session, user_id)
+    exports = export_jobs.files_of(export_jobs.export_dir(current_app), session, user_id)
+    large = accounts.record_count(session, user_id) > int(current_app.config["ACCOUNT_INLINE_MAX_RECORDS"])
+    if large and tasks.queue_of(current_app) is not None:
+        accounts.lock_out(session, user_id)
+        tasks.submit_account_deletion(current_app, user_id)  # waits for this transaction's commit
+        status = 202
+    else:
+        accounts.delete_now(session, user_id)
+        status = 204
     session.flush()
     settings = ImportSettings.from_app(current_app)
     for job_uuid in waiting:  # a running import notices its job is gone and stops
         upload_path(settings, job_uuid).unlink(missing_ok=True)
-    return "", 204
+    for file in exports:  # export files written for the account (backend.exports.jobs)
+        file.unlink(missing_ok=True)
+    return "", status

@@ -20,6 +20,24 @@ class ExportFormat(str, enum.Enum):
     omh = "omh"
 
 
+class ExportJobOut(BaseModel):
+    id: uuid.UUID
+    url: str = Field(description="Poll this until `status` is succeeded or failed")
+    file_url: str | None = Field(description="Download the export here once it has succeeded")
+    format: ExportFormat
+    since: AwareDatetime | None
+    status: Literal["queued", "running", "succeeded", "failed"]
+    bytes: int | None = Field(description="Size of the file written")
+    error: str | None
+    created_at: AwareDatetime
+    started_at: AwareDatetime | None
+    finished_at: AwareDatetime | None
+
+
+class ExportJobPath(Params):
+    job_id: uuid.UUID
+
+
 class ExportQuery(Params):
     format: ExportFormat = Field(
         default=ExportFormat.json,

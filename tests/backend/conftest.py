@@ -9,6 +9,7 @@ the end, so parallel runs never collide. Each backend's schema is built once wit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from api_helpers import Api, app_config, empty_database, make_user, wipe
@@ -31,8 +32,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    app = create_app(app_config(database_url))
+def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(app_config(database_url, EXPORT_DIR=str(tmp_path / "exports")))
     db: Database = app.extensions[EXTENSION_KEY]
     wipe(db)
     yield app

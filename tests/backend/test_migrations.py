@@ -24,6 +24,7 @@ TABLES = {
     *("web_sessions", "auth_failures"),  # 0003: security
     "fitness_markers",  # 0004: fitness markers, import report
     "stage_summaries",  # 0005: what the trends read
+    "export_jobs",  # 0006: exports written in the background (and users.deletion_requested_at)
 }
 
 
@@ -113,3 +114,23 @@ def test_0004_keeps_rows_stored_before_it(empty_db: Database) -> None:
     migrate.downgrade(empty_db, "0003")
     with empty_db.engine.connect() as conn:
         assert conn.execute(sa_text("SELECT count(*) FROM health_samples")).scalar() == 1
+
+
+def test_0006_down_and_up_keeps_every_account_and_its_rows(empty_db: Database) -> None:
+    """0006 adds and drops a column of `users`, which every table refers to with ON DELETE CASCADE: on
+    SQLite a batch copy of the table would delete all rows on the way down. Nothing may go."""
+    migrate.upgrade(empty_db, "0006")
+    with empty_db.engine.begin() as conn:
+        conn.execute(sa_text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', :t)"), {"t": OLD})
+        conn.execute(
+            sa_text(
+                "INSERT INTO health_samples (user_id, kind, started_at, ended_at, bpm, source, created_at) "
+                "VALUES (1, 'heart_rate', :t, :t, 61, 'Watch', :t)"
+            ),
+            {"t": OLD},
+        )
+    migrate.downgrade(empty_db, "0005")
+    migrate.upgrade(empty_db)
+    with empty_db.engine.connect() as conn:
+        assert conn.execute(sa_text("SELECT name, deletion_requested_at FROM users")).all() == [("ana", None)]
+        assert conn.execute(sa_text("SELECT bpm FROM health_samples")).scalars().all() == [61]

@@ -5,6 +5,7 @@ Redis at 127.0.0.1:6379 is shared: every test uses its own queue name and remove
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,17 +17,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import Api, app_config, make_user
+from api_helpers import Api, app_config, make_user, sample_workout, workout_url
 from flask import Flask
 from interop_helpers import count, db_of, upload
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import SimpleWorker
+from sqlalchemy import update
 from test_apple_health import EXPECTED_COUNTS, scenario_export
 
 from backend import create_app, tasks
+from backend.exports import jobs as export_jobs
+from backend.exports.jobs import wait_for_export
+from backend.exports.schemas import ExportFormat
 from backend.imports.jobs import _set_status, create_job, wait_for_job
-from backend.models import HealthSample
+from backend.models import ExportJob, HealthSample
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CRASH_WORKER = Path(__file__).with_name("queue_crash_worker.py")
@@ -46,7 +51,8 @@ def queue_name() -> Iterator[str]:
     shutil.rmtree(uploads_of(name), ignore_errors=True)
     for key in redis.scan_iter(f"*{name}*"):
         redis.delete(key)
-    for key in redis.scan_iter("rq:job:import-*"):
+    tasks_of_any_queue = ("rq:job:import-*", "rq:job:export-*", "rq:job:delete-account-*")
+    for key in (key for pattern in tasks_of_any_queue for key in redis.scan_iter(pattern)):
         if name.encode() in (redis.hget(key, "origin") or b""):
             redis.delete(key)
     redis.close()
@@ -202,3 +208,77 @@ def test_a_job_running_in_a_live_process_or_on_another_host_is_left_alone(alice:
         job = create_job(db, alice.user_id, "apple_health", "export.zip")
         _set_status(db, job.id, status="running", worker=runner)
         assert alice.get(f"/api/v1/imports/{job.uuid}").json["status"] == "running"
+
+
+# ---- exports written to a file: on a queue worker, or in a thread of this process ----------------------
+
+
+def without_export_time(document: dict) -> dict:
+    """Two JSON exports of the same data differ only in when they were made (backend.exports)."""
+    return {key: value for key, value in document.items() if key != "exported_at"}
+
+
+def test_with_a_queue_an_export_is_written_by_a_worker_then_downloaded(
+    app: Flask, database_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    job_app, carol = queued_app(database_url, queue_name, EXPORT_DIR=str(tmp_path))
+    for _ in range(2):
+        assert carol.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
+    streamed = carol.get("/api/v1/export?format=json").json
+
+    answer = carol.post("/api/v1/exports?format=json")
+    assert answer.status_code == 202 and answer.headers["Location"] == answer.json["url"]
+    job = answer.json
+    assert job["status"] == "queued" and job["file_url"] is None
+    assert carol.get(job["url"]).json["status"] == "queued"  # nothing runs it in the web process
+    assert carol.get(f"{job['url']}/file").status_code == 409
+    assert tasks.queue_of(job_app).count == 1  # type: ignore[union-attr]
+
+    work(job_app)
+    done = carol.get(job["url"]).json
+    assert done["status"] == "succeeded" and done["bytes"] > 0, done
+    download = carol.get(done["file_url"])
+    assert download.status_code == 200 and download.mimetype == "application/json"
+    assert without_export_time(json.loads(download.data)) == without_export_time(streamed)
+    dave_id, dave_token = make_user(job_app, "dave")
+    assert Api(job_app, dave_token, dave_id).get(job["url"]).status_code == 404  # only its owner's
+    db_of(job_app).dispose()
+
+
+def test_without_a_queue_an_export_is_written_in_a_thread_of_this_process(
+    app: Flask, database_url: str, tmp_path: Path
+) -> None:
+    job_app = create_app(app_config(database_url, EXPORT_DIR=str(tmp_path)))
+    user_id, token = make_user(job_app, "carol")
+    carol = Api(job_app, token, user_id)
+    assert carol.put(workout_url(uuid.uuid4()), json=sample_workout()).status_code == 201
+    answer = carol.post("/api/v1/exports?format=csv")
+    assert answer.status_code == 202
+    assert wait_for_export(job_app, uuid.UUID(answer.json["id"]), timeout_s=60)
+    done = carol.get(answer.json["url"]).json
+    assert done["status"] == "succeeded", done
+    download = carol.get(done["file_url"])
+    assert download.status_code == 200 and download.data == carol.get("/api/v1/export?format=csv").data
+    assert carol.delete("/api/v1/me").status_code == 204
+    assert not list(tmp_path.iterdir())  # the file went with the account
+    db_of(job_app).dispose()
+
+
+def test_an_export_whose_process_died_runs_again_on_a_queue_or_fails_in_process(
+    app: Flask, database_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    dead = f"{socket.gethostname()}:{dead_pid()}"
+    in_process = create_app(app_config(database_url, EXPORT_DIR=str(tmp_path)))
+    queued, carol = queued_app(database_url, queue_name, EXPORT_DIR=str(tmp_path))
+    for job_app, expected in ((in_process, "failed"), (queued, "queued")):
+        job = export_jobs.create_job(db_of(job_app), carol.user_id, ExportFormat.json, None)
+        with db_of(job_app).session(write=True) as session, session.begin():
+            session.execute(
+                update(ExportJob).where(ExportJob.id == job.id).values(status="running", worker=dead)
+            )
+        polled = Api(job_app, carol.token, carol.user_id).get(f"/api/v1/exports/{job.uuid}").json
+        assert polled["status"] == expected, polled
+    work(queued)
+    assert carol.get(f"/api/v1/exports/{job.uuid}").json["status"] == "succeeded"
+    for job_app in (in_process, queued):
+        db_of(job_app).dispose()
