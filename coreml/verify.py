@@ -105,7 +105,9 @@ class Tolerance:
 # silence between breaths, 57 % of samples), which gives the largest errors. Bounds: 10x the largest
 # max / median seen (medians over every prefix of >= MIN_CHUNKS chunks), rounded up to 1-2-5; a median
 # measured as 0 gets 16 float32 ulps of the value's scale; exact states (counts, the audio copy) get 0.
-# Each row: step max, step median, run max, run median, then what was measured.
+# Each row: step max, step median, run max, run median, then what was measured. To measure again (a new
+# graph, output or state): `python -m coreml verify PKG --json --audio FILES...` prints max_abs_error and
+# median_error per name and mode for each file; take 10x the largest, rounded up to 1-2-5.
 TOLERANCES: dict[str, Tolerance] = {
     "rr_bpm": Tolerance(
         2e-01,
