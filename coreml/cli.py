@@ -2,7 +2,8 @@
 
     python -m coreml export [--checkpoint CKPT] --out PATH.mlpackage [--variant explicit|stateful]
                             [--chunk-samples 1600] [--precision float32|float16]
-    python -m coreml verify PATH.mlpackage --audio FILE... [--checkpoint CKPT]
+    python -m coreml verify PATH.mlpackage --audio FILE... [--checkpoint CKPT] [--min-seconds 60] [--json]
+    python -m coreml vectors PATH.mlpackage --audio FILE --out DIR [--checkpoint CKPT] [--seconds 10]
     python -m coreml cost PATH.mlpackage [--json]
 
 Errors in the input (a bad checkpoint, a package with an unknown op, audio that cannot be decoded) print
@@ -16,6 +17,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+MIN_STREAM_S = 60.0  # coreml.verify.MIN_STREAM_S (not imported: the CLI starts without torch)
+
 
 def _export(args: argparse.Namespace) -> int:
     from coreml.export import export_package
@@ -26,13 +29,55 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from coreml.verify import format_table, passes, verify
+    from coreml.verify import format_table, verify
 
-    results, info = verify(args.package, args.audio, args.checkpoint)
-    print(format_table(results, info))
-    failed = [r for r in results if not passes(r, info["variant"], info["precision"])]
-    print(f"\n{len(results) - len(failed)} of {len(results)} files within tolerance")
+    results, info = verify(args.package, args.audio, args.checkpoint, min_seconds=args.min_seconds)
+    if args.json:
+        print(json.dumps({"info": info, "files": [_result_dict(r) for r in results]}, indent=2))
+    else:
+        print(format_table(results, info))
+    failed = [r for r in results if not r.passed]
+    print(
+        f"\n{len(results) - len(failed)} of {len(results)} files within tolerance",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    for r in failed:
+        print(f"FAIL {r.path}: {', '.join(r.failures())}", file=sys.stderr if args.json else sys.stdout)
     return 1 if failed else 0
+
+
+def _result_dict(result) -> dict:
+    import dataclasses
+    import math
+
+    def clean(value):
+        return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+    def checks(items):
+        return [
+            {**{k: clean(v) for k, v in dataclasses.asdict(c).items()}, "passed": c.passed} for c in items
+        ]
+
+    return {
+        "path": result.path,
+        "seconds_streamed": result.seconds_streamed,
+        "chunks": result.chunks,
+        "plays": result.plays,
+        "passed": result.passed,
+        "checks": checks(result.checks),
+        "coreml_checks": None if result.coreml_checks is None else checks(result.coreml_checks),
+    }
+
+
+def _vectors(args: argparse.Namespace) -> int:
+    from coreml.vectors import write_vectors
+
+    summary = write_vectors(args.package, args.audio, args.out, args.checkpoint, seconds=args.seconds)
+    print(
+        f"wrote {summary['chunks']} chunks ({summary['seconds']:.1f} s) of input and expected outputs and "
+        f"states to {args.out} (vectors.json + raw little-endian float32 files)"
+    )
+    return 0
 
 
 def cost_summary(package_path: str) -> dict:
@@ -91,7 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("package")
     p.add_argument("--audio", nargs="+", required=True, metavar="FILE")
     p.add_argument("--checkpoint", help="the checkpoint the package was exported from (default: shipped)")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=MIN_STREAM_S,
+        help="stream at least this long per file (looped if shorter)",
+    )
+    p.add_argument("--json", action="store_true", help="every check as JSON on stdout")
     p.set_defaults(run=_verify)
+
+    p = sub.add_parser("vectors", help="test vectors for a Swift XCTest: chunks, expected outputs and states")
+    p.add_argument("package")
+    p.add_argument("--audio", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--checkpoint", help="the checkpoint the package was exported from (default: shipped)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio to stream (looped if shorter)")
+    p.set_defaults(run=_vectors)
 
     p = sub.add_parser("cost", help="parameters, size on disk, op histogram, multiply-adds per second")
     p.add_argument("package")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -43,23 +44,6 @@ from training.manifest import BREATH_CLASSES
 
 VARIANTS = ("explicit", "stateful")
 PRECISIONS = ("float32", "float16")
-
-STATE_DESCRIPTIONS = {
-    "audio_tail": "last 240 samples of audio (15 ms) that the next chunk's first frames overlap",
-    "conv_context": "last 2 normalised feature frames, the causal time convolution's left context",
-    "lstm_h": "LSTM hidden state",
-    "lstm_c": "LSTM cell state",
-    "pool_mean": "mean of the LSTM outputs since the last reset",
-    "pool_count": "number of model steps (frame_stride feature frames of 10 ms each) since the last reset",
-    "norm_mean": "running mean of each log-mel band (the streaming normalisation)",
-    "norm_count": "number of feature frames (10 ms each) since the last reset",
-}
-OUTPUT_DESCRIPTIONS = {
-    "rr_bpm": "respiratory rate since the last reset, breaths per minute",
-    "respiration_count": "breath cycles heard since the last reset",
-    "breath_probs": "probabilities of breathing classes (none, normal, heavy)",
-    "noise_prob": "probability that the audio since the last reset is noisy",
-}
 
 
 class ExportError(ValueError):
@@ -204,15 +188,7 @@ def export_package(
         f"{meta['config']['units']}), streamed in {chunk_samples}-sample chunks of 16 kHz mono audio. "
         "Outputs describe all audio since the last reset (zero states). Fitness use, not a medical device."
     )
-    mlmodel.input_description["audio"] = (
-        f"{chunk_samples} samples ({chunk_samples / 16:.0f} ms) of 16 kHz mono float32 PCM in [-1, 1]"
-    )
-    for name in STATE_NAMES:
-        if variant == "explicit":
-            mlmodel.input_description[f"{name}_in"] = f"{STATE_DESCRIPTIONS[name]}; zeros to reset"
-            mlmodel.output_description[f"{name}_out"] = f"{STATE_DESCRIPTIONS[name]}; feed back as {name}_in"
-    for name, text in OUTPUT_DESCRIPTIONS.items():
-        mlmodel.output_description[name] = text
+    described = describe(mlmodel, model, variant, precision, chunk_samples)
     metadata = {
         "respira.frontend": json.dumps(DEFAULT_FRONTEND.to_dict(), sort_keys=True),
         "respira.chunk_samples": str(chunk_samples),
@@ -231,6 +207,7 @@ def export_package(
         ),
         "respira.checkpoint_sha256": meta["sha256"],
         **_checkpoint_location(checkpoint, out),
+        **described,
         "respira.package_version": __version__,
         "respira.converted_at": _converted_at(),
     }
@@ -241,3 +218,156 @@ def export_package(
     mlmodel.save(str(out))
     _pin_manifest_ids(out, f"{meta['sha256']}/{variant}/{precision}/{chunk_samples}")
     return out
+
+
+# -- descriptions, units and limits: one table, kept apart from the graph code ---------------------------
+
+INTERFACE_VERSION = "1"  # bump when an input, output or state changes name, shape or meaning
+
+
+def feature_descriptions(model, chunk_samples: int, cfg=DEFAULT_FRONTEND) -> dict[str, tuple[str, str]]:
+    """Unit and description of every output and state of the streaming wrapper, by name.
+
+    Why a function of the model: step and frame lengths, counts per chunk and band counts are the
+    model's (``frame_stride`` 5 makes an LSTM step 50 ms), and a description that states a number the
+    model does not use (the old "10 ms frames" of ``pool_count``) is worse than none.
+    """
+    hop_ms = 1000.0 * cfg.hop_length / cfg.sample_rate
+    step_ms = hop_ms * model.frame_stride
+    frames = chunk_samples // cfg.hop_length
+    steps = frames // model.frame_stride
+    tail = cfg.win_length - cfg.hop_length
+    warmup = round(1.0 / model.norm_alpha)
+    since = "since the last reset (zero states)"
+    return {
+        "rr_bpm": ("breaths/min", f"respiratory rate of all audio {since}"),
+        "respiration_count": ("breath cycles", f"breath cycles heard {since} (fractional)"),
+        "breath_probs": ("probability", f"P(none), P(normal), P(heavy) breathing, audio {since}; sums to 1"),
+        "noise_prob": ("probability", f"P(the audio {since} is noisy)"),
+        "audio_tail": (
+            "PCM sample",
+            f"last {tail} samples ({1000 * tail / cfg.sample_rate:g} ms) of audio, overlapped by the next "
+            "chunk's first frames",
+        ),
+        "conv_context": (
+            "normalised log-mel",
+            f"last {model.conv_kernel - 1} normalised feature frames ({hop_ms:g} ms each), the causal time "
+            "convolution's left context [1, bands, frames]",
+        ),
+        "lstm_h": ("unitless", f"LSTM hidden state ({model.units} units, in [-1, 1])"),
+        "lstm_c": ("unitless", f"LSTM cell state ({model.units} units, unbounded; reaches the hundreds)"),
+        "pool_mean": ("unitless", f"mean of the LSTM outputs over every step {since}"),
+        "pool_count": (
+            "LSTM steps",
+            f"LSTM steps {since}; one step = {model.frame_stride} feature frames = {step_ms:g} ms, "
+            f"{steps} per chunk",
+        ),
+        "norm_mean": (
+            "ln energy",
+            f"running mean of each of the {model.n_mels} log-mel bands (streaming normalisation, time "
+            f"constant {model.running_norm.time_constant_s:g} s)",
+        ),
+        "norm_count": (
+            "feature frames",
+            f"feature frames {since}; one frame = {hop_ms:g} ms, {frames} per chunk; only the first "
+            f"{warmup} matter (afterwards the running mean is exponential)",
+        ),
+    }
+
+
+def _exact_count_s(increment: int, dtype, chunk_s: float) -> float:
+    """Seconds of audio for which a counter that adds ``increment`` per chunk stays exact in ``dtype``
+    (a float16 counter stops or skips once its spacing exceeds what it adds)."""
+    mantissa = np.finfo(dtype).nmant
+    exponent = mantissa + 1  # every integer up to 2^(mantissa + 1) is representable
+    while True:
+        spacing = 2 ** (exponent - mantissa)  # between 2^exponent and 2^(exponent + 1)
+        first = -(-(2**exponent) // increment)
+        for k in range(first, first + spacing + 1):
+            total = k * increment
+            if total >= 2 ** (exponent + 1):
+                break
+            if total % spacing:
+                return (k - 1) * chunk_s
+        exponent += 1
+
+
+def stream_limits(model, chunk_samples: int, precision: str, variant: str, cfg=DEFAULT_FRONTEND) -> dict:
+    """How long one stream may run before a reset, and the float16 limits, for the metadata."""
+    fp16 = precision == "float16" or variant == "stateful"
+    dtype = np.float16 if fp16 else np.float32
+    chunk_s = chunk_samples / cfg.sample_rate
+    frames = chunk_samples // cfg.hop_length
+    pool_s = _exact_count_s(frames // model.frame_stride, dtype, chunk_s)
+    norm_s = _exact_count_s(frames, dtype, chunk_s)
+    warmup_s = (1.0 / model.norm_alpha) / model.frames_per_second
+    # norm_count matters only during the running norm's warm-up; pool_count (the pooled mean's weight
+    # and respiration_count's minutes) matters for the whole stream
+    max_s = min(pool_s, norm_s if norm_s < warmup_s else math.inf)
+    return {
+        "state_arithmetic": "float16" if fp16 else "float32",
+        "pool_count_exact_s": round(pool_s, 1),
+        "norm_count_exact_s": round(norm_s, 1),
+        "norm_count_matters_s": round(warmup_s, 1),
+        "max_stream_s": round(max_s, 1),
+        "notes": (
+            "reset (zero states) before max_stream_s of audio: after it a step counter is no longer exact "
+            "and respiration_count and the pooled mean drift. "
+            + (
+                "fp16: integers are exact only up to 2048, the largest value is 65504, and the LSTM cell "
+                "state (which reaches the hundreds) is held to 1/16 near 120 and 1/4 near 300."
+                if fp16
+                else "float32: integers are exact up to 2^24."
+            )
+        ),
+    }
+
+
+def describe(mlmodel, model, variant: str, precision: str, chunk_samples: int) -> dict[str, str]:
+    """Write the description of every input, output and state into ``mlmodel``'s spec and return the
+    metadata entries that go with them (units, frame/step/chunk, limits, interface version)."""
+    table = feature_descriptions(model, chunk_samples)
+    names = [*OUTPUT_NAMES, *STATE_NAMES]
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise ExportError(f"no description for {missing}: add them to coreml.export.feature_descriptions")
+
+    def text(name: str) -> str:
+        unit, words = table[name]
+        return f"{words} [{unit}]"
+
+    spec = mlmodel._spec.description  # the states have no public setter; the spec is what is saved
+    mlmodel.input_description["audio"] = (
+        f"{chunk_samples} samples ({1000 * chunk_samples / DEFAULT_FRONTEND.sample_rate:g} ms) of 16 kHz "
+        "mono float32 PCM in [-1, 1]; exactly this many per call"
+    )
+    for name in OUTPUT_NAMES:
+        mlmodel.output_description[name] = text(name)
+    for name in STATE_NAMES:
+        if variant == "explicit":
+            mlmodel.input_description[f"{name}_in"] = (
+                f"{text(name)}; the previous call's {name}_out, zeros to reset"
+            )
+            mlmodel.output_description[f"{name}_out"] = f"{text(name)}; feed back as {name}_in"
+    for state in spec.state:
+        state.shortDescription = f"{text(state.name)}; kept by Core ML in fp16, reset with a new MLState"
+    limits = stream_limits(model, chunk_samples, precision, variant)
+    cfg = DEFAULT_FRONTEND
+    return {
+        "respira.interface_version": INTERFACE_VERSION,
+        "respira.units": json.dumps({n: table[n][0] for n in names}, sort_keys=True),
+        "respira.sample_rate_hz": str(cfg.sample_rate),
+        "respira.chunk_ms": f"{1000 * chunk_samples / cfg.sample_rate:g}",
+        "respira.frame_ms": f"{1000 * cfg.hop_length / cfg.sample_rate:g}",
+        "respira.step_ms": f"{1000 * cfg.hop_length * model.frame_stride / cfg.sample_rate:g}",
+        "respira.window": "all audio since the last reset (zero states)",
+        "respira.limits": json.dumps(limits, sort_keys=True),
+        "respira.max_stream_s": str(limits["max_stream_s"]),
+        # the package cannot hold its own hash; the weights file's can (and an .mlmodelc keeps that file)
+        "respira.weights_sha256": _weights_sha256(mlmodel),
+    }
+
+
+def _weights_sha256(mlmodel) -> str:
+    path = Path(mlmodel.weights_dir) / "weight.bin"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
