@@ -17,12 +17,16 @@ from coreml.export import ExportError, export_package
 from coreml.interpreter import load_package
 from coreml.streaming import STATE_NAMES, offline_reference
 from coreml.verify import PackageStreamer, psnr_db
+
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.frontend import DEFAULT_FRONTEND
 from training.models import RRModel
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+
+# the 60 s default stream is exercised by tests/coreml/test_verify.py; these tests check the command
+SHORT = ("--min-seconds", "6")
 
 
 def _breath_like(seconds: float, rate_bpm: float, seed: int) -> np.ndarray:
@@ -186,18 +190,22 @@ def test_verify_command_passes_and_refuses_bad_input(packages, checkpoint, tmp_p
     wav = tmp_path / "breath.wav"
     sf.write(wav, _breath_like(13.0, 16.0, 8), 16000)
     pkg = packages["explicit", "float32"]
-    assert coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint)]) == 0
+    assert (
+        coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint), *SHORT]) == 0
+    )
     out = capsys.readouterr().out
     assert "breath.wav" in out and "ok" in out and "1 of 1 files within tolerance" in out
     assert "skipped" in out  # MLModel.predict runs only on macOS
 
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"this is not audio at all" * 10)
-    assert coreml_main(["verify", str(pkg), "--audio", str(junk), "--checkpoint", str(checkpoint)]) == 2
+    assert (
+        coreml_main(["verify", str(pkg), "--audio", str(junk), "--checkpoint", str(checkpoint), *SHORT]) == 2
+    )
     assert "junk.wav" in capsys.readouterr().err
 
     other = save_checkpoint(tmp_path / "other.pt", RRModel(), TrainConfig())
-    assert coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(other)]) == 2
+    assert coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(other), *SHORT]) == 2
     assert "pass the matching --checkpoint" in capsys.readouterr().err
 
     # a package with an op the interpreter does not know is refused, naming the op
@@ -211,7 +219,10 @@ def test_verify_command_passes_and_refuses_bad_input(packages, checkpoint, tmp_p
     block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
     next(op for op in block.operations if op.type == "relu").type = "frobnicate"
     spec_path.write_bytes(spec.SerializeToString())
-    assert coreml_main(["verify", str(tampered), "--audio", str(wav), "--checkpoint", str(checkpoint)]) == 2
+    assert (
+        coreml_main(["verify", str(tampered), "--audio", str(wav), "--checkpoint", str(checkpoint), *SHORT])
+        == 2
+    )
     assert "frobnicate" in capsys.readouterr().err
 
 
@@ -226,11 +237,15 @@ def test_verify_finds_the_checkpoint_recorded_at_export(checkpoint, tmp_path, ca
     sf.write(wav, _breath_like(7.0, 16.0, 3), 16000)
     moved = tmp_path / "moved"
     shutil.move(folder, moved)  # a folder moved whole keeps working
-    assert coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav)]) == 0
+    assert (
+        coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav), *SHORT]) == 0
+    )
     assert "1 of 1 files within tolerance" in capsys.readouterr().out
 
     (moved / "model" / "small.pt").unlink()  # gone: verify falls back to the shipped model and refuses it
-    assert coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav)]) == 2
+    assert (
+        coreml_main(["verify", str(moved / "coreml" / "Respira.mlpackage"), "--audio", str(wav), *SHORT]) == 2
+    )
     refusal = capsys.readouterr().err
     # (a mismatch, or a shipped model the current code cannot load: either way it names the checkpoint)
     assert "pass the matching --checkpoint" in refusal or "tclstm32.pt" in refusal
@@ -248,7 +263,7 @@ def test_verify_fails_outside_tolerance(packages, checkpoint, tmp_path, capsys):
     weights.write_bytes(bytes(blob))
     wav = tmp_path / "breath.wav"
     sf.write(wav, _breath_like(7.0, 25.0, 9), 16000)
-    code = coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint)])
+    code = coreml_main(["verify", str(pkg), "--audio", str(wav), "--checkpoint", str(checkpoint), *SHORT])
     out = capsys.readouterr().out
     assert code == 1 and "FAIL" in out
 
