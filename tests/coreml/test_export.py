@@ -17,7 +17,6 @@ from coreml.export import ExportError, export_package
 from coreml.interpreter import load_package
 from coreml.streaming import STATE_NAMES, offline_reference
 from coreml.verify import PackageStreamer, psnr_db
-
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.frontend import DEFAULT_FRONTEND
