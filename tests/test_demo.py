@@ -295,6 +295,10 @@ def test_readme_commands_work_as_written_on_the_demo_outputs(quick_demo, tmp_pat
             assert "1 of 1 files within tolerance" in run_here(command)
         elif command == "python -m coreml cost Respira.mlpackage":
             assert "multiply-adds" in run_here(command)
+        elif command == "python -m coreml vectors Respira.mlpackage --audio breath.wav --out vectors/":
+            run_here(command)
+            document = json.loads((here / "coreml" / "vectors" / "vectors.json").read_text())
+            assert document["chunks"] >= 600 and document["package"]["checkpoint_sha256"]
         elif command == "flask --app backend db upgrade":
             assert "database at" in run_here(command)
         elif command == "flask --app backend users create NAME --password-stdin < password.txt":
