@@ -33,6 +33,15 @@ def on_starting(server: object) -> None:
     gunicorn_errors.install()  # gunicorn's own error answers as problem+json, like the app's
 
 
+def post_worker_init(worker: object) -> None:
+    """Move everything loaded at start-up (the app, SQLAlchemy's mappers, pydantic's schemas) out of the
+    garbage collector's sight: a full collection then walks only what requests allocate. Measured
+    in-process (docs/benchmarks.md): an account export's CPU 0.32 s -> 0.18 s; small requests unchanged."""
+    import gc
+
+    gc.freeze()
+
+
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("RESPIRA_LOG_LEVEL", "info").lower()
