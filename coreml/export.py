@@ -222,7 +222,9 @@ def export_package(
 
 # -- descriptions, units and limits: one table, kept apart from the graph code ---------------------------
 
-INTERFACE_VERSION = "1"  # bump when an input, output or state changes name, shape or meaning
+# Bump when an input, output or state changes name, shape or meaning. 2: + phase_probs (the chunk's
+# frame-level breath output).
+INTERFACE_VERSION = "2"
 
 
 def feature_descriptions(model, chunk_samples: int, cfg=DEFAULT_FRONTEND) -> dict[str, tuple[str, str]]:
@@ -244,6 +246,11 @@ def feature_descriptions(model, chunk_samples: int, cfg=DEFAULT_FRONTEND) -> dic
         "respiration_count": ("breath cycles", f"breath cycles heard {since} (fractional)"),
         "breath_probs": ("probability", f"P(none), P(normal), P(heavy) breathing, audio {since}; sums to 1"),
         "noise_prob": ("probability", f"P(the audio {since} is noisy)"),
+        "phase_probs": (
+            "probability",
+            f"the chunk's frame-level breath output: P(inhale), P(exhale), P(other) at each of its {steps} "
+            f"LSTM steps ({step_ms:g} ms each) [1, steps, 3]; each row sums to 1",
+        ),
         "audio_tail": (
             "PCM sample",
             f"last {tail} samples ({1000 * tail / cfg.sample_rate:g} ms) of audio, overlapped by the next "
@@ -360,7 +367,10 @@ def describe(mlmodel, model, variant: str, precision: str, chunk_samples: int) -
         "respira.chunk_ms": f"{1000 * chunk_samples / cfg.sample_rate:g}",
         "respira.frame_ms": f"{1000 * cfg.hop_length / cfg.sample_rate:g}",
         "respira.step_ms": f"{1000 * cfg.hop_length * model.frame_stride / cfg.sample_rate:g}",
-        "respira.window": "all audio since the last reset (zero states)",
+        "respira.window": (
+            "rr_bpm, respiration_count, breath_probs, noise_prob: all audio since the last reset (zero "
+            "states); phase_probs: this chunk's steps"
+        ),
         "respira.limits": json.dumps(limits, sort_keys=True),
         "respira.max_stream_s": str(limits["max_stream_s"]),
         # the package cannot hold its own hash; the weights file's can (and an .mlmodelc keeps that file)

@@ -25,7 +25,7 @@ from torch import nn
 from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, LogMel
 from training.models import RRModel, StreamState
 
-OUTPUT_NAMES = ("rr_bpm", "respiration_count", "breath_probs", "noise_prob")
+OUTPUT_NAMES = ("rr_bpm", "respiration_count", "breath_probs", "noise_prob", "phase_probs")
 STATE_NAMES = (
     "audio_tail",
     "conv_context",
@@ -89,6 +89,8 @@ class _Step(nn.Module):
             out.rc,
             torch.softmax(out.breath_logits, dim=-1),
             torch.softmax(out.noise_logits, dim=-1)[:, 1],
+            # the chunk's frame-level breath output: P(inhale), P(exhale), P(other) at each LSTM step
+            torch.softmax(out.phase_logits, dim=-1),
         )
         new_states = (
             buffer[:, -self.tail_samples :],
@@ -104,7 +106,7 @@ class _Step(nn.Module):
 
 
 class ExplicitStreamer(_Step):
-    """Inputs: audio [1, chunk] and the ``*_in`` states; outputs: the four results then ``*_out``."""
+    """Inputs: audio [1, chunk] and the ``*_in`` states; outputs: the results then ``*_out``."""
 
     def forward(
         self,
@@ -175,4 +177,5 @@ def offline_reference(model: RRModel, audio: np.ndarray, cfg: FrontEndConfig = D
         "respiration_count": float(out.rc[0]),
         "breath_probs": torch.softmax(out.breath_logits, -1)[0].numpy(),
         "noise_prob": float(torch.softmax(out.noise_logits, -1)[0, 1]),
+        "phase_probs": torch.softmax(out.phase_logits, -1)[0].numpy(),  # [steps, 3], every step
     }

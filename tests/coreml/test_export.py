@@ -98,6 +98,25 @@ def test_every_chunk_streams_like_offline_prefix(packages, checkpoint):
         assert abs(float(out["rr_bpm"][0]) - ref["rr_bpm"]) <= 0.05
 
 
+def test_the_chunks_frame_level_breath_output_is_the_offline_phase_track(packages, checkpoint):
+    """``phase_probs``: each call returns its own steps' P(inhale), P(exhale), P(other); laid end to
+    end they are the model's phase track of the whole recording, offline."""
+    from training.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    audio = _breath_like(4.0, 18.0, 8)
+    streamer = PackageStreamer(load_package(packages["explicit", "float32"]))
+    chunks = [
+        np.asarray(streamer.push(audio[i : i + 1600])["phase_probs"])[0] for i in range(0, len(audio), 1600)
+    ]
+    steps_per_chunk = 1600 // DEFAULT_FRONTEND.hop_length // model.frame_stride
+    assert all(c.shape == (steps_per_chunk, 3) for c in chunks)
+    got, ref = np.concatenate(chunks), offline_reference(model, audio)["phase_probs"]
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4
+    assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("key", [("stateful", "float32"), ("explicit", "float16")])
 def test_fp16_packages_reach_35_db(packages, checkpoint, key):
     from training.checkpoint import load_checkpoint
