@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend import background
 from backend.db import Database, utcnow
 from backend.exports import EXTENSIONS, export_stream
 from backend.exports.schemas import ExportFormat
@@ -38,7 +38,6 @@ from backend.imports.jobs import this_worker, worker_gone
 from backend.models import ExportJob
 
 log = logging.getLogger("respira.exports")
-THREADS_KEY = "respira.export_threads"
 
 
 def export_dir(app: Flask) -> Path:
@@ -112,26 +111,14 @@ def run_export_job(db: Database, job_id: int, directory: Path) -> ExportJob | No
 
 def start_in_background(app: Flask, db: Database, job: ExportJob) -> None:
     """Run the export in a daemon thread of this process (no task queue configured)."""
-    thread = threading.Thread(
-        target=run_export_job,
-        args=(db, job.id, export_dir(app)),
-        name=f"respira-export-{job.uuid}",
-        daemon=True,
+    background.start_thread(
+        app, job.uuid, run_export_job, (db, job.id, export_dir(app)), name=f"respira-export-{job.uuid}"
     )
-    threads: dict[uuid.UUID, threading.Thread] = app.extensions.setdefault(THREADS_KEY, {})
-    for finished in [key for key, t in threads.items() if not t.is_alive()]:
-        del threads[finished]
-    threads[job.uuid] = thread
-    thread.start()
 
 
 def wait_for_export(app: Flask, job_uuid: uuid.UUID, timeout_s: float | None = None) -> bool:
     """Wait for a background export of this process to end (tests, shutdown); True when it has."""
-    thread = app.extensions.get(THREADS_KEY, {}).get(job_uuid)
-    if thread is not None:
-        thread.join(timeout_s)
-        return not thread.is_alive()
-    return True
+    return background.wait_for(app, job_uuid, timeout_s)
 
 
 def files_of(directory: Path, session: Session, user_id: int) -> list[Path]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend import background
 from backend.db import Database, utcnow
 from backend.imports import setting
 from backend.imports.apple_health import (
@@ -56,7 +56,6 @@ from backend.imports.report import MAX_WARNINGS, Skipped, SkipTally
 from backend.models import ImportJob
 
 log = logging.getLogger("respira.imports")
-THREADS_KEY = "respira.import_threads"
 ACTIVE = ("queued", "running")
 # What an import of health-app data counts (the job's `counts`, before matching adds its own).
 COUNT_KEYS = (
@@ -287,27 +286,19 @@ def start_in_background(
 ) -> None:
     """Run the import (`runner`, default run_apple_health_job, same arguments) in a daemon thread of
     this process, with its own database sessions."""
-    thread = threading.Thread(
-        target=runner or run_apple_health_job,
-        args=(db, job.id, path, settings),
-        kwargs={"delete_file": True},
+    background.start_thread(
+        app,
+        job.uuid,
+        runner or run_apple_health_job,
+        (db, job.id, path, settings),
+        {"delete_file": True},
         name=f"respira-import-{job.uuid}",
-        daemon=True,
     )
-    threads: dict[uuid.UUID, threading.Thread] = app.extensions.setdefault(THREADS_KEY, {})
-    for finished in [key for key, t in threads.items() if not t.is_alive()]:
-        del threads[finished]
-    threads[job.uuid] = thread
-    thread.start()
 
 
 def wait_for_job(app: Flask, job_uuid: uuid.UUID, timeout_s: float | None = None) -> bool:
     """Wait for a background import of this process to end (tests, shutdown); True when it has."""
-    thread = app.extensions.get(THREADS_KEY, {}).get(job_uuid)
-    if thread is not None:
-        thread.join(timeout_s)
-        return not thread.is_alive()
-    return True
+    return background.wait_for(app, job_uuid, timeout_s)
 
 
 def record_finished_job(
