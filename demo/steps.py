@@ -67,7 +67,7 @@ class Settings:
             workdir or ROOT / "artifacts" / "demo",
             port,
             segments=3000,
-            epochs=None,
+            epochs=8,  # the shipped model's recipe (scripts/train-default-model)
             users=USERS,
             weeks=6,
             workouts_per_week=2,
