@@ -200,6 +200,9 @@ def export_package(
         else "Core ML states, fp16",
         "respira.breath_classes": json.dumps(list(BREATH_CLASSES)),
         "respira.heavy_threshold_bpm": str(meta["config"].get("heavy_threshold_bpm")),
+        # the estimator's settings calibrated for this checkpoint: how the app turns phase_probs into a
+        # rolling rate, "no breathing" or "too noisy" (training/estimator.py)
+        "respira.estimator": json.dumps(meta.get("estimator") or {}, sort_keys=True),
         "respira.model": json.dumps(meta["model"], sort_keys=True),
         "respira.training_data": json.dumps(summary.get("data", {}), sort_keys=True),
         "respira.metrics": json.dumps(

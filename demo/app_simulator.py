@@ -9,8 +9,9 @@ package *and* talks HTTP to the service), which none of the shipped packages may
 import neither ``training`` nor ``coreml``, and ``coreml`` should not grow an HTTP client. Tests and
 ``scripts/demo`` import it from the source tree.
 
-The readings are computed by :func:`stream_stage` with ``coreml.verify.PackageStreamer``; when the
-streaming estimator of the Core ML package v2 lands (issue 13), that function is the one place to swap.
+The readings are computed by :func:`stream_stage`: one stream through the package per stage, and the one
+estimator (``training.estimator``) over the package's frame-level breath output; when the package carries
+the rolling estimator itself (issue 13), that function is the one place to change.
 """
 
 from __future__ import annotations
@@ -76,37 +77,74 @@ def _load_package(path: str) -> None:
     _PACKAGE = load_package(path)
 
 
-def stream_stage(audio, chunk: int = 1600) -> list[dict]:
-    """The app's two staggered streams (docs/ios.md): a 6 s reading every 3 s after the first 6 s."""
-    from coreml.verify import PackageStreamer
+READING_HOP_S = 5.0  # a reading every 5 s once the rolling window is full, as the estimator's timeline
 
-    streams = [PackageStreamer(_PACKAGE), PackageStreamer(_PACKAGE)]
-    heard = [0, 0]
+
+def stream_stage(audio, chunk: int = 1600) -> list[dict]:
+    """One stream through the package for the whole stage (docs/ios.md), then the one estimator
+    (:mod:`training.estimator`) over the package's frame-level breath output: the rolling rate of the
+    window ending every 5 s (the calibrated window, or the whole stage when it is shorter).
+
+    The package gives each chunk's ``phase_probs`` (P(inhale), P(exhale), P(other) per 50 ms step);
+    laid end to end they are the phase track the estimator reads offline (equal within 1e-4, tested).
+    The DSP side of the estimator is computed from the stage audio. Until the package carries the
+    rolling estimator itself (issue 13), this is the app-side arithmetic the v2 package removes.
+    A window answered "no breathing" or "too noisy" gives no reading: the workout contract needs a rate
+    for every segment until it can carry a null one (issue 19).
+    """
+    import numpy as np
+
+    from coreml.verify import PackageStreamer
+    from training.dsp_baseline import DEFAULT_CONFIG, band_envelopes
+    from training.estimator import (
+        EstimatorConfig,
+        PhaseTrack,
+        breath_class_of,
+        count_breaths,
+        timeline_ends,
+        window_estimate,
+    )
+
+    meta = _PACKAGE.user_defined_metadata
+    cfg = EstimatorConfig.from_dict(json.loads(meta.get("respira.estimator") or "{}"))
+    steps_per_second = 1000.0 / float(meta["respira.step_ms"])
+    stream = PackageStreamer(_PACKAGE)
+    phase, heard = [], []  # per chunk: its steps' phase probabilities; the package's readings so far
+    chunks = len(audio) // chunk
+    for index in range(chunks):
+        out = stream.push(audio[index * chunk : (index + 1) * chunk])
+        phase.append(np.asarray(out["phase_probs"], np.float64).reshape(-1, 3))
+        heard.append(
+            ([float(p) for p in np.ravel(out["breath_probs"])], float(np.ravel(out["noise_prob"])[0]))
+        )
+    audio = np.asarray(audio[: chunks * chunk], np.float32)
+    duration_s = len(audio) / 16000
+    envelopes, env_rate = band_envelopes(audio, 16000, DEFAULT_CONFIG)
+    probs = np.concatenate(phase)
+    track = PhaseTrack(probs, steps_per_second, np.array(heard[-1][0]), heard[-1][1], envelopes, env_rate)
+    window_s = min(cfg.window_s, duration_s)
     readings = []
-    chunks_per_window, offset = 60, 30
-    for index in range(len(audio) // chunk):
-        piece = audio[index * chunk : (index + 1) * chunk]
-        for k, stream in enumerate(streams):
-            if k == 1 and index < offset:
-                continue
-            out = stream.push(piece)
-            heard[k] += 1
-            if heard[k] == chunks_per_window:
-                probs = [float(p) for p in out["breath_probs"].ravel()]
-                readings.append(
-                    {
-                        "start_s": round((index + 1 - chunks_per_window) * chunk / 16000, 3),
-                        "duration_s": chunks_per_window * chunk / 16000,
-                        "rr_bpm": round(float(out["rr_bpm"].ravel()[0]), 2),
-                        "respiration_count": round(max(float(out["respiration_count"].ravel()[0]), 0.0), 2),
-                        "breath_class": ("none", "normal", "heavy")[probs.index(max(probs))],
-                        "breath_probs": [round(p, 4) for p in probs],
-                        "noise_prob": round(float(out["noise_prob"].ravel()[0]), 4),
-                    }
-                )
-                stream.reset()
-                heard[k] = 0
-    return sorted(readings, key=lambda r: r["start_s"])
+    for end_s in timeline_ends(duration_s, READING_HOP_S):
+        if end_s + 1e-6 < window_s:
+            continue
+        start_s = round(end_s - window_s, 3)
+        w = window_estimate(audio, track, start_s, end_s, cfg)
+        if w.rr_bpm is None:
+            continue
+        lo, hi = round(start_s * steps_per_second), round(end_s * steps_per_second)
+        breath_probs, noise_prob = heard[min(round(end_s * 16000 / chunk), chunks) - 1]
+        readings.append(
+            {
+                "start_s": start_s,
+                "duration_s": round(end_s - start_s, 3),
+                "rr_bpm": round(float(w.rr_bpm), 2),
+                "respiration_count": float(count_breaths(track.phase[lo:hi], steps_per_second, w.rr_bpm)),
+                "breath_class": breath_class_of(w),
+                "breath_probs": [round(p, 4) for p in breath_probs],
+                "noise_prob": round(noise_prob, 4),
+            }
+        )
+    return readings
 
 
 def simulate_workout(job: dict) -> dict:

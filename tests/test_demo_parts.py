@@ -96,3 +96,36 @@ def test_the_simulated_people_get_fitter_and_the_plan_is_stable() -> None:
     first, last = fitness(0, 0, 0), fitness(0, 5, 0)
     assert last[0][1] < first[0][1] and last[0][3] < first[0][3]  # lower resting and cooling-down RR
     assert last[1]["after_4"] < first[1]["after_4"]
+
+
+@pytest.fixture(scope="module")
+def shipped_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from coreml.export import export_package
+    from training.checkpoint import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("no shipped default model in this checkout")
+    out = tmp_path_factory.mktemp("sim") / "Respira.mlpackage"
+    return export_package(out, DEFAULT_CHECKPOINT, "explicit", 1600, "float32")
+
+
+def test_the_simulated_app_reads_rates_with_the_one_estimator(shipped_package: Path) -> None:
+    """One stream through the package per stage, the estimator over its frame-level output: a reading
+    every 5 s once the 30 s window is full, each near the rate breathed; a stage without breathing
+    gives no reading at all (no number the estimator would not stand behind)."""
+    import numpy as np
+
+    import demo.app_simulator as sim
+    from training.synth import make_participant, synth_recording
+
+    sim._load_package(str(shipped_package))
+    person = make_participant("sim-test", seed=3)
+    for stage, rate in ((1, 14.0), (2, 40.0)):
+        rec = synth_recording(person, stage, 45.0, np.random.default_rng(stage), rate_bpm=rate)
+        readings = sim.stream_stage(rec.audio)
+        assert [r["start_s"] for r in readings] == [0.0, 5.0, 10.0, 15.0]  # windows ending at 30-45 s
+        assert all(r["duration_s"] == 30.0 for r in readings)
+        assert all(abs(r["rr_bpm"] - rate) < 1.5 for r in readings), readings
+        assert all(abs(r["respiration_count"] - rate / 2) <= 2 for r in readings)
+    silent = synth_recording(person, None, 45.0, np.random.default_rng(9), rate_bpm=0.0)
+    assert sim.stream_stage(silent.audio) == []
