@@ -159,6 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=_cost)
 
     args = parser.parse_args(argv)
+    if args.command in ("verify", "vectors"):
+        import torch
+
+        # torch runs one 100 ms chunk at a time here: a second thread only contends for the cores
+        # (measured on a busy 2-core machine: torch's lstm took 41 ms per chunk with two threads)
+        torch.set_num_threads(1)
     from coreml.export import ExportError
     from coreml.interpreter import InterpreterError
     from coreml.package import PackageError
