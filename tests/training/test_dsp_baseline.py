@@ -146,3 +146,23 @@ def test_real_rrujo_recordings_regression():
     )
     assert np.mean(errors <= 1.0) >= 0.85
     assert np.median(errors) <= 0.3
+
+
+def test_detrend_and_the_fir_lowpass():
+    """The clean-up of step 2 in numpy: a straight line is removed exactly, and the low-pass keeps a
+    breathing-rate wave (0.3 Hz) while damping heart sounds (2 Hz) at the 40 Hz envelope rate."""
+    from training.dsp_baseline import detrend, lowpass_kernel
+
+    t = np.arange(400) / 40.0
+    rows = np.stack([3.0 + 0.5 * t, np.sin(2 * np.pi * 0.3 * t) + 0.2 * t])
+    flat = detrend(rows)
+    assert np.allclose(flat[0], 0.0, atol=1e-9)
+    assert abs(float(np.polyfit(t, flat[1], 1)[0])) < 1e-9
+    kernel = lowpass_kernel(1.0, 40.0)
+    assert len(kernel) == 81 and np.isclose(kernel.sum(), 1.0) and np.allclose(kernel, kernel[::-1])
+
+    def gain(freq_hz: float) -> float:
+        wave = np.sin(2 * np.pi * freq_hz * t)
+        return float(np.convolve(wave, kernel, mode="same")[100:300].std() / wave[100:300].std())
+
+    assert gain(0.3) > 0.95 and gain(2.0) < 0.05
