@@ -128,7 +128,7 @@ def breakdown(files: list[Path], model: RRModel, repeats: int) -> list[list[str]
     cfg = DEFAULT_ESTIMATOR
     audios = [load_audio(p, DEFAULT_FRONTEND.sample_rate, min_duration_s=MIN_DURATION_S) for p in files]
     features = [log_mel(a) for a in audios]
-    tracks = [phase_track(model, f, a) for f, a in zip(features, audios, strict=True)]
+    tracks = [phase_track(model, a) for a in audios]
 
     def windows() -> None:
         for audio, track in zip(audios, tracks, strict=True):
@@ -143,7 +143,9 @@ def breakdown(files: list[Path], model: RRModel, repeats: int) -> list[list[str]
             load_audio(p, DEFAULT_FRONTEND.sample_rate, min_duration_s=MIN_DURATION_S) for p in files
         ],
         "log-mel features": lambda: [log_mel(a) for a in audios],
-        "model phase track (whole recording, one call)": lambda: [phase_track(model, f) for f in features],
+        "model phase track (whole recording, one call)": lambda: [
+            phase_track(model, a, with_dsp=False) for a in audios
+        ],
         "DSP band envelopes (whole recording, once)": lambda: [
             band_envelopes(a, DEFAULT_FRONTEND.sample_rate, DSP_CONFIG) for a in audios
         ],

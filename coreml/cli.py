@@ -1,7 +1,7 @@
 """Command line of the Core ML tools.
 
     python -m coreml export [--checkpoint CKPT] --out PATH.mlpackage [--variant explicit|stateful]
-                            [--chunk-samples 1600] [--precision float32|float16]
+                            [--chunk-samples 1600] [--precision float32|float16] [--window-s 30]
     python -m coreml verify PATH.mlpackage --audio FILE... [--checkpoint CKPT] [--min-seconds 60] [--json]
     python -m coreml vectors PATH.mlpackage --audio FILE --out DIR [--checkpoint CKPT] [--seconds 10]
     python -m coreml cost PATH.mlpackage [--json]
@@ -23,7 +23,9 @@ MIN_STREAM_S = 60.0  # coreml.verify.MIN_STREAM_S (not imported: the CLI starts 
 def _export(args: argparse.Namespace) -> int:
     from coreml.export import export_package
 
-    out = export_package(args.out, args.checkpoint, args.variant, args.chunk_samples, args.precision)
+    out = export_package(
+        args.out, args.checkpoint, args.variant, args.chunk_samples, args.precision, args.window_s
+    )
     print(f"wrote {out} ({args.variant}, {args.precision}, {args.chunk_samples}-sample chunks)")
     return 0
 
@@ -128,8 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="checkpoint (default: the model shipped in the package)")
     p.add_argument("--out", required=True, help="output path, ending in .mlpackage")
     p.add_argument("--variant", choices=["explicit", "stateful"], default="explicit")
-    p.add_argument("--chunk-samples", type=int, default=1600, help="samples per call (multiple of 160)")
+    p.add_argument(
+        "--chunk-samples", type=int, default=1600, help="samples per call (a multiple of 800: 50 ms)"
+    )
     p.add_argument("--precision", choices=["float32", "float16"], default="float32")
+    p.add_argument(
+        "--window-s",
+        type=float,
+        default=None,
+        help="the rolling window in seconds, 15-60 (default: the checkpoint's estimator's, 30)",
+    )
     p.set_defaults(run=_export)
 
     p = sub.add_parser("verify", help="stream audio through a package with the interpreter, compare to torch")

@@ -312,7 +312,9 @@ def _cast_op(call: Call) -> Any:
 @register("linear")
 def _linear(call: Call) -> Any:
     x, weight = _wide(call["x"]), _wide(call["weight"])
-    out = np.matmul(x, weight.T)
+    # one 2-D product, so BLAS takes the transposed weight as it is (an N-d matmul with a transposed
+    # view falls back to numpy's slow loop)
+    out = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     return out + _wide(call["bias"]) if "bias" in call else out
 
 
@@ -323,6 +325,8 @@ def _matmul(call: Call) -> Any:
         x = np.swapaxes(x, -1, -2)
     if call.scalar("transpose_y", False) and y.ndim >= 2:
         y = np.swapaxes(y, -1, -2)
+    if y.ndim == 2 and x.ndim > 2:  # a stack of rows times one matrix: one 2-D product for BLAS
+        return (np.ascontiguousarray(x).reshape(-1, x.shape[-1]) @ y).reshape(*x.shape[:-1], y.shape[-1])
     return np.matmul(x, y)
 
 
@@ -760,13 +764,13 @@ def _cast(value: Any, mil_dtype: str) -> Any:
     return array if array.dtype == dtype else array.astype(dtype)
 
 
-def _check_shape(value: Any, ttype: TensorType, what: str) -> None:
+def _check_shape(value: Any, ttype: TensorType, op: Op) -> None:
     shape = np.shape(value)
     declared = ttype.shape
     if len(shape) != len(declared) or any(
         d is not None and d != s for d, s in zip(declared, shape, strict=False)
     ):
-        raise InterpreterError(f"{what}: produced shape {list(shape)}, the program declares {ttype}")
+        raise InterpreterError(f"{op.describe()}: produced shape {list(shape)}, the program declares {ttype}")
 
 
 class InterpretedModel:
@@ -839,7 +843,7 @@ class InterpretedModel:
         produced = {}
         for (name, ttype), value in zip(op.outputs, results, strict=True):
             value = _cast(value, ttype.dtype)
-            _check_shape(value, ttype, op.describe())
+            _check_shape(value, ttype, op)
             produced[name] = value
         return produced
 

@@ -98,19 +98,31 @@ class DspEstimate:
     confidence: float
 
 
-def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple[np.ndarray, float]:
-    """Log power per band over time ``[bands, frames]`` and the envelope rate in Hz."""
+def band_matrix(sample_rate: int, cfg: DspConfig) -> np.ndarray:
+    """Which DFT bin (rows, of a ``frame_s`` frame) sums into which band (columns): 0/1 float32."""
+    freqs = np.fft.rfftfreq(round(cfg.frame_s * sample_rate), 1.0 / sample_rate)
+    bands = [(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(cfg.band_edges_hz)]
+    return np.stack(bands, 1).astype(np.float32)
+
+
+def band_powers(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple[np.ndarray, float]:
+    """Power per band over time ``[bands, frames]`` (float32; frame ``j`` starts at sample
+    ``j * hop``) and the envelope rate in Hz. The Core ML package computes the same from its chunks."""
     frame = round(cfg.frame_s * sample_rate)
     hop = round(cfg.hop_s * sample_rate)
     frames = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, dtype=np.float32), frame)[::hop]
     # float32 FFT and band sums as one matrix product: half the time of float64 and boolean masks
     spec = np.fft.rfft(frames * np.hanning(frame).astype(np.float32), axis=1)
-    freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
-    in_band = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(cfg.band_edges_hz)], 1)
-    power = ((spec.real**2 + spec.imag**2) @ in_band.astype(np.float32)).T.astype(np.float64)
+    return ((spec.real**2 + spec.imag**2) @ band_matrix(sample_rate, cfg)).T, sample_rate / hop
+
+
+def band_envelopes(audio: np.ndarray, sample_rate: int, cfg: DspConfig) -> tuple[np.ndarray, float]:
+    """Log power per band over time ``[bands, frames]`` and the envelope rate in Hz."""
+    power, env_rate = band_powers(audio, sample_rate, cfg)
+    power = power.astype(np.float64)
     # Floor relative to the loudest band's typical power: an empty band becomes flat, not log(0).
     floor = 1e-6 * max(float(np.median(power, axis=1).max()), 1e-30)
-    return np.log(power + floor), sample_rate / hop
+    return np.log(power + floor), env_rate
 
 
 def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:

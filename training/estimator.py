@@ -37,14 +37,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from training import periodicity
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
-from training.dsp_baseline import band_envelopes, envelope_autocorrelation, pick_period
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
+from training.dsp_baseline import band_powers, pick_period
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel, stream_log_mel
 from training.manifest import BREATH_CLASSES, HEAVY_THRESHOLD_BPM
 from training.models import RRModel
 
-MIN_RATE_BPM = 4.0
-MAX_RATE_BPM = 60.0
+MIN_RATE_BPM = periodicity.MIN_RATE_BPM
+MAX_RATE_BPM = periodicity.MAX_RATE_BPM
 DEFAULT_WINDOW_S = 30.0
 WINDOW_RANGE_S = (15.0, 60.0)
 MIN_DURATION_S = 4.0
@@ -102,15 +103,15 @@ class WindowEstimate:
 
 @dataclasses.dataclass
 class PhaseTrack:
-    """The model's view of a whole recording."""
+    """The model's view of a whole recording, and the DSP's band powers of it."""
 
     probs: np.ndarray  # [steps, 3] inhale, exhale, other
     steps_per_second: float
     breath_probs: np.ndarray  # [3] none, normal, heavy for the whole recording (segment head)
     noise_prob: float  # P(noisy) for the whole recording (segment head)
-    # the DSP baseline's band envelopes of the whole recording, computed once (see window_evidence)
-    dsp_envelopes: np.ndarray | None = None
-    dsp_env_rate: float = 0.0
+    # log(power + LOG_POWER_EPS) per DSP band and 25 ms frame, float32 [bands, frames], computed once
+    # for every window to read (see window_evidence)
+    dsp_log_power: np.ndarray | None = None
 
     @property
     def phase(self) -> np.ndarray:
@@ -121,74 +122,92 @@ class PhaseTrack:
         return self.probs[:, 0] + self.probs[:, 1]
 
 
+def dsp_log_power(audio: np.ndarray, sample_rate: int = DEFAULT_FRONTEND.sample_rate) -> np.ndarray:
+    """The DSP's band log powers of a recording, as the package's states hold them."""
+    power, _ = band_powers(audio, sample_rate, DSP_CONFIG)
+    return np.log(power + np.float32(periodicity.LOG_POWER_EPS)).astype(np.float32)
+
+
+STREAM_CHUNK_FRAMES = 10  # feature frames per call of the package's default 100 ms chunk
+
+
 @torch.no_grad()
 def phase_track(
     model: RRModel,
-    features: np.ndarray,
-    audio: np.ndarray | None = None,
-    sample_rate: int = DEFAULT_FRONTEND.sample_rate,
+    audio: np.ndarray,
+    frontend: FrontEndConfig = DEFAULT_FRONTEND,
+    with_dsp: bool = True,
 ) -> PhaseTrack:
-    """Run ``model`` once over a recording's log-mel ``features`` [frames, n_mels]; with the
-    recording's ``audio``, also compute the DSP's band envelopes once, for every window to share."""
-    out = model.eval()(torch.from_numpy(np.ascontiguousarray(features))[None])
-    envelopes, env_rate = (None, 0.0) if audio is None else band_envelopes(audio, sample_rate, DSP_CONFIG)
+    """The model's phase track of a whole recording, computed as the package computes it, and (with
+    ``with_dsp``) the DSP's band powers once, for every window to share.
+
+    As the package: features from the DFT form of the front-end with the stream's zero tail in front
+    (:func:`training.frontend.stream_log_mel`), and the model run 100 ms at a time
+    (:meth:`training.models.RRModel.chunk_steps`). Why not one forward over the whole recording: the
+    LSTM amplifies float32 round-off, and a whole-sequence forward (other matrix shapes, the running
+    norm in blocks) drifts up to 0.016 in probability from the chunked one within 40 s of a real
+    recording, enough to move a weakly periodic window's rate by 2e-3 breaths/min. Chunked like the
+    package, the offline track stays within 1e-4 of the package's (measured 7e-5).
+    """
+    features = torch.from_numpy(stream_log_mel(audio, frontend, method="dft"))[None]
+    state = model.initial_state(1)
+    steps = []
+    for first in range(0, features.shape[1] - features.shape[1] % model.frame_stride, STREAM_CHUNK_FRAMES):
+        chunk = features[:, first : first + STREAM_CHUNK_FRAMES]
+        chunk = chunk[:, : chunk.shape[1] - chunk.shape[1] % model.frame_stride]
+        out, state = model.chunk_steps(chunk, state)
+        steps.append(out)
+    lstm_out = torch.cat(steps, 1) if steps else torch.zeros(1, 0, model.units)
+    pooled = lstm_out.mean(1) if lstm_out.shape[1] else torch.zeros(1, model.units)
+    breath = model.breath_head(model.breath_embedding(pooled))
     return PhaseTrack(
-        probs=torch.softmax(out.phase_logits[0], -1).numpy().astype(np.float64),
+        probs=torch.softmax(model.phase_head(lstm_out)[0], -1).numpy(),
         steps_per_second=model.steps_per_second,
-        breath_probs=torch.softmax(out.breath_logits[0], -1).numpy().astype(np.float64),
-        noise_prob=float(torch.softmax(out.noise_logits[0], -1)[1]),
-        dsp_envelopes=envelopes,
-        dsp_env_rate=env_rate,
+        breath_probs=torch.softmax(breath[0], -1).numpy().astype(np.float64),
+        noise_prob=float(torch.softmax(model.noise_head(model.noise_embedding(pooled))[0], -1)[1]),
+        dsp_log_power=dsp_log_power(audio, frontend.sample_rate) if with_dsp else None,
     )
 
 
-def _window_envelopes(
-    audio: np.ndarray, track: PhaseTrack, start_s: float, end_s: float, sample_rate: int
-) -> tuple[np.ndarray, float]:
-    """The DSP band envelopes of ``[start_s, end_s)``: the recording's envelope frames that lie wholly
-    inside the window. Frames sit on one grid from the recording's start, as in a stream, so every
-    window reads the envelopes computed once (no window computes its own)."""
-    if track.dsp_envelopes is None:
-        first_sample, last_sample = round(start_s * sample_rate), round(end_s * sample_rate)
-        return band_envelopes(audio[first_sample:last_sample], sample_rate, DSP_CONFIG)
+def window_frames(
+    start_s: float, end_s: float, sample_rate: int = DEFAULT_FRONTEND.sample_rate
+) -> tuple[int, int]:
+    """The DSP frames of ``[start_s, end_s)``: those lying wholly inside the window, on one grid from
+    the recording's start (as in a stream), so every window reads the powers computed once."""
     hop = round(DSP_CONFIG.hop_s * sample_rate)
     frame = round(DSP_CONFIG.frame_s * sample_rate)
     first = -(-round(start_s * sample_rate) // hop)  # first frame starting at or after the window
     stop = (round(end_s * sample_rate) - frame) // hop + 1  # frames ending at or before its end
-    return track.dsp_envelopes[:, first : max(first, stop)], track.dsp_env_rate
-
-
-def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
-    x = x - x.mean()
-    energy = float(np.dot(x, x))
-    if energy <= 1e-12 or max_lag < 1:
-        return np.zeros(max_lag + 1)
-    size = 1 << math.ceil(math.log2(2 * len(x)))
-    spec = np.fft.rfft(x, size)
-    return np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1] / energy
+    return first, max(first, stop)
 
 
 def learned_rate(phase: np.ndarray, steps_per_second: float) -> tuple[float, float]:
     """Rate and periodicity from the phase signal alone (training's model selection uses this)."""
     max_lag = min(math.ceil(1.1 * steps_per_second * 60.0 / MIN_RATE_BPM), int(0.75 * len(phase)))
     min_lag = math.floor(steps_per_second * 60.0 / MAX_RATE_BPM)
-    r = _autocorrelation(phase, max_lag)
-    if not r.any() or len(r) <= min_lag + 2:
+    x = phase - phase.mean()
+    energy = float(np.dot(x, x))
+    if energy <= 1e-12 or max_lag <= min_lag + 2:
         return math.nan, 0.0
+    size = 1 << math.ceil(math.log2(2 * len(x)))
+    spec = np.fft.rfft(x, size)
+    r = np.fft.irfft(spec * np.conj(spec), size)[: max_lag + 1] / energy
     lag, height = pick_period(r, min_lag, DSP_CONFIG)
     return 60.0 * steps_per_second / lag, float(height)
 
 
 @dataclasses.dataclass
 class WindowEvidence:
-    """What a window offers to decide on: both autocorrelations on one lag grid, and the activity."""
+    """What a window offers to decide on (:class:`training.periodicity.Evidence` of one window)."""
 
-    r_learned: np.ndarray
-    r_dsp: np.ndarray
+    r_learned: torch.Tensor  # [MAX_LAG + 1]
+    r_dsp: torch.Tensor  # [MAX_LAG + 1]
     activity: float
+    max_lag: float
     steps_per_second: float
 
 
+@torch.no_grad()
 def window_evidence(
     audio: np.ndarray,
     track: PhaseTrack,
@@ -199,47 +218,60 @@ def window_evidence(
     """Autocorrelations of the phase signal and of the DSP's band envelopes over ``[start_s, end_s)``."""
     rate = track.steps_per_second
     lo, hi = round(start_s * rate), round(end_s * rate)
-    activity = float(track.activity[lo:hi].mean()) if hi > lo else 0.0
-    envelopes, env_rate = _window_envelopes(audio, track, start_s, end_s, sample_rate)
-    r_dsp, env_rate, _, _ = envelope_autocorrelation(envelopes, env_rate, DSP_CONFIG)
-    # the DSP's envelopes run at 40 Hz; bring its autocorrelation onto the model's step grid
-    dsp_lags_s = np.arange(len(r_dsp)) / env_rate
-    n_lags = int(dsp_lags_s[-1] * rate) + 1 if len(r_dsp) else 1
-    r_dsp = np.interp(np.arange(n_lags) / rate, dsp_lags_s, r_dsp) if len(r_dsp) else np.zeros(1)
-    r_learned = _autocorrelation(track.phase[lo:hi], n_lags - 1)
-    if len(r_learned) < n_lags:
-        r_learned = np.pad(r_learned, (0, n_lags - len(r_learned)))
-    return WindowEvidence(r_learned, r_dsp, activity, rate)
+    log_power = track.dsp_log_power
+    if log_power is None:
+        log_power = dsp_log_power(audio, sample_rate)
+    first, stop = window_frames(start_s, end_s, sample_rate)
+    probs = torch.from_numpy(np.ascontiguousarray(track.probs[lo:hi], dtype=np.float32))
+    power = torch.from_numpy(np.ascontiguousarray(log_power[:, first:stop]))[None]
+    ev = periodicity.evidence(
+        (probs[:, 0] - probs[:, 1])[None],
+        (probs[:, 0] + probs[:, 1])[None],
+        torch.tensor([float(len(probs))]),
+        power,
+        torch.tensor([float(power.shape[-1])]),
+    )
+    return WindowEvidence(ev.r_learned[0], ev.r_dsp[0], float(ev.activity[0]), float(ev.max_lag[0]), rate)
 
 
-def mix(evidence: WindowEvidence, weight: float, adaptive: bool, min_lag: int) -> np.ndarray:
-    """``a * learned + (1 - a) * dsp``: ``a = weight``, or with ``adaptive`` the prior ``weight``
-    scaled by each side's periodicity (its highest peak at lags from ``min_lag``, squared)."""
-    if adaptive and 0.0 < weight < 1.0:
-        p_learned = max(float(evidence.r_learned[min_lag:].max(initial=0.0)), 0.0) ** 2
-        p_dsp = max(float(evidence.r_dsp[min_lag:].max(initial=0.0)), 0.0) ** 2
-        total = weight * p_learned + (1.0 - weight) * p_dsp
-        weight = weight * p_learned / total if total > 0 else weight
-    return weight * evidence.r_learned + (1.0 - weight) * evidence.r_dsp
+@torch.no_grad()
+def decide_many(evidence: Sequence[WindowEvidence], cfg: EstimatorConfig) -> list[WindowEstimate]:
+    """A rate, "no breathing" or "too noisy" for each window (steps 2-3 of the module doc), in one
+    batch of tensor operations (:func:`training.periodicity.decide`, the package's own arithmetic)."""
+    if not evidence:
+        return []
+    batch = periodicity.Evidence(
+        torch.stack([e.r_learned for e in evidence]),
+        torch.stack([e.r_dsp for e in evidence]),
+        torch.tensor([e.activity for e in evidence], dtype=torch.float32),
+        torch.tensor([e.max_lag for e in evidence], dtype=torch.float32),
+    )
+    n = len(evidence)
+
+    def setting(value: float | bool) -> torch.Tensor:
+        return torch.full((n,), value, dtype=torch.bool if isinstance(value, bool) else torch.float32)
+
+    out = periodicity.decide(
+        batch,
+        setting(float(cfg.learned_weight)),
+        setting(bool(cfg.adaptive)),
+        setting(float(cfg.min_activity)),
+        setting(float(cfg.min_confidence)),
+    )
+    return [
+        WindowEstimate(
+            float(out.rr_bpm[i]) if int(out.reason[i]) == periodicity.RATE else None,
+            float(out.rr_confidence[i]),
+            periodicity.REASON_NAMES.get(int(out.reason[i])),
+            evidence[i].activity,
+        )
+        for i in range(n)
+    ]
 
 
 def decide(evidence: WindowEvidence, cfg: EstimatorConfig) -> WindowEstimate:
     """A rate, "no breathing" or "too noisy" from a window's evidence (steps 2-3 of the module doc)."""
-    activity = evidence.activity
-    if activity < cfg.min_activity:
-        return WindowEstimate(None, 0.0, "no_breathing", activity)
-    rate = evidence.steps_per_second
-    min_lag = math.floor(rate * 60.0 / MAX_RATE_BPM)
-    r = mix(evidence, cfg.learned_weight, cfg.adaptive, min_lag)
-    if not r.any() or len(r) <= min_lag + 2:
-        return WindowEstimate(None, 0.0, "too_noisy", activity)
-    lag, height = pick_period(r, min_lag, DSP_CONFIG)
-    rr_bpm = 60.0 * rate / lag
-    periodicity = float(np.clip(height, 0.0, 1.0))
-    confidence = periodicity * min(1.0, activity / 0.5)
-    if periodicity < cfg.min_confidence or not MIN_RATE_BPM <= rr_bpm <= MAX_RATE_BPM:
-        return WindowEstimate(None, confidence, "too_noisy", activity)
-    return WindowEstimate(rr_bpm, confidence, None, activity)
+    return decide_many([evidence], cfg)[0]
 
 
 def window_estimate(
@@ -354,7 +386,7 @@ def estimate_audio(
     features = log_mel(audio, frontend)
     if float(np.std(audio)) < 1e-6:
         raise ValueError("the audio does not vary (a constant or DC signal): there is nothing to hear")
-    track = phase_track(model, features, audio, frontend.sample_rate)
+    track = phase_track(model, audio, frontend)
     whole = window_estimate(audio, track, 0.0, duration_s, cfg, frontend.sample_rate)
     segments, _ = segment_outputs(features, model, duration_s)
     count = 0
@@ -388,5 +420,5 @@ def recording_rates(
     frontend: FrontEndConfig = DEFAULT_FRONTEND,
 ) -> list[WindowEstimate]:
     """Estimates for several windows of one recording with one pass of the model (evaluation)."""
-    track = phase_track(model, log_mel(audio, frontend), audio, frontend.sample_rate)
+    track = phase_track(model, audio, frontend)
     return [window_estimate(audio, track, s, e, cfg, frontend.sample_rate) for s, e in windows]

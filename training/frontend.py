@@ -217,6 +217,22 @@ def log_mel(audio: np.ndarray, cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.nda
         return module(x)[0].numpy()
 
 
+def stream_log_mel(
+    audio: np.ndarray, cfg: FrontEndConfig = DEFAULT_FRONTEND, method: str = "fft"
+) -> np.ndarray:
+    """Features framed as a stream from a reset frames them: ``win_length - hop_length`` zeros in
+    front (the zero audio tail of the Core ML package), so frame ``i`` ends at sample ``(i + 1) * hop``
+    and every chunk of whole hops yields ``chunk / hop`` frames. The estimator's phase track uses this
+    framing (and ``method="dft"``, the package's arithmetic), so its rolling rate and the package's are
+    computed from the same frames."""
+    pad = np.zeros(cfg.win_length - cfg.hop_length, np.float32)
+    padded = np.concatenate([pad, np.asarray(audio, dtype=np.float32)])
+    if method == "fft":
+        return log_mel(padded, cfg)
+    with torch.no_grad():  # the package's DFT-as-convolution form (equal to float32 round-off)
+        return LogMel(cfg, method=method)(torch.from_numpy(padded)[None])[0].numpy()
+
+
 class StreamingLogMel:
     """Feeds audio in chunks of any size; yields exactly the frames of the whole-signal call.
 

@@ -227,6 +227,17 @@ class RRModel(nn.Module):
         Returns the outputs for everything since the last reset and the new state. Feeding a
         sequence in any such chunking gives the outputs of :meth:`forward` on the whole sequence.
         """
+        out, state = self.chunk_steps(features, state)
+        # frames in this chunk as a tensor op (not a Python int), so tracing keeps no shape arithmetic
+        pool_count = state.pool_count + torch.ones_like(out[:, :, :1]).sum(dim=1)
+        pool_mean = (state.pool_mean * state.pool_count + out.sum(dim=1)) / pool_count
+        outputs = self._heads(pool_mean, pool_count, out)
+        return outputs, state._replace(pool_mean=pool_mean, pool_count=pool_count)
+
+    def chunk_steps(self, features: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """The LSTM outputs [B, t / frame_stride, units] of the next frames [B, t, n_mels] and the state
+        after them (the pooled mean and its count passed through unchanged): what the streaming
+        package needs, which keeps its own rolling window instead of a mean since reset."""
         if features.shape[1] % self.frame_stride:
             raise ValueError(
                 f"a chunk of {features.shape[1]} frames is not a multiple of the frame stride "
@@ -240,11 +251,7 @@ class RRModel(nn.Module):
             x = torch.relu(self.conv(xt)).transpose(1, 2)
         x = self._stride_pool(x)
         out, (h, c) = self.lstm(x, (state.lstm_h, state.lstm_c))
-        # frames in this chunk as a tensor op (not a Python int), so tracing keeps no shape arithmetic
-        pool_count = state.pool_count + torch.ones_like(out[:, :, :1]).sum(dim=1)
-        pool_mean = (state.pool_mean * state.pool_count + out.sum(dim=1)) / pool_count
-        outputs = self._heads(pool_mean, pool_count, out)
-        return outputs, StreamState(conv_context, h, c, pool_mean, pool_count, norm_mean, norm_count)
+        return out, StreamState(conv_context, h, c, state.pool_mean, state.pool_count, norm_mean, norm_count)
 
     def describe(self) -> dict:
         return {

@@ -35,6 +35,7 @@ from training.estimator import (
     EstimatorConfig,
     WindowEvidence,
     decide,
+    decide_many,
     phase_track,
     segment_outputs,
     window_estimate,
@@ -143,7 +144,7 @@ class RecordingEvidence:
 
 def recording_evidence(rec: EvalRecording, model: RRModel, with_segments: bool = True) -> RecordingEvidence:
     features = log_mel(rec.audio)
-    track = phase_track(model, features, rec.audio)
+    track = phase_track(model, rec.audio)
     duration_s = len(rec.audio) / SAMPLE_RATE
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
@@ -167,7 +168,7 @@ def rolling_errors(
 ) -> dict[float, list[float]]:
     """Per window length: |rolling rate - truth| at every instant a full window is available
     (a rolling window that answers nothing counts as missing, not as an error)."""
-    track = phase_track(model, log_mel(rec.audio), rec.audio)
+    track = phase_track(model, rec.audio)
     duration_s = len(rec.audio) / SAMPLE_RATE
     out: dict[float, list[float]] = {}
     for window_s in windows_s:
@@ -225,7 +226,7 @@ DSP_FLOOR = EstimatorConfig(learned_weight=0.0, adaptive=False, min_activity=0.0
 
 
 def _answers(evidence: Sequence[WindowEvidence], cfg: EstimatorConfig) -> list:
-    return [decide(ev, cfg) for ev in evidence]
+    return decide_many(evidence, cfg)
 
 
 def calibration_loss(

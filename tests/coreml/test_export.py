@@ -15,8 +15,8 @@ import torch
 from coreml.cli import main as coreml_main
 from coreml.export import ExportError, export_package
 from coreml.interpreter import load_package
-from coreml.streaming import STATE_NAMES, offline_reference
-from coreml.verify import PackageStreamer, psnr_db
+from coreml.streaming import REASONS, STATE_NAMES, offline_reference
+from coreml.verify import PackageStreamer
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.frontend import DEFAULT_FRONTEND
@@ -73,29 +73,44 @@ def _stream(package_path, audio):
     return out
 
 
-def test_explicit_float32_streams_like_offline(packages, checkpoint):
-    from training.checkpoint import load_checkpoint
+def _rolling_pairs(package_path, model, audio, cfg):
+    """The package's answer after every chunk and the offline estimator's for the same window
+    (:func:`training.estimator.window_estimate`, the last ``window_s`` seconds): [(package, offline)]."""
+    from training.estimator import phase_track, window_estimate
 
-    model, _ = load_checkpoint(checkpoint)
+    track = phase_track(model, audio)
+    streamer = PackageStreamer(load_package(package_path))
+    pairs = []
+    for k in range(len(audio) // 1600):
+        out = streamer.push(audio[k * 1600 : (k + 1) * 1600])
+        end_s = (k + 1) * 0.1
+        if end_s < 4.0:
+            assert REASONS[round(float(out["rr_reason"][0]))] == "warming_up"
+            assert float(out["rr_bpm"][0]) == 0.0
+            continue
+        w = window_estimate(audio, track, max(0.0, end_s - cfg.window_s), end_s, cfg)
+        pairs.append((out, w))
+    return pairs
+
+
+def test_explicit_float32_rolling_rate_equals_the_offline_estimator(packages, checkpoint):
+    """After every chunk the package answers what the offline estimator answers for the same window:
+    the same reason, the same rate within 1e-3 breaths/min, the same confidence (a small random model;
+    the shipped one on real recordings is in tests/coreml/test_streaming_estimator.py)."""
+    from training.checkpoint import load_checkpoint
+    from training.estimator import EstimatorConfig
+
+    model, meta = load_checkpoint(checkpoint)
+    cfg = EstimatorConfig.from_dict(meta.get("estimator") or {})
+    rates = 0
     for seed, rate in [(2, 12.0), (3, 35.0)]:
-        audio = _breath_like(6.0, rate, seed)
-        got, ref = _stream(packages["explicit", "float32"], audio), offline_reference(model, audio)
-        assert abs(float(got["rr_bpm"][0]) - ref["rr_bpm"]) <= 0.05
-        assert np.abs(got["breath_probs"][0] - ref["breath_probs"]).max() <= 1e-4
-        assert abs(float(got["noise_prob"][0]) - ref["noise_prob"]) <= 1e-4
-
-
-def test_every_chunk_streams_like_offline_prefix(packages, checkpoint):
-    """Not only the final answer: after each chunk, the package equals torch on the audio so far."""
-    from training.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint)
-    audio = _breath_like(2.0, 20.0, 4)
-    streamer = PackageStreamer(load_package(packages["explicit", "float32"]))
-    for i in range(0, len(audio), 1600):
-        out = streamer.push(audio[i : i + 1600])
-        ref = offline_reference(model, audio[: i + 1600])
-        assert abs(float(out["rr_bpm"][0]) - ref["rr_bpm"]) <= 0.05
+        audio = _breath_like(12.0, rate, seed)
+        for out, w in _rolling_pairs(packages["explicit", "float32"], model, audio, cfg):
+            assert REASONS[round(float(out["rr_reason"][0]))] == (w.reason or "rate")
+            assert abs(float(out["rr_bpm"][0]) - (w.rr_bpm or 0.0)) <= 1e-3
+            assert abs(float(out["rr_confidence"][0]) - w.rr_confidence) <= 1e-3
+            rates += w.rr_bpm is not None
+    assert rates > 0  # the comparison saw rates, not only reasons
 
 
 def test_the_chunks_frame_level_breath_output_is_the_offline_phase_track(packages, checkpoint):
@@ -117,23 +132,6 @@ def test_the_chunks_frame_level_breath_output_is_the_offline_phase_track(package
     assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("key", [("stateful", "float32"), ("explicit", "float16")])
-def test_fp16_packages_reach_35_db(packages, checkpoint, key):
-    from training.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint)
-    got_rr, ref_rr, got_p, ref_p = [], [], [], []
-    for seed, rate in [(5, 10.0), (6, 22.0), (7, 40.0)]:
-        audio = _breath_like(6.0, rate, seed)
-        got, ref = _stream(packages[key], audio), offline_reference(model, audio)
-        got_rr.append(float(got["rr_bpm"][0]))
-        ref_rr.append(ref["rr_bpm"])
-        got_p.append(got["breath_probs"][0])
-        ref_p.append(ref["breath_probs"])
-    assert psnr_db(np.array(ref_rr), np.array(got_rr)) >= 35.0
-    assert psnr_db(np.array(ref_p), np.array(got_p), peak=1.0) >= 35.0
-
-
 def test_stateful_package_keeps_fp16_states(packages):
     pkg = load_package(packages["stateful", "float32"])
     assert sorted(s.name for s in pkg.states) == sorted(STATE_NAMES)
@@ -148,11 +146,22 @@ def test_metadata_describes_everything(packages, checkpoint):
     for feature in [*pkg.inputs, *pkg.outputs]:
         assert feature.description, feature.name
     assert {f.name for f in pkg.inputs} == {"audio", *(f"{n}_in" for n in STATE_NAMES)}
-    assert {f.name for f in pkg.outputs} >= {"rr_bpm", "respiration_count", "breath_probs", "noise_prob"}
+    assert {f.name for f in pkg.outputs} >= {
+        "rr_bpm",
+        "rr_confidence",
+        "rr_reason",
+        "breathing",
+        "noise_prob",
+        "respiration_count",
+        "phase_probs",
+    }
     ud = pkg.user_defined_metadata
     assert json.loads(ud["respira.frontend"]) == DEFAULT_FRONTEND.to_dict()
     assert ud["respira.chunk_samples"] == "1600"
-    assert json.loads(ud["respira.breath_classes"]) == ["none", "normal", "heavy"]
+    assert json.loads(ud["respira.breathing_classes"]) == ["none", "normal", "heavy", "unknown"]
+    assert json.loads(ud["respira.rr_reasons"]) == ["rate", "no_breathing", "too_noisy", "warming_up"]
+    assert ud["respira.window_s"] == "30"
+    assert json.loads(ud["respira.estimator"])["window_s"] == 30.0
     assert json.loads(ud["respira.states"])["lstm_h"] == [1, 16]
     from training.checkpoint import file_sha256
 

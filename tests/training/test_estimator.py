@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from training.estimator import (
     MAX_RATE_BPM,
@@ -17,9 +18,21 @@ from training.estimator import (
     timeline_ends,
     window_estimate,
 )
+from training.periodicity import MAX_LAG
 
 SR = 16000
 STEPS_PER_S = 20.0
+LAGS = MAX_LAG + 1
+
+
+def _evidence(r_learned, r_dsp, activity, max_lag=MAX_LAG):
+    return WindowEvidence(
+        torch.tensor(r_learned, dtype=torch.float32),
+        torch.tensor(r_dsp, dtype=torch.float32),
+        float(activity),
+        float(max_lag),
+        STEPS_PER_S,
+    )
 
 
 def _breathing(seconds, rate_bpm, seed=0, exhale_gain=1.0, exhale_at=0.45):
@@ -69,21 +82,21 @@ def test_low_activity_is_no_breathing_and_weak_periodicity_is_too_noisy():
     )
     w = window_estimate(audio, quiet, 0.0, 30.0, EstimatorConfig())
     assert (w.rr_bpm, w.reason) == (None, "no_breathing")
-    flat = WindowEvidence(np.zeros(400), np.zeros(400), activity=0.6, steps_per_second=STEPS_PER_S)
+    flat = _evidence(np.zeros(LAGS), np.zeros(LAGS), activity=0.6)
     assert decide(flat, EstimatorConfig()).reason == "too_noisy"
     rng = np.random.default_rng(0)
-    noise = WindowEvidence(0.05 * rng.standard_normal(400), 0.05 * rng.standard_normal(400), 0.6, STEPS_PER_S)
-    noise.r_learned[0] = noise.r_dsp[0] = 1.0
-    assert decide(noise, EstimatorConfig(min_confidence=0.2)).reason == "too_noisy"
+    r_learned, r_dsp = 0.05 * rng.standard_normal(LAGS), 0.05 * rng.standard_normal(LAGS)
+    r_learned[0] = r_dsp[0] = 1.0
+    assert decide(_evidence(r_learned, r_dsp, 0.6), EstimatorConfig(min_confidence=0.2)).reason == "too_noisy"
 
 
 def test_no_rate_outside_the_range_is_ever_reported():
     rng = np.random.default_rng(3)
     for _ in range(200):
-        r = rng.standard_normal(600) * rng.uniform(0.05, 1.0)
+        r = rng.standard_normal(LAGS) * rng.uniform(0.05, 1.0)
         r[0] = 1.0
         w = decide(
-            WindowEvidence(r, np.roll(r, int(rng.integers(0, 50))), rng.uniform(0, 1), STEPS_PER_S),
+            _evidence(r, np.roll(r, int(rng.integers(0, 50))), rng.uniform(0, 1)),
             EstimatorConfig(min_confidence=0.0, min_activity=0.0),
         )
         assert w.rr_bpm is None or MIN_RATE_BPM <= w.rr_bpm <= MAX_RATE_BPM
@@ -108,42 +121,22 @@ def test_config_limits_and_timeline():
     assert math.isnan(learned_rate(np.zeros(100), STEPS_PER_S)[0])
 
 
-def test_adaptive_mixing_follows_the_more_periodic_side():
-    from training.estimator import mix
+def test_windows_read_the_recordings_band_powers_on_one_grid():
+    """Every window reads the band powers computed once for the recording: on the grid, exactly the
+    window's own; off the grid, the frames wholly inside it (as the package's ring buffer holds them),
+    never frames reaching outside the window."""
+    from training.dsp_baseline import DEFAULT_CONFIG
+    from training.estimator import dsp_log_power, window_frames
 
-    lags = np.arange(400)
-    strong = np.exp(-0.5 * ((lags - 80) / 3.0) ** 2) * 0.9
-    weak = np.exp(-0.5 * ((lags - 40) / 3.0) ** 2) * 0.1
-    strong[0] = weak[0] = 1.0
-    ev = WindowEvidence(r_learned=strong, r_dsp=weak, activity=0.6, steps_per_second=STEPS_PER_S)
-    adaptive = mix(ev, 0.5, True, 20)
-    fixed = mix(ev, 0.5, False, 20)
-    assert np.allclose(fixed, 0.5 * strong + 0.5 * weak)
-    share = 0.81 / (0.81 + 0.01)  # periodicities squared
-    assert np.allclose(adaptive, share * strong + (1 - share) * weak)
-    assert np.allclose(mix(ev, 0.0, True, 20), weak) and np.allclose(mix(ev, 1.0, True, 20), strong)
-
-
-def test_windows_read_the_recordings_envelope_grid():
-    """Every window reads the envelope frames computed once for the recording: on the grid, exactly
-    the window's own envelopes; off the grid, the frames wholly inside it (as a stream's ring buffer
-    holds them), never frames reaching outside the window."""
-    from training.dsp_baseline import DEFAULT_CONFIG, band_envelopes
-    from training.estimator import _window_envelopes
-
-    audio, track = _breathing(40.0, 12.0)
-    track.dsp_envelopes, track.dsp_env_rate = band_envelopes(audio, SR, DEFAULT_CONFIG)
-    hop_s = DEFAULT_CONFIG.hop_s
-    own, _ = band_envelopes(audio[5 * SR : 35 * SR], SR, DEFAULT_CONFIG)
-    read, _ = _window_envelopes(audio, track, 5.0, 35.0, SR)
-    assert read.shape == own.shape
-    # equal powers, up to the log floor, which is 1e-6 of each signal's own loudest median band power
-    floor = 1e-6 * np.median(np.exp(own), axis=1).max()
-    assert np.allclose(np.exp(read), np.exp(own), rtol=1e-5, atol=2 * floor)
+    audio, _ = _breathing(40.0, 12.0)
+    whole = dsp_log_power(audio)
+    own = dsp_log_power(audio[5 * SR : 35 * SR])
+    first, stop = window_frames(5.0, 35.0)
+    assert stop - first == own.shape[1]
+    assert np.allclose(whole[:, first:stop], own, atol=1e-4)
     start_s, end_s = 5.01, 35.0
-    read, _ = _window_envelopes(audio, track, start_s, end_s, SR)
-    first = math.ceil(start_s / hop_s)
-    assert np.array_equal(read, track.dsp_envelopes[:, first : first + read.shape[1]])
+    first, stop = window_frames(start_s, end_s)
+    hop_s = DEFAULT_CONFIG.hop_s
     assert first * hop_s >= start_s
-    assert (first + read.shape[1] - 1) * hop_s + DEFAULT_CONFIG.frame_s <= end_s + 1e-9
-    assert read.shape[1] >= own.shape[1] - 1
+    assert (stop - 1) * hop_s + DEFAULT_CONFIG.frame_s <= end_s + 1e-9
+    assert stop - first >= own.shape[1] - 1

@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from training.estimator import EstimatorConfig, WindowEvidence, decide
+from training.periodicity import MAX_LAG
 from training.realism import cycle_stats
 from training.recording_eval import (
     Answer,
@@ -19,14 +21,18 @@ from training.recording_eval import (
 STEPS = 20.0
 
 
-def _peak_at(rate_bpm, height=0.8, n=400):
+def _peak_at(rate_bpm, height=0.8, n=MAX_LAG + 1):
     """An autocorrelation with one clean peak at the period of ``rate_bpm``."""
     r = np.zeros(n)
     r[0] = 1.0
     lag = 60.0 / rate_bpm * STEPS
     lags = np.arange(n)
     r += height * np.exp(-0.5 * ((lags - lag) / 3.0) ** 2)
-    return r
+    return torch.tensor(r, dtype=torch.float32)
+
+
+def _evidence(r_learned, r_dsp, activity):
+    return WindowEvidence(r_learned, r_dsp, activity, float(MAX_LAG), STEPS)
 
 
 def _rec(group, truth):
@@ -61,10 +67,10 @@ def test_calibration_keeps_the_dsp_floor_on_real_groups():
     recordings, evidence = [], []
     for rate in (12.0, 15.0, 18.0, 20.0):
         recordings.append(_rec("synthetic, stage 1", rate))
-        evidence.append(WindowEvidence(_peak_at(rate), _peak_at(2 * rate, 0.9), 0.6, STEPS))  # DSP: octave
+        evidence.append(_evidence(_peak_at(rate), _peak_at(2 * rate, 0.9), 0.6))  # DSP: octave
         recordings.append(_rec("RRuJO thinklabs", rate))
         evidence.append(
-            WindowEvidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6, STEPS)
+            _evidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6)
         )  # learned wrong
     chosen, loss = calibrate(recordings, evidence)
     floor = real_group_errors(recordings, evidence, EstimatorConfig(0.0, 0.0, 0.0))["RRuJO thinklabs"][0]
@@ -79,11 +85,11 @@ def test_calibration_prefers_no_breathing_to_too_noisy_on_silence():
     answers "too noisy", a higher one "no breathing"; both give no rate, but the calibration must
     choose the threshold that tells the person the right thing (breathing recordings keep theirs)."""
     recordings = [_rec("no breathing: synthetic", None), _rec("synthetic, stage 1", 15.0)]
-    flat = np.zeros(400)
+    flat = torch.zeros(MAX_LAG + 1)
     flat[0] = 1.0
     evidence = [
-        WindowEvidence(flat, flat, 0.2, STEPS),
-        WindowEvidence(_peak_at(15.0), _peak_at(15.0), 0.8, STEPS),
+        _evidence(flat, flat, 0.2),
+        _evidence(_peak_at(15.0), _peak_at(15.0), 0.8),
     ]
     low = EstimatorConfig(min_activity=0.05, min_confidence=0.1)
     high = EstimatorConfig(min_activity=0.3, min_confidence=0.1)
