@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app, g
@@ -40,7 +36,8 @@ from sqlalchemy.types import TypeDecorator
 
 EXTENSION_KEY = "respira.db"
 log = logging.getLogger("respira.db")
-_WRITE_OPTION = "respira_write"
+# Execution option marking a write session's connections (SQLite then BEGINs IMMEDIATE).
+WRITE_OPTION = "respira_write"
 
 # Deterministic constraint names, so Alembic migrations can refer to (and drop) them on every database.
 NAMING_CONVENTION = {
@@ -98,25 +95,6 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@contextmanager
-def scratch_postgres_database(server_url: str, prefix: str = "respira_scratch") -> Iterator[str]:
-    """CREATE a uniquely named database on the server of ``server_url``, yield its URL, DROP it after.
-
-    For tests and benchmarks that must not touch a shared database; FORCE ends our own sessions.
-    """
-    admin_url = make_url(normalize_database_url(server_url))
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 class Database:
     """An engine plus two session factories: read sessions, and write sessions that lock up front."""
 
@@ -127,7 +105,7 @@ class Database:
             _tune_sqlite(self.engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
-            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
 
     @property
@@ -169,7 +147,7 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
@@ -248,26 +226,6 @@ def close_session(_exc: BaseException | None = None) -> None:
         session.close()
 
 
-def _hold_before_commit() -> None:
-    """Fault injection for tests/backend/test_faults.py, off unless TEST_HOLD_BEFORE_COMMIT names a folder.
-
-    When a file `hold` is in that folder, the first write transaction to get there (its rows written but
-    not committed) renames it to `held-<pid>` and waits until that file is gone, so the test can kill
-    this worker at exactly that point instead of guessing with sleeps. Bounded: it waits 60 s at most.
-    """
-    folder = current_app.config.get("TEST_HOLD_BEFORE_COMMIT")
-    if not folder:
-        return
-    held = Path(folder) / f"held-{os.getpid()}"
-    try:
-        os.rename(Path(folder) / "hold", held)  # atomic: one request takes the hold
-    except FileNotFoundError:
-        return
-    deadline = time.monotonic() + 60
-    while held.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 class ConflictError(Exception):
     """A unique constraint still failed after the retry: the request collides with stored data."""
 
@@ -290,7 +248,6 @@ def transactional(view: F) -> F:
             session = g.db_session = get_db().session(write=True)
             try:
                 result = view(*args, **kwargs)
-                _hold_before_commit()
                 session.commit()
                 return result
             except IntegrityError as exc:

@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from backend.db import Database
+from backend.db import WRITE_OPTION, Database
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -49,6 +49,6 @@ def _run(db: Database, fn: object, revision: str) -> None:
     config = alembic_config()
     # One write transaction for the whole run: a failed migration leaves the schema as it was
     # (PostgreSQL and SQLite both have transactional DDL).
-    with db.engine.execution_options(respira_write=True).begin() as conn:
+    with db.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
         config.attributes["connection"] = conn
         fn(config, revision)  # type: ignore[operator]

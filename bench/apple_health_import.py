@@ -4,7 +4,7 @@
     .venv/bin/python bench/apple_health_import.py --size-mb 200 --zip  # bigger, and as export.zip
     .venv/bin/python bench/apple_health_import.py --database-url postgresql://postgres@127.0.0.1:5432/bench
 
-The file comes from backend.imports.synthetic (heart rate every few minutes and every 5 s in workouts,
+The file comes from tests.support.apple_health_export (heart rate every few minutes and every 5 s in workouts,
 respiratory rate at night, energy, steps, HRV, blood pressure, workouts with routes...). Each measured
 import runs in a fresh child process, so its peak resident memory (ru_maxrss) is the import's own; the
 child also reports the peak of Python allocations when --tracemalloc is given (slower). Printed:
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write the export here and keep it")
     args = parser.parse_args()
 
-    from backend.imports.synthetic import write_export_file
+    from tests.support.apple_health_export import write_export_file
 
     with tempfile.TemporaryDirectory(prefix="respira-bench-") as tmp:
         folder = args.keep or Path(tmp)
