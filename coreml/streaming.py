@@ -2,7 +2,7 @@
 
 The app hands the package one chunk of 16 kHz mono audio (default 1600 samples = 100 ms) per call.
 Inside the graph: the audio tail kept from the previous call is put in front of the chunk, framed
-and transformed by the front-end's DFT-as-convolution form (:class:`training.frontend.LogMel` with
+and transformed by the front-end's DFT-as-convolution form (:class:`training.logmel.LogMel` with
 ``method="dft"``), and the new frames go through the model's chunk forward. The outputs describe all
 audio since the last reset (zero states).
 
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, LogMel
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig
+from training.logmel import LogMel
 from training.models import RRModel, StreamState
 
 OUTPUT_NAMES = ("rr_bpm", "respiration_count", "breath_probs", "noise_prob", "phase_probs")

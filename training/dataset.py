@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from training.audio import load_audio
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel, mel_frequencies
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, mel_frequencies
+from training.logmel import log_mel
 from training.manifest import BREATH_CLASSES, Segment, audio_path, read_manifest
 
 

@@ -28,7 +28,8 @@ import torch
 from training.audio import load_audio
 from training.augment import scale_noise
 from training.device_augment import simulate_device
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig
+from training.logmel import log_mel
 from training.manifest import audio_path, read_manifest
 from training.noise import kinds_for, make_noise
 from training.real_noise import NoiseBank

@@ -40,7 +40,8 @@ from training.estimator import (
     window_estimate,
     window_evidence,
 )
-from training.frontend import DEFAULT_FRONTEND, log_mel
+from training.frontend import DEFAULT_FRONTEND
+from training.logmel import log_mel
 from training.manifest import audio_path, read_manifest
 from training.models import RRModel
 from training.real_noise import NoiseBank

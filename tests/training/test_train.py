@@ -10,7 +10,8 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.dataset import Example, segment_frames
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, FrontEndMismatchError, log_mel
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, FrontEndMismatchError
+from training.logmel import log_mel
 from training.manifest import Segment, breath_class_for
 from training.train import predict, train
 
