@@ -84,14 +84,15 @@ def cost_summary(package_path: str) -> dict:
     """The cost report plus per-second figures and the model's own parameter count (from metadata)."""
     from coreml.cost import cost_report
     from coreml.package import read_package
+    from training.frontend import SAMPLE_RATE_HZ
 
     package = read_package(package_path)
     report = cost_report(package).as_dict()
     meta = package.metadata.user_defined
     chunk = int(meta.get("respira.chunk_samples", 1600))
     report["chunk_samples"] = chunk
-    report["calls_per_second"] = 16000 / chunk
-    report["multiply_adds_per_second_of_audio"] = round(report["multiply_adds"] * 16000 / chunk)
+    report["calls_per_second"] = SAMPLE_RATE_HZ / chunk
+    report["multiply_adds_per_second_of_audio"] = round(report["multiply_adds"] * SAMPLE_RATE_HZ / chunk)
     model = json.loads(meta.get("respira.model", "{}"))
     report["model_parameters"] = model.get("parameters")
     return report

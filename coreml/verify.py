@@ -63,7 +63,7 @@ from coreml import streaming
 from coreml.interpreter import InterpretedModel, load_package
 from training.audio import load_audio
 from training.checkpoint import load_checkpoint
-from training.frontend import DEFAULT_FRONTEND, check_frontend
+from training.frontend import DEFAULT_FRONTEND, SAMPLE_RATE_HZ, check_frontend
 
 MIN_STREAM_S = 60.0
 MIN_PSNR_DB = 35.0
@@ -464,7 +464,7 @@ def stepwise_values(
     return stack(expected), stack(got)
 
 
-def looped(audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = 16000):
+def looped(audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = SAMPLE_RATE_HZ):
     """``audio`` repeated whole until it lasts ``min_seconds``, cut to whole chunks: [chunks, chunk].
 
     Returns the chunks and how many times the file was played (1: not looped).
@@ -610,7 +610,7 @@ def verify(
     coreml = coreml_loader(session.path, session.strict)
     results = []
     for path in audio_files:
-        chunks, plays = looped(load_audio(path), session.chunk_samples, min_seconds)
+        chunks, plays = looped(load_audio(path, SAMPLE_RATE_HZ), session.chunk_samples, min_seconds)
         checks, coreml_checks = verify_chunks(session, chunks, coreml)
         results.append(
             FileResult(

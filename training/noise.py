@@ -21,6 +21,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from training.frontend import SAMPLE_RATE_HZ
+
 NOISE_RMS = 0.1
 NOISE_ENVIRONMENTS: dict[str, tuple[str, ...]] = {
     "fan": ("indoor",),
@@ -53,7 +55,7 @@ def spectral_noise(
     num_samples: int,
     magnitude: Callable[[np.ndarray], np.ndarray],
     rng: np.random.Generator,
-    sample_rate: float = 16_000,
+    sample_rate: float = SAMPLE_RATE_HZ,
 ) -> np.ndarray:
     """Gaussian noise whose amplitude spectrum is ``magnitude(freqs_hz)``, normalised to unit RMS.
 
@@ -325,7 +327,7 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator, int], np.ndarray]] = 
 
 
 def make_noise(
-    kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = 16_000
+    kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE_HZ
 ) -> np.ndarray:
     """``duration_s`` seconds of noise ``kind`` (one of :data:`NOISE_KINDS`), RMS :data:`NOISE_RMS`."""
     if kind not in _GENERATORS:

@@ -40,7 +40,7 @@ from training.estimator import (
     window_estimate,
     window_evidence,
 )
-from training.frontend import DEFAULT_FRONTEND
+from training.frontend import SAMPLE_RATE_HZ
 from training.logmel import log_mel
 from training.manifest import audio_path, read_manifest
 from training.models import RRModel
@@ -48,7 +48,6 @@ from training.real_noise import NoiseBank
 
 NOISE_MIX_BANDS_DB = ((10.0, 20.0), (0.0, 10.0), (-5.0, 0.0))
 NO_BREATH = "no breathing"
-SAMPLE_RATE = DEFAULT_FRONTEND.sample_rate
 
 
 @dataclasses.dataclass
@@ -88,10 +87,10 @@ def evaluation_set(
             segs.sort(key=lambda s: s.start_s)
             start_s, end_s = segs[0].start_s, segs[-1].end_s
             try:
-                audio = load_audio(audio_path(corpus, segs[0]), SAMPLE_RATE, start_s=start_s, end_s=end_s)
+                audio = load_audio(audio_path(corpus, segs[0]), SAMPLE_RATE_HZ, start_s=start_s, end_s=end_s)
             except AudioError:
                 continue
-            if len(audio) < 8 * SAMPLE_RATE:
+            if len(audio) < 8 * SAMPLE_RATE_HZ:
                 continue
             weights = np.array([s.duration_s for s in segs])
             truth = float(np.dot(weights, [s.rr_bpm for s in segs]) / weights.sum())
@@ -119,8 +118,8 @@ def evaluation_set(
                     )
                 )
     for noise_name in sorted(noise_bank.signals) if noise_bank else []:
-        piece = noise_bank.signals[noise_name][: 30 * SAMPLE_RATE]
-        if len(piece) >= 8 * SAMPLE_RATE:
+        piece = noise_bank.signals[noise_name][: 30 * SAMPLE_RATE_HZ]
+        if len(piece) >= 8 * SAMPLE_RATE_HZ:
             recordings.append(
                 EvalRecording(f"noise/{noise_name}", f"{NO_BREATH}: real noise", piece, None, False)
             )
@@ -145,7 +144,7 @@ class RecordingEvidence:
 def recording_evidence(rec: EvalRecording, model: RRModel, with_segments: bool = True) -> RecordingEvidence:
     features = log_mel(rec.audio)
     track = phase_track(model, features, rec.audio)
-    duration_s = len(rec.audio) / SAMPLE_RATE
+    duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
         estimate_rr_dsp(rec.audio).rr_bpm if with_segments else math.nan,
@@ -169,7 +168,7 @@ def rolling_errors(
     """Per window length: |rolling rate - truth| at every instant a full window is available
     (a rolling window that answers nothing counts as missing, not as an error)."""
     track = phase_track(model, log_mel(rec.audio), rec.audio)
-    duration_s = len(rec.audio) / SAMPLE_RATE
+    duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     out: dict[float, list[float]] = {}
     for window_s in windows_s:
         errors = []
