@@ -72,13 +72,6 @@ def active_power(signal: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> float
     return float(np.mean(powers[active_mask(signal, sample_rate)]))
 
 
-def measure_snr_db(clean: np.ndarray, noise: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> float:
-    """SNR of ``noise`` against ``clean`` by the module's rule."""
-    return 10.0 * np.log10(
-        active_power(clean, sample_rate) / float(np.mean(np.square(noise, dtype=np.float64)))
-    )
-
-
 def fit_length(noise: np.ndarray, num_samples: int) -> np.ndarray:
     """``noise`` cut, or looped, to ``num_samples``."""
     noise = np.asarray(noise, dtype=np.float32).reshape(-1)

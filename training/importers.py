@@ -284,27 +284,3 @@ def import_corpus(
     assign_splits(segments, seed)
     write_manifest(segments, out_dir)
     return ImportReport(corpus_dir=out_dir, segments=segments, recordings=used, skipped=skipped)
-
-
-def import_rrujo(
-    src_dir: Path | str,
-    out_dir: Path | str,
-    seed: int = 0,
-    limit: int | None = None,
-    convert: bool = True,
-    progress: bool = False,
-) -> list[Segment]:
-    """Import the RRuJO layout (``recordings.csv``) into ``out_dir``; see :func:`import_corpus`."""
-    return import_corpus("rrujo", src_dir, out_dir, seed, limit, convert, progress).segments
-
-
-def import_breathmy(
-    src_dir: Path | str,
-    out_dir: Path | str,
-    seed: int = 0,
-    limit: int | None = None,
-    convert: bool = True,
-    progress: bool = False,
-) -> list[Segment]:
-    """Import the BreathMY layout (``D_A``..``D_D`` folders) into ``out_dir``; see :func:`import_corpus`."""
-    return import_corpus("breathmy", src_dir, out_dir, seed, limit, convert, progress).segments

@@ -171,7 +171,3 @@ def match_workouts(
         total.samples_attached += counts.samples_attached
         total.pulse_filled += counts.pulse_filled
     return total
-
-
-def time_range(moments: Sequence[datetime]) -> tuple[datetime | None, datetime | None]:
-    return (min(moments), max(moments)) if moments else (None, None)
