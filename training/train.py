@@ -171,7 +171,7 @@ def augment_batch(batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.
             batch.features[row, :n] = torch.from_numpy(band_limit(e.features, cutoff_hz))
 
 
-def train(
+def train(  # noqa: C901 - one epoch loop over a dozen shared locals, kept whole to read top to bottom
     cfg: TrainConfig,
     corpus_dirs: Sequence[Path | str],
     out_path: Path | str,
