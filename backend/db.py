@@ -13,16 +13,18 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from flask import current_app, g
 from sqlalchemy import (
     Connection,
+    CursorResult,
     DateTime,
     Engine,
     Float,
     Insert,
     MetaData,
+    Result,
     Table,
     create_engine,
     event,
@@ -164,6 +166,22 @@ def insert_ignoring_duplicates(
     raise NotImplementedError(f"Respira needs PostgreSQL or SQLite, not {dialect}")
 
 
+def table_of(model: type[Base]) -> Table:
+    """The Table of a mapped class, typed as one (SQLAlchemy types ``__table__`` as any FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return table
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` is typed to return a plain Result, but
+    for those statements it is a CursorResult, which has the count)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"no row count on a {type(result).__name__}")
+    return result.rowcount
+
+
 def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT many rows in one go, as cheaply for the client as each database allows.
 
@@ -209,14 +227,14 @@ def _array(column: Any, rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def get_db() -> Database:
-    return current_app.extensions[EXTENSION_KEY]
+    return cast(Database, current_app.extensions[EXTENSION_KEY])
 
 
 def get_session() -> Session:
     """The request's session (a read session unless the view is `@transactional`)."""
     if "db_session" not in g:
         g.db_session = get_db().session()
-    return g.db_session
+    return cast(Session, g.db_session)
 
 
 def close_session(_exc: BaseException | None = None) -> None:
@@ -230,10 +248,11 @@ class ConflictError(Exception):
     """A unique constraint still failed after the retry: the request collides with stored data."""
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def transactional(view: F) -> F:
+def transactional(view: Callable[P, R]) -> Callable[P, R]:
     """Run a view in one write transaction: commit when it returns, roll back when it raises.
 
     A unique-constraint race (two identical requests at once) is retried once from scratch: the second run
@@ -242,7 +261,7 @@ def transactional(view: F) -> F:
     """
 
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         for attempt in range(2):
             close_session()
             session = g.db_session = get_db().session(write=True)
@@ -260,4 +279,4 @@ def transactional(view: F) -> F:
                 raise
         raise AssertionError("unreachable")
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -107,7 +107,7 @@ def batches(
         for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
             order[start : start + pool] = chunk[np.argsort([len(examples[i].features) for i in chunk])]
-        starts = rng.permutation(range(0, len(order), batch_size))
+        starts: Sequence[int] = rng.permutation(range(0, len(order), batch_size)).tolist()
     else:
         starts = range(0, len(order), batch_size)
     for start in starts:

@@ -18,6 +18,10 @@ from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, dft_kernels, han
 class LogMel(nn.Module):
     """Audio [batch, samples] (float32, 16 kHz) -> log-mel features [batch, frames, n_mels]."""
 
+    mel: torch.Tensor  # buffers, declared so they type as tensors
+    window: torch.Tensor
+    kernels: torch.Tensor  # method="dft" only
+
     def __init__(self, cfg: FrontEndConfig = DEFAULT_FRONTEND, method: str = "fft") -> None:
         super().__init__()
         if method not in ("fft", "dft"):

@@ -259,7 +259,7 @@ def _music(n: int, rng: np.random.Generator, sr: int) -> np.ndarray:
         wave = periodic_wave(phase, amps, rng)
         env = np.zeros(n, dtype=np.float32)
         for start, length in zip(starts[:-1], lengths, strict=True):
-            t = np.arange(min(length, n - start)) / sr
+            t = np.arange(min(int(length), n - start)) / sr
             env[start : start + t.size] = np.minimum(t / 0.015, 1.0) * np.exp(-t / decay_s)
         out += level * wave * env
     return out

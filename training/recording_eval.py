@@ -42,7 +42,7 @@ from training.estimator import (
 )
 from training.frontend import SAMPLE_RATE_HZ
 from training.logmel import log_mel
-from training.manifest import audio_path, read_manifest
+from training.manifest import Segment, audio_path, read_manifest
 from training.models import RRModel
 from training.real_noise import NoiseBank
 
@@ -67,7 +67,7 @@ def _spans(corpus: Path, split: str) -> dict[str, list]:
     return by_recording
 
 
-def _group_of(seg) -> str:
+def _group_of(seg: Segment) -> str:
     if seg.source.startswith("rrujo/"):
         return "RRuJO " + seg.source.split("/", 1)[1]
     if seg.source == "synth":
@@ -286,7 +286,7 @@ def calibrate(
         CALIBRATION_GRID["min_confidence"],
     ):
         cfg = dataclasses.replace(
-            base, adaptive=adaptive, learned_weight=w, min_activity=activity, min_confidence=confidence
+            base, adaptive=bool(adaptive), learned_weight=w, min_activity=activity, min_confidence=confidence
         )
         real = real_group_errors(recordings, evidence, cfg)
         if any(

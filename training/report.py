@@ -81,13 +81,18 @@ class PredictionRow(Segment):
         breath_probs: Sequence[float] | None = None,
         noise_prob: float | None = None,
     ) -> PredictionRow:
-        probs = None if breath_probs is None else tuple(float(p) for p in breath_probs)
+        probs = None
+        if breath_probs is not None:
+            if len(breath_probs) != len(BREATH_CLASSES):
+                raise ValueError(f"breath_probs needs {len(BREATH_CLASSES)} values, not {len(breath_probs)}")
+            none, normal, heavy = (float(p) for p in breath_probs)
+            probs = (none, normal, heavy)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(
             **{k: v for k, v in dataclasses.asdict(segment).items() if k in known},
             rr_pred_bpm=float(rr_pred_bpm),
             rc_pred=None if rc_pred is None else float(rc_pred),
-            breath_probs=probs,  # type: ignore[arg-type]
+            breath_probs=probs,
             noise_prob=None if noise_prob is None else float(noise_prob),
         )
 
@@ -171,18 +176,18 @@ def _validate(runs: Sequence[RunPredictions], rr_norm: tuple[float, float]) -> N
 def _classification(rows: Sequence[PredictionRow]) -> dict:
     """Macro F1 and confusion matrices where the run predicts classes (absent keys otherwise)."""
     out: dict = {}
-    with_breath = [r for r in rows if r.breath_probs is not None]
-    if with_breath:
-        true = np.array([BREATH_CLASSES.index(r.breath_class) for r in with_breath])
-        pred = np.array([int(np.argmax(r.breath_probs)) for r in with_breath])
+    breath = [(r.breath_class, r.breath_probs) for r in rows if r.breath_probs is not None]
+    if breath:
+        true = np.array([BREATH_CLASSES.index(label) for label, _ in breath])
+        pred = np.array([int(np.argmax(probs)) for _, probs in breath])
         cm = metrics.confusion_matrix(true, pred, len(BREATH_CLASSES))
         out["f1_breath"] = metrics.macro_f1(true, pred, len(BREATH_CLASSES))
         out["f1_breath_per_class"] = dict(zip(BREATH_CLASSES, metrics.f1_per_class(cm).tolist(), strict=True))
         out["confusion_breath"] = cm.tolist()
-    with_noise = [r for r in rows if r.noise_prob is not None]
-    if with_noise:
-        true = np.array([int(r.noisy) for r in with_noise])
-        pred = np.array([int(r.noise_prob >= NOISE_THRESHOLD) for r in with_noise])
+    noise = [(r.noisy, r.noise_prob) for r in rows if r.noise_prob is not None]
+    if noise:
+        true = np.array([int(noisy) for noisy, _ in noise])
+        pred = np.array([int(prob >= NOISE_THRESHOLD) for _, prob in noise])
         out["f1_noise"] = metrics.macro_f1(true, pred, 2)
         out["confusion_noise"] = metrics.confusion_matrix(true, pred, 2).tolist()
     return out
@@ -206,7 +211,7 @@ def _recording_level(run: RunPredictions) -> dict:
         if row.recording:
             groups.setdefault(row.recording, []).append(row)
     own = run.recording_rr_pred_bpm or {}
-    recordings = []
+    recordings: list[dict[str, Any]] = []
     for rec_id, rows in sorted(groups.items()):
         preds = [r.rr_pred_bpm for r in rows if math.isfinite(r.rr_pred_bpm)]
         pred = own.get(rec_id, float(np.median(preds)) if preds else math.nan)
@@ -547,13 +552,21 @@ def _recording_table(on_primary: Sequence[Mapping[str, Any]]) -> tuple[list[Reco
         for source, summary in level["by_source"].items():
             if summary["n_recordings"] == 0 and summary["n_missing_pred"] == 0:
                 continue
-            versus = {}
+            dsp_mae = ratio = math.nan  # none to compare with, or this is the DSP's own row
             if dsp is not None and e is not dsp:
                 dsp_mae, ratio = _versus_dsp(
                     level["recordings"], dsp["recording_level"]["recordings"], source
                 )
-                versus = {"dsp_mae_same_recordings_bpm": dsp_mae, "mae_over_dsp_mae": ratio}
-            rows.append(RecordingRow(e["name"], _entry_label(e), source, **summary, **versus))
+            rows.append(
+                RecordingRow(
+                    e["name"],
+                    _entry_label(e),
+                    source,
+                    **summary,
+                    dsp_mae_same_recordings_bpm=dsp_mae,
+                    mae_over_dsp_mae=ratio,
+                )
+            )
     missing = []
     if not rows:
         missing.append("no rows carry a recording id")
@@ -689,7 +702,7 @@ def _write_predictions_csv(runs: Sequence[RunPredictions], path: Path) -> None:
         for run in runs:
             for row in run.rows:
                 probs = row.breath_probs or (None,) * len(BREATH_CLASSES)
-                values = [run.name, run.model_type, run.units, int(run.augmented)]
+                values: list[object] = [run.name, run.model_type, run.units, int(run.augmented)]
                 values += [getattr(row, c) for c in COLUMNS]
                 values += [row.rr_pred_bpm, row.rc_pred, *probs, row.noise_prob]
                 writer.writerow(["" if v is None else v for v in values])
@@ -925,7 +938,7 @@ def write_report(
     rr_norm: tuple[float, float],
     title: str = "Respira evaluation report",
     notes: Sequence[str] = (),
-) -> dict:
+) -> dict[str, Any]:
     """Write report.md, report.json, predictions.csv, recordings.csv and the plots; return the JSON dict.
 
     ``rr_norm`` = (mean, std) of the training labels' RR. ``notes`` are lines put under the title
@@ -951,6 +964,7 @@ def write_report(
     _write_predictions_csv(runs, out / "predictions.csv")
     _write_recordings_csv(entries, out / "recordings.csv")
     safe = _json_safe(report)
+    assert isinstance(safe, dict)  # a dict in, a dict out
     (out / "report.json").write_text(json.dumps(safe, indent=2, allow_nan=False) + "\n")
     (out / "report.md").write_text(_markdown(report, tables, title, notes))
-    return safe  # type: ignore[return-value]
+    return safe

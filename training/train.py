@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
-from training.dataset import Example, band_limit, batches, feature_stats, load_examples
+from training.dataset import Batch, Example, band_limit, batches, feature_stats, load_examples
 from training.estimator import EstimatorConfig, learned_rate
 from training.frontend import DEFAULT_FRONTEND
 from training.losses import (
@@ -35,7 +36,14 @@ from training.losses import (
 )
 from training.manifest import BREATH_CLASSES
 from training.models import RRModel
-from training.phase_data import PhaseExample, collate_phase, noise_windows, paced_windows, synth_windows
+from training.phase_data import (
+    PhaseBatch,
+    PhaseExample,
+    collate_phase,
+    noise_windows,
+    paced_windows,
+    synth_windows,
+)
 from training.real_noise import load_noise_bank
 
 
@@ -140,7 +148,9 @@ def recalibrate(checkpoint: Path | str, corpus_dirs: Sequence[Path | str]) -> di
     return calibration
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """The learning-rate schedule of ``cfg.lr_schedule`` (ours), stepped once per epoch; None = constant.
 
     "plateau" watches the validation CCC of RR (mode "max"): the paper's rate of 0.01 finds a good
@@ -159,7 +169,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-def augment_batch(batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.random.Generator) -> None:
+def augment_batch(
+    batch: Batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.random.Generator
+) -> None:
     """Band-limit some synthetic segments of a training batch in place (ours; see TrainConfig)."""
     if not cfg.band_limit_prob:
         return
@@ -209,11 +221,11 @@ def train(  # noqa: C901 - one epoch loop over a dozen shared locals, kept whole
     phase_train, phase_val = phase_examples(cfg, corpus_dirs, progress) if cfg.phase_weight else ([], [])
     phase_order = np.random.default_rng(cfg.seed + 2)  # its own stream, as for augmentation
 
-    def next_phase_batch():
+    def next_phase_batch() -> PhaseBatch:
         index = phase_order.choice(len(phase_train), size=min(cfg.phase_batch_size, len(phase_train)))
         return collate_phase([phase_train[i] for i in index], cfg.frame_stride)
 
-    best = {"val_score": -np.inf, "val_ccc_rr": -np.inf, "epoch": -1, "state": None}
+    best: dict[str, Any] = {"val_score": -np.inf, "val_ccc_rr": -np.inf, "epoch": -1, "state": None}
     history = []
     started = time.monotonic()
     for epoch in range(cfg.max_epochs):

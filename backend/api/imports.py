@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from backend.api.auth import current_principal
 from backend.api.openapi import malformed_json, operation, parse_body, require_json
+from backend.background import app_object
 from backend.db import get_db, get_session, transactional
 from backend.exports.schemas import RespiraExport
 from backend.imports import health_auto_export, json_restore, push_stream, setting
@@ -201,7 +202,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
         if done.status != "succeeded":
             raise _export_problem(None, done)
         return job_json(done), 201, headers
-    submit_import(current_app._get_current_object(), job, path)  # type: ignore[attr-defined]
+    submit_import(app_object(), job, path)
     return job_json(load_job(db, job.id) or job), 202, headers
 
 
@@ -250,7 +251,7 @@ def health_auto_export_push() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise
     db = get_db()
     job = create_job(db, current_principal().user_id, "health_auto_export", None, job_uuid)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app_object()
     submit_import(app, job, path)
     return job_json(load_job(db, job.id) or job), 202, {"Location": job_url(job)}
 
@@ -301,7 +302,7 @@ def get_import(path: ImportJobPath) -> dict[str, Any]:
     )
     if job is None:
         raise ProblemError(404, "Not Found", f"No import {path.job_id} for this user.")
-    return job_json(check_import(current_app._get_current_object(), job))  # type: ignore[attr-defined]
+    return job_json(check_import(app_object(), job))
 
 
 @bp.get("/imports")

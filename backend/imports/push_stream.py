@@ -202,8 +202,8 @@ class _Totals:
         """Count what `out` converted (then it is emptied; its skips are counted by `finish`)."""
         self.counts["records_read"] += len(out.samples) + len(out.markers) + len(out.workouts)
         self.counts["health_workouts_read"] += len(out.workouts)
-        for record in (*out.samples, *out.markers):
-            self.counts[f"{record.kind}_read"] += 1
+        for kind in [s.kind for s in out.samples] + [m.kind for m in out.markers]:
+            self.counts[f"{kind}_read"] += 1
         moments = [s.started_at for s in out.samples]  # (markers belong to no workout: not matched)
         moments += [t for w in out.workouts for t in (w.started_at, w.ended_at)]
         if moments:
