@@ -69,7 +69,7 @@ def job_json(job: ExportJob) -> dict[str, Any]:
         file_url=f"{url}/file" if job.status == "succeeded" else None,
         format=ExportFormat(job.format),
         since=job.since,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,  # type: ignore[arg-type]  # a str column; pydantic checks the value
         bytes=job.bytes_written,
         error=job.error,
         created_at=job.created_at,

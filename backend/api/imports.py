@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, current_app, request, url_for
 from sqlalchemy import select
@@ -38,7 +38,11 @@ from backend.imports.schemas import (
     ImportJobList,
     ImportJobOut,
     ImportJobPath,
+    ImportKind,
     ImportListQuery,
+    ImportStatus,
+    SkippedRecords,
+    StoredKind,
 )
 from backend.models import ImportJob
 from backend.problems import (
@@ -85,16 +89,16 @@ def job_json(job: ImportJob) -> dict[str, Any]:
     out = ImportJobOut(
         id=job.uuid,
         url=job_url(job),
-        kind=job.kind,  # type: ignore[arg-type]
-        status=job.status,  # type: ignore[arg-type]
+        kind=cast(ImportKind, job.kind),  # a str column; pydantic checks the value
+        status=cast(ImportStatus, job.status),
         filename=job.filename,
         progress=progress,
         bytes_total=job.bytes_total,
         bytes_done=job.bytes_done,
         counts=job.counts or {},
         warnings=job.warnings or [],
-        skipped=job.skipped or [],
-        stored=stored_rows(job.counts or {}),
+        skipped=[SkippedRecords.model_validate(s) for s in job.skipped or []],
+        stored=[StoredKind.model_validate(r) for r in stored_rows(job.counts or {})],
         error=job.error,
         error_line=job.error_line,
         created_at=job.created_at,
