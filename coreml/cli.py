@@ -16,6 +16,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coreml.verify import FileResult  # (imported when run: the CLI starts without torch)
 
 MIN_STREAM_S = 60.0  # coreml.verify.MIN_STREAM_S (not imported: the CLI starts without torch)
 
@@ -46,14 +50,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _result_dict(result) -> dict:
+def _result_dict(result: FileResult) -> dict[str, Any]:
     import dataclasses
     import math
 
-    def clean(value):
+    def clean(value: object) -> object:
         return value if not isinstance(value, float) or math.isfinite(value) else str(value)
 
-    def checks(items):
+    def checks(items: Sequence[Any]) -> list[dict[str, Any]]:
         return [
             {**{k: clean(v) for k, v in dataclasses.asdict(c).items()}, "passed": c.passed} for c in items
         ]
@@ -174,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.checkpoint import CheckpointError
 
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except (
         ExportError,
         VerifyError,

@@ -150,7 +150,7 @@ def export_package(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if variant == "explicit":
-            wrapper = ExplicitStreamer(model).eval()
+            wrapper: torch.nn.Module = ExplicitStreamer(model).eval()
             example = (example_audio, *(torch.zeros(s) for s in shapes.values()))
             traced = torch.jit.trace(wrapper, example)
             inputs = [audio_type] + [

@@ -64,6 +64,7 @@ from coreml.interpreter import InterpretedModel, load_package
 from training.audio import load_audio
 from training.checkpoint import load_checkpoint
 from training.frontend import DEFAULT_FRONTEND, SAMPLE_RATE_HZ, check_frontend
+from training.models import RRModel
 
 MIN_STREAM_S = 60.0
 MIN_PSNR_DB = 35.0
@@ -298,7 +299,7 @@ class TorchStreamer:
     for Core ML states), so the reference sees the same storage as the package.
     """
 
-    def __init__(self, model: torch.nn.Module, state_dtypes: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, model: RRModel, state_dtypes: Mapping[str, Any] | None = None) -> None:
         self.wrapper = streaming.ExplicitStreamer(model).eval()
         self.shapes = streaming.state_shapes(model)
         self.output_names = list(streaming.OUTPUT_NAMES)
@@ -464,7 +465,9 @@ def stepwise_values(
     return stack(expected), stack(got)
 
 
-def looped(audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = SAMPLE_RATE_HZ):
+def looped(
+    audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = SAMPLE_RATE_HZ
+) -> tuple[np.ndarray, int]:
     """``audio`` repeated whole until it lasts ``min_seconds``, cut to whole chunks: [chunks, chunk].
 
     Returns the chunks and how many times the file was played (1: not looped).
@@ -528,7 +531,7 @@ class Session:
 
     path: Path
     package: InterpretedModel
-    model: torch.nn.Module
+    model: RRModel
     checkpoint_meta: dict
     strict: bool
 

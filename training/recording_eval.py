@@ -189,12 +189,14 @@ def summarise(answers: Sequence[tuple[EvalRecording, dict[str, Answer]]]) -> dic
     for group in groups:
         rows = [(rec, a) for rec, a in answers if rec.group == group]
         for method in methods:
-            given = [(rec, a[method]) for rec, a in rows if a[method].rr_bpm is not None]
+            given = [(rec, bpm) for rec, a in rows if (bpm := a[method].rr_bpm) is not None]
             entry: dict = {"n": len(rows), "answered": len(given) / len(rows)}
             if rows[0][0].rr_bpm is None:
                 entry["false_rate_share"] = entry["answered"]
             else:
-                errors = [abs(ans.rr_bpm - rec.rr_bpm) for rec, ans in given]  # type: ignore[operator]
+                errors = [
+                    abs(bpm - rec.rr_bpm) for rec, bpm in given if rec.rr_bpm is not None
+                ]  # (all, here)
                 entry["mae_bpm"] = float(np.mean(errors)) if errors else math.nan
                 entry["within_1_bpm"] = float(np.mean(np.array(errors) <= 1.0)) if errors else math.nan
                 entry["no_breathing_share"] = sum(a[method].reason == "no_breathing" for _, a in rows) / len(
