@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -183,7 +183,40 @@ def augment_batch(
             batch.features[row, :n] = torch.from_numpy(band_limit(e.features, cutoff_hz))
 
 
-def train(  # noqa: C901 - one epoch loop over a dozen shared locals, kept whole to read top to bottom
+def _train_val_examples(
+    corpus_dirs: Sequence[Path | str],
+    progress: bool,
+    train_examples: Sequence[Example] | None,
+    val_examples: Sequence[Example] | None,
+) -> tuple[Sequence[Example], Sequence[Example]]:
+    """The examples given, or the corpora's ``train`` and ``val`` splits; refuses an empty split."""
+    if train_examples is None:
+        train_examples = load_examples(corpus_dirs, ["train"], progress=progress)
+    if val_examples is None:
+        val_examples = load_examples(corpus_dirs, ["val"], progress=progress)
+    if not train_examples:
+        raise TrainingDataError(f"no 'train' segments in {', '.join(map(str, corpus_dirs))}")
+    if not val_examples:
+        raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
+    return train_examples, val_examples
+
+
+def _phase_loss(model: RRModel, batch: PhaseBatch, cfg: TrainConfig, sums: dict[str, float]) -> torch.Tensor:
+    """The phase head's losses on a batch of long windows, weighted by ``cfg.phase_weight``; each one's
+    value is added to ``sums`` (the epoch's running totals)."""
+    logits = model(batch.features, batch.lengths).phase_logits
+    steps = torch.div(batch.lengths, cfg.frame_stride, rounding_mode="floor")
+    losses = {
+        "phase_ce": phase_cross_entropy(logits, batch.phase),
+        "periodicity": periodicity_loss(logits, batch.period_steps, steps),
+        "activity": activity_loss(logits, batch.breathing, steps),
+    }
+    for name, value in losses.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach())
+    return cfg.phase_weight * cast(torch.Tensor, sum(losses.values()))
+
+
+def train(
     cfg: TrainConfig,
     corpus_dirs: Sequence[Path | str],
     out_path: Path | str,
@@ -195,14 +228,7 @@ def train(  # noqa: C901 - one epoch loop over a dozen shared locals, kept whole
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(cfg.seed)
-    if train_examples is None:
-        train_examples = load_examples(corpus_dirs, ["train"], progress=progress)
-    if val_examples is None:
-        val_examples = load_examples(corpus_dirs, ["val"], progress=progress)
-    if not train_examples:
-        raise TrainingDataError(f"no 'train' segments in {', '.join(map(str, corpus_dirs))}")
-    if not val_examples:
-        raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
+    train_examples, val_examples = _train_val_examples(corpus_dirs, progress, train_examples, val_examples)
 
     # -- normalisation and class weights from the training split only
     model = RRModel.from_config(cfg, DEFAULT_FRONTEND)
@@ -250,17 +276,7 @@ def train(  # noqa: C901 - one epoch loop over a dozen shared locals, kept whole
             )
             loss = loss_fn.total(losses, weights)
             if phase_train:
-                pb = next_phase_batch()
-                logits = model(pb.features, pb.lengths).phase_logits
-                steps = torch.div(pb.lengths, cfg.frame_stride, rounding_mode="floor")
-                phase_losses = {
-                    "phase_ce": phase_cross_entropy(logits, pb.phase),
-                    "periodicity": periodicity_loss(logits, pb.period_steps, steps),
-                    "activity": activity_loss(logits, pb.breathing, steps),
-                }
-                loss = loss + cfg.phase_weight * sum(phase_losses.values())
-                for name, value in phase_losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                loss = loss + _phase_loss(model, next_phase_batch(), cfg, sums)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
