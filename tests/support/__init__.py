@@ -4,6 +4,6 @@
     scratch_db           a throwaway PostgreSQL database on a server, dropped afterwards
     faults               a hold before COMMIT for the fault tests, and the app factory gunicorn runs them on
 
-Import as ``tests.support.<module>`` with the repository root on ``sys.path`` (pytest's ``pythonpath``
-does that for the tests; bench/common.py for the benchmarks).
+Import as ``tests.support.<module>`` with the repository root on ``sys.path``: pytest's ``pythonpath``
+puts it there for the tests, and each bench script for itself (``ROOT`` in bench/common.py).
 """
