@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend.clock import CLOCK_KEY
@@ -25,14 +26,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; `config` overrides the environment (tests pass DATABASE_URL and limits here)."""
     app = Flask(__name__, instance_relative_config=True)
     load_config(app, config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # answer in the contract's field order
+    if isinstance(app.json, DefaultJSONProvider):  # (Flask's own; nothing here replaces it)
+        app.json.sort_keys = False  # answer in the contract's field order
 
     from backend.request_log import configure_logging, init_request_logging
 
     configure_logging(app)
     init_request_logging(app)
     if count := int(app.config["TRUSTED_PROXY_COUNT"]):  # the one proxy setting (docs/deployment.md)
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]  # Flask's documented way to wrap it
 
     app.extensions[EXTENSION_KEY] = Database(
         app.config["DATABASE_URL"],

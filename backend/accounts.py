@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from backend.db import Database, utcnow
+from backend.db import Database, rowcount, utcnow
 from backend.imports.jobs import ACTIVE
 from backend.models import ApiToken, AuthFailure, HealthSample, ImportJob, User, WebSession, Workout
 from backend.ratelimit import account_bucket
@@ -81,7 +81,7 @@ def delete_in_batches(db: Database, user_id: int) -> bool:
                 return False
             for model, batch in BATCHES:
                 ids = select(model.id).where(model.user_id == user_id).limit(batch).scalar_subquery()
-                if session.execute(delete(model).where(model.id.in_(ids))).rowcount:
+                if rowcount(session.execute(delete(model).where(model.id.in_(ids)))):
                     break  # this batch is committed; the next transaction takes the next one
             else:
                 delete_now(session, user_id)

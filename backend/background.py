@@ -12,9 +12,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
 THREADS_KEY = "respira.background_threads"
+
+
+def app_object() -> Flask:
+    """The app behind ``current_app`` (a context-local proxy), for a job that outlives the request."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]  # flask types the proxy as Flask
+    return app
 
 
 def start_thread(

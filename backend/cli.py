@@ -15,15 +15,17 @@ flask --app backend queue worker [--burst]      # run imports from RESPIRA_QUEUE
 from __future__ import annotations
 
 import gc
+import sys
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend import migrate, tokens
+from backend.background import app_object
 from backend.db import get_db
 from backend.models import ApiToken, IdempotencyRecord, User
 from backend.web.sessions import end_web_sessions
@@ -55,7 +57,7 @@ def _user(session: Session, name: str) -> User:
 
 def _password_from_stdin() -> str:
     """The first line of standard input, for scripts (nothing is echoed, nothing is asked)."""
-    line = click.get_text_stream("stdin").readline()
+    line = sys.stdin.readline()  # (click.get_text_stream is deprecated: removed in Click 9)
     password = line.rstrip("\r\n")
     if not password:
         raise click.BadParameter(
@@ -201,12 +203,12 @@ def db_prune_idempotency(older_than_days: int) -> None:
 
     from sqlalchemy import delete
 
-    from backend.db import utcnow
+    from backend.db import rowcount, utcnow
 
     cutoff = utcnow() - timedelta(days=older_than_days)
     with get_db().session(write=True) as session, session.begin():
         result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
-    click.echo(f"deleted {result.rowcount} idempotency record(s) older than {older_than_days} day(s)")
+    click.echo(f"deleted {rowcount(result)} idempotency record(s) older than {older_than_days} day(s)")
 
 
 queue_cli = AppGroup("queue", help="The task queue for long work (RESPIRA_QUEUE_URL).")
@@ -221,7 +223,7 @@ def queue_worker(burst: bool) -> None:
 
     from backend import tasks
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app_object()
     queue = tasks.queue_of(app)
     if queue is None:
         raise click.UsageError("RESPIRA_QUEUE_URL is not set: long work runs inside the web server.")

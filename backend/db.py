@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from flask import current_app, g
 from sqlalchemy import (
     Connection,
+    CursorResult,
     DateTime,
     Engine,
     Float,
     Insert,
     MetaData,
+    Result,
     Table,
     create_engine,
     event,
@@ -40,7 +38,8 @@ from sqlalchemy.types import TypeDecorator
 
 EXTENSION_KEY = "respira.db"
 log = logging.getLogger("respira.db")
-_WRITE_OPTION = "respira_write"
+# Execution option marking a write session's connections (SQLite then BEGINs IMMEDIATE).
+WRITE_OPTION = "respira_write"
 
 # Deterministic constraint names, so Alembic migrations can refer to (and drop) them on every database.
 NAMING_CONVENTION = {
@@ -98,25 +97,6 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@contextmanager
-def scratch_postgres_database(server_url: str, prefix: str = "respira_scratch") -> Iterator[str]:
-    """CREATE a uniquely named database on the server of ``server_url``, yield its URL, DROP it after.
-
-    For tests and benchmarks that must not touch a shared database; FORCE ends our own sessions.
-    """
-    admin_url = make_url(normalize_database_url(server_url))
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 class Database:
     """An engine plus two session factories: read sessions, and write sessions that lock up front."""
 
@@ -127,7 +107,7 @@ class Database:
             _tune_sqlite(self.engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
-            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False
         )
 
     @property
@@ -169,7 +149,7 @@ def _tune_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
@@ -184,6 +164,22 @@ def insert_ignoring_duplicates(
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=columns)
     raise NotImplementedError(f"Respira needs PostgreSQL or SQLite, not {dialect}")
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Table of a mapped class, typed as one (SQLAlchemy types ``__table__`` as any FromClause)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return table
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` is typed to return a plain Result, but
+    for those statements it is a CursorResult, which has the count)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"no row count on a {type(result).__name__}")
+    return result.rowcount
 
 
 def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -231,14 +227,14 @@ def _array(column: Any, rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def get_db() -> Database:
-    return current_app.extensions[EXTENSION_KEY]
+    return cast(Database, current_app.extensions[EXTENSION_KEY])
 
 
 def get_session() -> Session:
     """The request's session (a read session unless the view is `@transactional`)."""
     if "db_session" not in g:
         g.db_session = get_db().session()
-    return g.db_session
+    return cast(Session, g.db_session)
 
 
 def close_session(_exc: BaseException | None = None) -> None:
@@ -248,34 +244,15 @@ def close_session(_exc: BaseException | None = None) -> None:
         session.close()
 
 
-def _hold_before_commit() -> None:
-    """Fault injection for tests/backend/test_faults.py, off unless TEST_HOLD_BEFORE_COMMIT names a folder.
-
-    When a file `hold` is in that folder, the first write transaction to get there (its rows written but
-    not committed) renames it to `held-<pid>` and waits until that file is gone, so the test can kill
-    this worker at exactly that point instead of guessing with sleeps. Bounded: it waits 60 s at most.
-    """
-    folder = current_app.config.get("TEST_HOLD_BEFORE_COMMIT")
-    if not folder:
-        return
-    held = Path(folder) / f"held-{os.getpid()}"
-    try:
-        os.rename(Path(folder) / "hold", held)  # atomic: one request takes the hold
-    except FileNotFoundError:
-        return
-    deadline = time.monotonic() + 60
-    while held.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 class ConflictError(Exception):
     """A unique constraint still failed after the retry: the request collides with stored data."""
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def transactional(view: F) -> F:
+def transactional(view: Callable[P, R]) -> Callable[P, R]:
     """Run a view in one write transaction: commit when it returns, roll back when it raises.
 
     A unique-constraint race (two identical requests at once) is retried once from scratch: the second run
@@ -284,13 +261,12 @@ def transactional(view: F) -> F:
     """
 
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         for attempt in range(2):
             close_session()
             session = g.db_session = get_db().session(write=True)
             try:
                 result = view(*args, **kwargs)
-                _hold_before_commit()
                 session.commit()
                 return result
             except IntegrityError as exc:
@@ -303,4 +279,4 @@ def transactional(view: F) -> F:
                 raise
         raise AssertionError("unreachable")
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

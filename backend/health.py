@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, current_app
 from sqlalchemy import text
@@ -47,4 +47,4 @@ def _migration_head() -> str | None:
         from backend.migrate import head_revision  # alembic is only needed once
 
         current_app.extensions[HEAD_KEY] = head_revision()
-    return current_app.extensions[HEAD_KEY]
+    return cast(str | None, current_app.extensions[HEAD_KEY])

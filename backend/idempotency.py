@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backend.db import insert_ignoring_duplicates, utcnow
+from backend.db import insert_ignoring_duplicates, table_of, utcnow
 from backend.models import IdempotencyRecord
 from backend.problems import IDEMPOTENCY_KEY_REUSED, FieldError, ProblemError
 
@@ -57,7 +57,7 @@ def run_idempotent(
     # Claim the key: one round trip when it is new. A concurrent claim of the same key makes this wait for
     # that transaction (PostgreSQL) or never overlaps it (SQLite's BEGIN IMMEDIATE); either way, when the
     # other one committed, nothing is inserted and its record is read and replayed below.
-    claim = insert_ignoring_duplicates(session, IdempotencyRecord.__table__).values(
+    claim = insert_ignoring_duplicates(session, table_of(IdempotencyRecord)).values(
         user_id=user_id, key=key, fingerprint=digest, created_at=utcnow()
     )
     record_id = session.execute(claim.returning(IdempotencyRecord.id)).scalar_one_or_none()

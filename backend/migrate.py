@@ -6,6 +6,7 @@ The app's own engine (with its SQLite settings) is handed to Alembic's env.py th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from backend.db import Database
+from backend.db import WRITE_OPTION, Database
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -45,10 +46,10 @@ def downgrade(db: Database, revision: str) -> None:
     _run(db, command.downgrade, revision)
 
 
-def _run(db: Database, fn: object, revision: str) -> None:
+def _run(db: Database, fn: Callable[[Config, str], None], revision: str) -> None:
     config = alembic_config()
     # One write transaction for the whole run: a failed migration leaves the schema as it was
     # (PostgreSQL and SQLite both have transactional DDL).
-    with db.engine.execution_options(respira_write=True).begin() as conn:
+    with db.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
         config.attributes["connection"] = conn
-        fn(config, revision)  # type: ignore[operator]
+        fn(config, revision)

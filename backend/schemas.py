@@ -46,9 +46,11 @@ StageNumber = Annotated[
 
 def _not_a_number(value: object) -> object:
     """Pydantic reads a number ("2026", "0.5") as Unix time, so `?from=2026` would mean 1970: refuse it."""
+    if not isinstance(value, str | bytes | int | float):
+        return value  # not text or a number: the date and datetime parsers decide
     try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        float(value)
+    except ValueError:
         return value  # not a number: the date and datetime parsers decide
     raise ValueError("expected a date YYYY-MM-DD or an ISO 8601 instant with its UTC offset, not a number")
 

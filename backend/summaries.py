@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend.db import bulk_insert
+from backend.db import bulk_insert, table_of
 from backend.domain import BreathClass, stage_of_point
 from backend.models import PulseReading, Segment, Stage, StageSummary, Workout
 
@@ -80,11 +80,11 @@ def workout_rows(
 
 
 def insert_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    bulk_insert(session.connection(), StageSummary.__table__, list(rows))
+    bulk_insert(session.connection(), table_of(StageSummary), list(rows))
 
 
 def delete_rows(session: Session, workout_id: int) -> None:
-    table = StageSummary.__table__
+    table = table_of(StageSummary)
     session.connection().execute(delete(table).where(table.c.workout_id == workout_id))
 
 

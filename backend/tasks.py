@@ -29,16 +29,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, has_app_context
 from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from sqlalchemy import update
 
-from backend import accounts
+from backend import accounts, background
 from backend.db import EXTENSION_KEY, Database
 from backend.exports import jobs as export_jobs
 from backend.imports import setting
@@ -71,7 +71,7 @@ def queue_of(app: Flask) -> Queue | None:
         return None
     if QUEUE_KEY not in app.extensions:
         app.extensions[QUEUE_KEY] = Queue(app.config["QUEUE_NAME"], connection=Redis.from_url(url))
-    return app.extensions[QUEUE_KEY]
+    return cast(Queue, app.extensions[QUEUE_KEY])
 
 
 def task_id(job: ImportJob) -> str:
@@ -172,7 +172,7 @@ def run_account_deletion(user_id: int) -> bool:
 
 def _app() -> Flask:
     if has_app_context():
-        return current_app._get_current_object()  # type: ignore[attr-defined]
+        return background.app_object()
     global _worker_app
     if _worker_app is None:  # a plain `rq worker`: build the app from the environment once
         from backend import create_app

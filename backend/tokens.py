@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from backend.db import Database, utcnow
+from backend.db import Database, rowcount, utcnow
 from backend.models import ApiToken, User
 
 TOKEN_PREFIX = "rsp_"
@@ -42,7 +42,7 @@ def revoke_tokens(
         query = query.where(ApiToken.id == token_id)
     if label is not None:
         query = query.where(ApiToken.label == label)
-    return session.execute(query.values(revoked_at=utcnow())).rowcount
+    return rowcount(session.execute(query.values(revoked_at=utcnow())))
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend import summaries
-from backend.db import bulk_insert, insert_ignoring_duplicates, utcnow
+from backend.db import bulk_insert, insert_ignoring_duplicates, rowcount, table_of, utcnow
 from backend.domain import STAGE_DEFAULT_DURATION_S, PulsePoint, values
 from backend.models import PulseReading, Segment, Stage, StageSummary, Workout
 from backend.problems import FieldError, ProblemError
@@ -137,7 +137,18 @@ def _local(moment: datetime | None, offset_min: int) -> datetime | None:
     return None if moment is None else moment.astimezone(timezone(timedelta(minutes=offset_min)))
 
 
-def _pulse_json(readings: Sequence[PulseReading], offset_min: int) -> list[dict[str, Any]]:
+class _PulseLike(Protocol):
+    """A pulse reading as stored (a row) or as uploaded (a request's reading)."""
+
+    @property
+    def point(self) -> str: ...
+    @property
+    def bpm(self) -> float: ...
+    @property
+    def measured_at(self) -> datetime | None: ...
+
+
+def _pulse_json(readings: Sequence[_PulseLike], offset_min: int) -> list[dict[str, Any]]:
     ordered = sorted(readings, key=lambda r: PULSE_ORDER.index(r.point))
     return [
         {"point": r.point, "bpm": r.bpm, "measured_at": _local(r.measured_at, offset_min)} for r in ordered
@@ -360,14 +371,14 @@ def _insert_stages(session: Session, workout_id: int, stages: Sequence[StageIn])
         {"workout_id": workout_id, "stage": s.stage, "started_at": s.started_at, "duration_s": s.duration_s}
         for s in stages
     ]
-    table = Stage.__table__
+    table = table_of(Stage)
     statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     result = session.connection().execute(statement, rows)
     return list(result.scalars())
 
 
 def _insert_segments(session: Session, stage_id: int, segments: Iterable[SegmentIn]) -> None:
-    bulk_insert(session.connection(), Segment.__table__, [_segment_row(stage_id, seg) for seg in segments])
+    bulk_insert(session.connection(), table_of(Segment), [_segment_row(stage_id, seg) for seg in segments])
 
 
 def put_workout(
@@ -385,7 +396,7 @@ def put_workout(
     connection = session.connection()  # Core from here: no unit-of-work bookkeeping per row
     now = utcnow()
     offset = body.started_at.utcoffset() or timedelta(0)
-    fields = {
+    fields: dict[str, Any] = {
         "started_at": body.started_at,
         "utc_offset_min": int(offset.total_seconds() // 60),
         "local_date": body.started_at.date(),
@@ -399,13 +410,13 @@ def put_workout(
     # When the id is taken it returns nothing, having waited (PostgreSQL) for any transaction still
     # writing that row; the row is then read and locked (FOR UPDATE) and replaced. SQLite's BEGIN
     # IMMEDIATE already serializes the two.
-    workouts = Workout.__table__
+    workouts = table_of(Workout)
     claim = insert_ignoring_duplicates(session, workouts, ("user_id", "uuid"))
     pk = connection.execute(
         claim.values(uuid=workout_id, user_id=user_id, created_at=now, **fields).returning(workouts.c.id)
     ).scalar()
     created = pk is not None
-    if created:
+    if pk is not None:
         created_at = now
     else:
         pk, created_at = connection.execute(
@@ -415,17 +426,18 @@ def put_workout(
         ).one()
         # Old children go (segments by ON DELETE CASCADE): the new ones reuse their unique keys.
         for table in (Stage, PulseReading, StageSummary):
-            connection.execute(delete(table.__table__).where(table.__table__.c.workout_id == pk))
-        connection.execute(update(Workout.__table__).where(Workout.__table__.c.id == pk).values(**fields))
+            children = table_of(table)
+            connection.execute(delete(children).where(children.c.workout_id == pk))
+        connection.execute(update(workouts).where(workouts.c.id == pk).values(**fields))
     stage_ids = _insert_stages(session, pk, body.stages)
     segment_rows = [
         _segment_row(stage_id, seg)
         for stage_id, stage in zip(stage_ids, body.stages, strict=True)
         for seg in stage.segments
     ]
-    bulk_insert(connection, Segment.__table__, segment_rows)
+    bulk_insert(connection, table_of(Segment), segment_rows)
     if body.pulse:
-        connection.execute(insert(PulseReading.__table__), [_pulse_row(pk, r) for r in body.pulse])
+        connection.execute(insert(table_of(PulseReading)), [_pulse_row(pk, r) for r in body.pulse])
     pulse_bpm = {reading.point.value: reading.bpm for reading in body.pulse}
     segments_by_stage = {
         s.stage: [(seg.rr_bpm, seg.breath_class.value if seg.breath_class else None) for seg in s.segments]
@@ -439,7 +451,7 @@ def put_workout(
 def delete_workout(session: Session, user_id: int, workout_id: uuid.UUID) -> None:
     """One DELETE; the database removes stages, segments, pulse and summaries (ON DELETE CASCADE)."""
     deleted = session.execute(delete(Workout).where(Workout.user_id == user_id, Workout.uuid == workout_id))
-    if not deleted.rowcount:
+    if not rowcount(deleted):
         raise ProblemError(404, "Not Found", f"No workout {workout_id} for this user.")
 
 
@@ -524,7 +536,7 @@ def append_pulse(session: Session, workout: Workout, body: PulseAppend) -> dict[
                 FieldError(("pulse", k, "point"), f"pulse at {reading.point.value} is already stored")
             )
     session.connection().execute(
-        insert(PulseReading.__table__), [_pulse_row(workout.id, reading) for reading in body.pulse]
+        insert(table_of(PulseReading)), [_pulse_row(workout.id, reading) for reading in body.pulse]
     )
     _touch(session, workout)
     summaries.refresh(session, [workout.id])

@@ -4,7 +4,7 @@
     .venv/bin/python bench/apple_health_import.py --size-mb 200 --zip  # bigger, and as export.zip
     .venv/bin/python bench/apple_health_import.py --database-url postgresql://postgres@127.0.0.1:5432/bench
 
-The file comes from backend.imports.synthetic (heart rate every few minutes and every 5 s in workouts,
+The file comes from tests.support.apple_health_export (heart rate every few minutes and every 5 s in workouts,
 respiratory rate at night, energy, steps, HRV, blood pressure, workouts with routes...). Each measured
 import runs in a fresh child process, so its peak resident memory (ru_maxrss) is the import's own; the
 child also reports the peak of Python allocations when --tracemalloc is given (slower). Printed:
@@ -26,6 +26,7 @@ import uuid
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,7 +37,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def import_once(path: Path, database_url: str, user: str, trace: bool) -> dict[str, object]:
+def import_once(path: Path, database_url: str, user: str, trace: bool) -> dict[str, Any]:
     """Runs in the child: create the app, import `path` for `user`, report timings and memory."""
     import tracemalloc
 
@@ -77,7 +78,7 @@ def import_once(path: Path, database_url: str, user: str, trace: bool) -> dict[s
     }
 
 
-def run_child(path: Path, database_url: str, user: str, trace: bool) -> dict[str, object]:
+def run_child(path: Path, database_url: str, user: str, trace: bool) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", str(path), database_url, user] + (
         ["--tracemalloc"] if trace else []
     )
@@ -85,9 +86,9 @@ def run_child(path: Path, database_url: str, user: str, trace: bool) -> dict[str
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(label: str, result: dict[str, object], size_bytes: int) -> None:
-    counts: dict[str, int] = result["counts"]  # type: ignore[assignment]
-    seconds: float = result["seconds"]  # type: ignore[assignment]
+def report(label: str, result: dict[str, Any], size_bytes: int) -> None:
+    counts: dict[str, int] = result["counts"]
+    seconds: float = result["seconds"]
     added = sum(n for key, n in counts.items() if key.endswith("_added"))
     print(f"{label}: {seconds:.1f} s ({result['cpu_s']:.1f} s CPU in this process)")
     records = counts["records_read"]
@@ -97,7 +98,7 @@ def report(label: str, result: dict[str, object], size_bytes: int) -> None:
     print(f"  rows added      {added:>10,}  {added / seconds:>10,.0f} rows/s (batches of {batch})")
     print(
         f"  peak RSS        {result['rss_peak_mb']:>10,.1f} MB (the process before importing: "
-        f"{result['rss_before_mb']:.1f} MB; growth {result['rss_peak_mb'] - result['rss_before_mb']:.1f} MB)"  # type: ignore[operator]
+        f"{result['rss_before_mb']:.1f} MB; growth {result['rss_peak_mb'] - result['rss_before_mb']:.1f} MB)"
     )
     if result["traced_peak_mb"] is not None:
         print(f"  peak Python heap {result['traced_peak_mb']:>9,.1f} MB (tracemalloc, during the import)")
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write the export here and keep it")
     args = parser.parse_args()
 
-    from backend.imports.synthetic import write_export_file
+    from tests.support.apple_health_export import write_export_file
 
     with tempfile.TemporaryDirectory(prefix="respira-bench-") as tmp:
         folder = args.keep or Path(tmp)
@@ -128,7 +129,7 @@ def main() -> None:
 
         first = run_child(xml, database_url, user, args.tracemalloc)
         report("import", first, xml.stat().st_size)
-        counts: dict[str, int] = first["counts"]  # type: ignore[assignment]
+        counts: dict[str, int] = first["counts"]
         expected = (
             summary.heart_rate,
             summary.respiratory_rate,
@@ -152,7 +153,7 @@ def main() -> None:
         print(f"  stored as generated: {got == expected} {got}")
         again = run_child(xml, database_url, user, args.tracemalloc)
         report("re-import of the same file", again, xml.stat().st_size)
-        new = sum(n for key, n in again["counts"].items() if key.endswith("_added"))  # type: ignore[attr-defined]
+        new = sum(n for key, n in again["counts"].items() if key.endswith("_added"))
         print(f"  rows added by the re-import: {new}")
         if args.zip:
             archive = folder / "export.zip"

@@ -55,10 +55,11 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from backend import migrate
-from backend.db import Database, normalize_database_url, scratch_postgres_database, utcnow
+from backend.db import Database, normalize_database_url, utcnow
 from backend.domain import PulsePoint
 from backend.models import ApiToken, PulseReading, Segment, Stage, User, Workout
 from backend.tokens import TOKEN_PREFIX, hash_token
+from tests.support.scratch_db import scratch_postgres_database
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 SEED_REVISION = "0002"  # the seeding writes these tables' layout; later revisions derive from them

@@ -43,6 +43,7 @@ def synth_files(directory: Path, n_files: int, duration_s: float, seed: int = 0)
     import numpy as np
     import soundfile as sf
 
+    from training.frontend import SAMPLE_RATE_HZ
     from training.synth import make_participant, synth_recording
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def synth_files(directory: Path, n_files: int, duration_s: float, seed: int = 0)
             snr_db=10.0 if noisy else None,
         )
         path = directory / f"bench-{i:03d}.flac"
-        sf.write(path, rec.audio, 16_000, format="FLAC", subtype="PCM_16")
+        sf.write(path, rec.audio, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
         paths.append(path)
     return paths
 

@@ -48,7 +48,8 @@ from training.estimator import (
     timeline_ends,
     window_evidence,
 )
-from training.frontend import DEFAULT_FRONTEND, StreamingLogMel, log_mel
+from training.frontend import DEFAULT_FRONTEND
+from training.logmel import StreamingLogMel, log_mel
 from training.models import RRModel
 
 TARGET_REAL_TIME = 1000.0

@@ -16,6 +16,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coreml.verify import FileResult  # (imported when run: the CLI starts without torch)
 
 MIN_STREAM_S = 60.0  # coreml.verify.MIN_STREAM_S (not imported: the CLI starts without torch)
 
@@ -48,14 +52,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _result_dict(result) -> dict:
+def _result_dict(result: FileResult) -> dict[str, Any]:
     import dataclasses
     import math
 
-    def clean(value):
+    def clean(value: object) -> object:
         return value if not isinstance(value, float) or math.isfinite(value) else str(value)
 
-    def checks(items):
+    def checks(items: Sequence[Any]) -> list[dict[str, Any]]:
         return [
             {**{k: clean(v) for k, v in dataclasses.asdict(c).items()}, "passed": c.passed} for c in items
         ]
@@ -86,14 +90,15 @@ def cost_summary(package_path: str) -> dict:
     """The cost report plus per-second figures and the model's own parameter count (from metadata)."""
     from coreml.cost import cost_report
     from coreml.package import read_package
+    from training.frontend import SAMPLE_RATE_HZ
 
     package = read_package(package_path)
     report = cost_report(package).as_dict()
     meta = package.metadata.user_defined
     chunk = int(meta.get("respira.chunk_samples", 1600))
     report["chunk_samples"] = chunk
-    report["calls_per_second"] = 16000 / chunk
-    report["multiply_adds_per_second_of_audio"] = round(report["multiply_adds"] * 16000 / chunk)
+    report["calls_per_second"] = SAMPLE_RATE_HZ / chunk
+    report["multiply_adds_per_second_of_audio"] = round(report["multiply_adds"] * SAMPLE_RATE_HZ / chunk)
     model = json.loads(meta.get("respira.model", "{}"))
     report["model_parameters"] = model.get("parameters")
     return report
@@ -183,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.checkpoint import CheckpointError
 
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except (
         ExportError,
         VerifyError,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def op_histogram(package: Package, include_const: bool = False) -> dict[str, int
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _is_weight(value: Any) -> bool:
+def _is_weight(value: Any) -> TypeGuard[np.ndarray]:
     return isinstance(value, np.ndarray) and value.ndim >= 1 and value.dtype.kind == "f"
 
 
@@ -98,14 +98,13 @@ def _shape(op: Op, param: str, types: dict[str, TensorType]) -> tuple[int, ...] 
         return None
     arg = args[0]
     if arg.name is not None:
-        shape = types[arg.name].shape
-        return None if any(d is None for d in shape) else tuple(int(d) for d in shape)  # type: ignore[arg-type]
+        return types[arg.name].fixed_shape
     return tuple(np.shape(arg.value))
 
 
 def _op_multiply_adds(op: Op, types: dict[str, TensorType], consts: dict[str, Any]) -> int:
-    out = op.outputs[0][1].shape if op.outputs else ()
-    if any(d is None for d in out):
+    out = op.outputs[0][1].fixed_shape if op.outputs else ()
+    if out is None:
         return 0
     out_size = int(np.prod(out))
     if op.type == "conv":

@@ -182,7 +182,7 @@ def export_package(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if variant == "explicit":
-            wrapper = ExplicitStreamer(model, chunk_samples, estimator).eval()
+            wrapper: torch.nn.Module = ExplicitStreamer(model, chunk_samples, estimator).eval()
             example = (example_audio, *(torch.zeros(s) for s in shapes.values()))
             traced = torch.jit.trace(wrapper, example)
             inputs = [audio_type] + [

@@ -49,6 +49,14 @@ def numpy_dtype(mil_name: str) -> np.dtype:
 # -- states ---------------------------------------------------------------------------------------------
 
 
+def _zeros(name: str, ttype: TensorType) -> np.ndarray:
+    """The storage of a state, zeroed; a state's shape is fixed."""
+    shape = ttype.fixed_shape
+    if shape is None:
+        raise InputError(f"state {name!r} is declared {ttype}: a state's dimensions must be fixed")
+    return np.zeros(shape, dtype=numpy_dtype(ttype.dtype))
+
+
 class MLState:
     """The states of one stream, like Core ML's ``MLState``: zeros at creation, typed storage.
 
@@ -57,9 +65,7 @@ class MLState:
 
     def __init__(self, types: Mapping[str, TensorType]) -> None:
         self._types = dict(types)
-        self._values = {
-            name: np.zeros(tuple(t.shape), dtype=numpy_dtype(t.dtype)) for name, t in self._types.items()
-        }
+        self._values = {name: _zeros(name, t) for name, t in self._types.items()}
 
     @property
     def names(self) -> list[str]:
@@ -330,7 +336,9 @@ def _matmul(call: Call) -> Any:
     return np.matmul(x, y)
 
 
-def _conv_padding(call: Call, spatial: tuple[int, ...], kernel: tuple[int, ...], strides, dilations):
+def _conv_padding(
+    call: Call, spatial: tuple[int, ...], kernel: tuple[int, ...], strides: list[int], dilations: list[int]
+) -> list[tuple[int, int]]:
     pad_type = call.get("pad_type", "valid")
     n = len(spatial)
     if pad_type == "valid":
@@ -363,7 +371,8 @@ def _conv(call: Call) -> Any:
     span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True))
     windows = sliding_window_view(x, span, axis=tuple(range(2, 2 + n)))
     steps = (*(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilations))
-    windows = windows[(slice(None), slice(None), *steps)]  # [B, C, *out, *kernel]
+    index = (slice(None), slice(None), *steps)  # (a tuple first: x[a, *b] is 3.11 syntax)
+    windows = windows[index]  # [B, C, *out, *kernel]
     batch, channels = x.shape[:2]
     out_spatial = windows.shape[2 : 2 + n]
     positions = int(np.prod(out_spatial))
@@ -720,7 +729,8 @@ def _lut_to_dense(call: Call) -> Any:
             raise InterpreterError(f"{call.op.describe()}: lut blocks do not divide axis {axis}")
         position = np.arange(size) // (size // blocks)
         grid.append(position.reshape([-1 if a == axis else 1 for a in range(indices.ndim)]))
-    return table[(*grid, indices.astype(np.int64))]
+    index = (*grid, indices.astype(np.int64))  # (a tuple first: x[*a, b] is 3.11 syntax)
+    return table[index]
 
 
 @register("constexpr_affine_dequantize")
@@ -750,8 +760,8 @@ CONSTEXPR_OPS = frozenset(name for name in OPS if name.startswith("constexpr_"))
 def _round_bf16(values: np.ndarray) -> np.ndarray:
     """Round float32 to the nearest bfloat16 (ties to even), held in float32."""
     bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 def _cast(value: Any, mil_dtype: str) -> Any:

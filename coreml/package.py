@@ -89,8 +89,8 @@ def unpack_bits(packed: np.ndarray, dtype: MilDType, count: int) -> np.ndarray:
     bits = np.unpackbits(packed.astype(np.uint8), bitorder="little")
     if bits.size < count * dtype.bits:
         raise PackageError(f"{count} {dtype.name} values need {count * dtype.bits} bits, got {bits.size}")
-    bits = bits[: count * dtype.bits].reshape(count, dtype.bits).astype(np.int16)
-    values = bits @ (1 << np.arange(dtype.bits, dtype=np.int16))
+    per_value = bits[: count * dtype.bits].reshape(count, dtype.bits).astype(np.int16)
+    values = per_value @ (1 << np.arange(dtype.bits, dtype=np.int16))
     if dtype.signed:
         values = np.where(values >= 1 << (dtype.bits - 1), values - (1 << dtype.bits), values)
     return values.astype(dtype.numpy)
@@ -183,6 +183,12 @@ class TensorType:
     shape: tuple[int | None, ...]
     is_state: bool = False
 
+    @property
+    def fixed_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is fixed, else None."""
+        dims = tuple(d for d in self.shape if d is not None)
+        return dims if len(dims) == len(self.shape) else None
+
     def __str__(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
         return f"{'state ' if self.is_state else ''}{self.dtype}[{dims}]"
@@ -274,9 +280,9 @@ def _tensor_type(value_type: Any, what: str) -> TensorType:
 
 def _immediate(tensor_value: Any, ttype: TensorType, what: str) -> Any:
     """Decode an inline ``TensorValue`` of type ``ttype`` (strings come back as str / list of str)."""
-    if any(d is None for d in ttype.shape):
+    shape = ttype.fixed_shape
+    if shape is None:
         raise PackageError(f"{what}: inline constant with an unknown dimension")
-    shape = tuple(int(d) for d in ttype.shape)  # type: ignore[arg-type]
     count = int(np.prod(shape, dtype=np.int64))
     dtype = MIL_DTYPE_BY_NAME[ttype.dtype]
     field = tensor_value.WhichOneof("value")
@@ -313,8 +319,8 @@ class _Decoder:
                 raise PackageError(f"{what}: inline {value.immediateValue.WhichOneof('value')} unsupported")
             return _immediate(value.immediateValue.tensor, ttype, what)
         if kind == "blobFileValue":
-            shape = tuple(ttype.shape)
-            if any(d is None for d in shape):
+            shape = ttype.fixed_shape
+            if shape is None:
                 raise PackageError(f"{what}: blob constant with an unknown dimension")
             weights = self._weight_file(value.blobFileValue.fileName, what)
             return weights.read(value.blobFileValue.offset, MIL_DTYPE_BY_NAME[ttype.dtype], shape, what)
@@ -405,7 +411,7 @@ def _model_file(package_dir: Path) -> Path:
     try:
         manifest = json.loads(manifest_path.read_text())
         root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
-        path = (package_dir / "Data" / root["path"]).resolve()
+        path: Path = (package_dir / "Data" / root["path"]).resolve()
     except (ValueError, KeyError, TypeError) as exc:
         raise PackageError(f"{manifest_path}: cannot find the root model in it ({exc!r})") from exc
     if not path.is_relative_to(package_dir.resolve()) or not path.is_file():

@@ -47,6 +47,7 @@ from coreml.verify import (
 )
 from training.audio import load_audio
 from training.checkpoint import file_sha256
+from training.frontend import SAMPLE_RATE_HZ
 
 FORMAT = "respira-coreml-vectors/1"
 
@@ -86,8 +87,8 @@ def write_vectors(
     the vectors to ``out``; returns what was written to ``vectors.json``."""
     session = open_session(package_path, checkpoint)
     chunk = session.chunk_samples
-    chunks, plays = looped(load_audio(audio_path), chunk, seconds)
-    chunks = chunks[: max(1, round(seconds * 16000 / chunk))]
+    chunks, plays = looped(load_audio(audio_path, SAMPLE_RATE_HZ), chunk, seconds)
+    chunks = chunks[: max(1, round(seconds * SAMPLE_RATE_HZ / chunk))]
     expected = stream_values(session.reference(), chunks)
     kinds = session.kinds()
     checks, _ = verify_chunks(session, chunks, reference_values=expected)
@@ -133,9 +134,9 @@ def write_vectors(
             "file": Path(audio_path).name,
             "sha256": file_sha256(audio_path),
             "plays": plays,
-            "seconds": chunks.size / 16000,
+            "seconds": chunks.size / SAMPLE_RATE_HZ,
         },
-        "sample_rate_hz": 16000,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
         "chunk_samples": chunk,
         "chunks": len(chunks),
         "byte_order": "little",
@@ -161,7 +162,7 @@ def write_vectors(
         "states": {n: a for n, a in arrays.items() if a["kind"] == "state"},
     }
     (out / "vectors.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    return {**document, "seconds": chunks.size / 16000}
+    return {**document, "seconds": chunks.size / SAMPLE_RATE_HZ}
 
 
 def load_vectors(folder: Path | str) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:

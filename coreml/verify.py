@@ -64,7 +64,8 @@ from coreml.interpreter import InterpretedModel, load_package
 from training.audio import load_audio
 from training.checkpoint import load_checkpoint
 from training.estimator import DEFAULT_ESTIMATOR, EstimatorConfig
-from training.frontend import DEFAULT_FRONTEND, check_frontend
+from training.frontend import DEFAULT_FRONTEND, SAMPLE_RATE_HZ, check_frontend
+from training.models import RRModel
 
 MIN_STREAM_S = 60.0
 MIN_PSNR_DB = 35.0
@@ -316,7 +317,7 @@ class TorchStreamer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: RRModel,
         state_dtypes: Mapping[str, Any] | None = None,
         chunk_samples: int = 1600,
         estimator: EstimatorConfig = DEFAULT_ESTIMATOR,
@@ -488,7 +489,9 @@ def stepwise_values(
     return stack(expected), stack(got)
 
 
-def looped(audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = 16000):
+def looped(
+    audio: np.ndarray, chunk_samples: int, min_seconds: float, sample_rate: int = SAMPLE_RATE_HZ
+) -> tuple[np.ndarray, int]:
     """``audio`` repeated whole until it lasts ``min_seconds``, cut to whole chunks: [chunks, chunk].
 
     Returns the chunks and how many times the file was played (1: not looped).
@@ -552,7 +555,7 @@ class Session:
 
     path: Path
     package: InterpretedModel
-    model: torch.nn.Module
+    model: RRModel
     checkpoint_meta: dict
     strict: bool
 
@@ -641,7 +644,7 @@ def verify(
     coreml = coreml_loader(session.path, session.strict)
     results = []
     for path in audio_files:
-        chunks, plays = looped(load_audio(path), session.chunk_samples, min_seconds)
+        chunks, plays = looped(load_audio(path, SAMPLE_RATE_HZ), session.chunk_samples, min_seconds)
         checks, coreml_checks = verify_chunks(session, chunks, coreml)
         results.append(
             FileResult(

@@ -104,6 +104,7 @@ def stream_stage(audio, chunk: int = 1600) -> list[dict]:
         timeline_ends,
         window_estimate,
     )
+    from training.frontend import SAMPLE_RATE_HZ
 
     meta = _PACKAGE.user_defined_metadata
     cfg = EstimatorConfig.from_dict(json.loads(meta.get("respira.estimator") or "{}"))
@@ -118,8 +119,8 @@ def stream_stage(audio, chunk: int = 1600) -> list[dict]:
             ([float(p) for p in np.ravel(out["breath_probs"])], float(np.ravel(out["noise_prob"])[0]))
         )
     audio = np.asarray(audio[: chunks * chunk], np.float32)
-    duration_s = len(audio) / 16000
-    envelopes, env_rate = band_envelopes(audio, 16000, DEFAULT_CONFIG)
+    duration_s = len(audio) / SAMPLE_RATE_HZ
+    envelopes, env_rate = band_envelopes(audio, SAMPLE_RATE_HZ, DEFAULT_CONFIG)
     probs = np.concatenate(phase)
     track = PhaseTrack(probs, steps_per_second, np.array(heard[-1][0]), heard[-1][1], envelopes, env_rate)
     window_s = min(cfg.window_s, duration_s)
@@ -132,7 +133,7 @@ def stream_stage(audio, chunk: int = 1600) -> list[dict]:
         if w.rr_bpm is None:
             continue
         lo, hi = round(start_s * steps_per_second), round(end_s * steps_per_second)
-        breath_probs, noise_prob = heard[min(round(end_s * 16000 / chunk), chunks) - 1]
+        breath_probs, noise_prob = heard[min(round(end_s * SAMPLE_RATE_HZ / chunk), chunks) - 1]
         readings.append(
             {
                 "start_s": start_s,

@@ -227,6 +227,7 @@ def verification_audio(s: Settings) -> list[Path]:
     import numpy as np
     import soundfile as sf
 
+    from training.frontend import SAMPLE_RATE_HZ
     from training.synth import make_participant, synth_recording
 
     folder = s.verify_audio_dir
@@ -237,7 +238,7 @@ def verification_audio(s: Settings) -> list[Path]:
         path = folder / f"synthetic-stage{stage}.wav"
         if not path.is_file():
             rec = synth_recording(participant, stage, 20.0, np.random.default_rng(stage))
-            sf.write(path, rec.audio, 16000, subtype="FLOAT")
+            sf.write(path, rec.audio, SAMPLE_RATE_HZ, subtype="FLOAT")
         files.append(path)
     if SHARED_RRUJO.is_dir() and not s.quick:
         files += sorted((SHARED_RRUJO / "thinklabs" / "12").glob("*.flac"))[:1]

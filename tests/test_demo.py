@@ -210,7 +210,7 @@ def readme_commands() -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_commands_work_as_written_on_the_demo_outputs(quick_demo, tmp_path):
+def test_readme_commands_work_as_written_on_the_demo_outputs(quick_demo, tmp_path):  # noqa: C901 - a rule per command
     """Each README command either ran inside the demo (its step log holds it) or runs here, as written,
     in a folder holding the demo's outputs under the README's names; the few that need more than the
     demo makes name what covers them. A command added to the README without a rule here fails."""

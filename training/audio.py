@@ -1,4 +1,4 @@
-"""Audio loading: any common file -> mono float32 at 16 kHz, or one clear error.
+"""Audio loading: any common file -> mono float32 at the front-end's rate (16 kHz), or one clear error.
 
 wav/flac/ogg are read by soundfile (libsndfile); mp3/m4a/aac/mp4 (iPhone voice memos are m4a) are
 decoded by the ``ffmpeg`` program when it is installed. Everything is downmixed to mono by averaging
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-TARGET_SAMPLE_RATE = 16_000
+from training.frontend import SAMPLE_RATE_HZ
+
 MIN_DURATION_S = 1.0
 # Peak below this (about -120 dBFS) counts as digital silence: nothing to estimate from.
 SILENCE_PEAK = 1e-6
@@ -30,7 +31,7 @@ class AudioError(ValueError):
     """The audio could not be used: the message names the file and what is wrong with it."""
 
 
-def resample(audio: np.ndarray, from_rate: int, to_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def resample(audio: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Band-limited resampling (soxr, high quality). Returns float32."""
     if from_rate == to_rate:
         return np.asarray(audio, dtype=np.float32)
@@ -103,7 +104,7 @@ def check_audio(
 
 def load_audio(
     path: str | Path,
-    sample_rate: int = TARGET_SAMPLE_RATE,
+    sample_rate: int = SAMPLE_RATE_HZ,
     min_duration_s: float = MIN_DURATION_S,
     start_s: float = 0.0,
     end_s: float | None = None,

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.audio import TARGET_SAMPLE_RATE, AudioError, check_audio, load_audio
+from training.audio import AudioError, check_audio, load_audio
+from training.frontend import SAMPLE_RATE_HZ
 from training.manifest import Segment, audio_path, read_manifest, write_manifest
 from training.noise import kinds_for, make_noise
 
@@ -44,7 +45,7 @@ AUG_SUFFIX = "+aug"
 MAX_PEAK = 0.99
 
 
-def frame_powers(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def frame_powers(signal: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Mean power of consecutive ``ACTIVE_FRAME_S`` frames (float64)."""
     x = np.asarray(signal, dtype=np.float64).reshape(-1)
     frame = max(1, round(ACTIVE_FRAME_S * sample_rate))
@@ -54,7 +55,7 @@ def frame_powers(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> n
     return np.mean(np.square(x[: n_frames * frame].reshape(n_frames, frame)), axis=1)
 
 
-def active_mask(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def active_mask(signal: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Per frame: is it part of the active (loud) breath signal? (see the module docstring)."""
     powers = frame_powers(signal, sample_rate)
     if powers.size == 0:
@@ -63,19 +64,12 @@ def active_mask(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> np
     return powers >= reference * 10 ** (-ACTIVE_RANGE_DB / 10)
 
 
-def active_power(signal: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> float:
+def active_power(signal: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> float:
     """Mean power of the active frames of ``signal`` (0.0 for an all-zero signal)."""
     powers = frame_powers(signal, sample_rate)
     if powers.size == 0 or not np.any(powers > 0):
         return 0.0
     return float(np.mean(powers[active_mask(signal, sample_rate)]))
-
-
-def measure_snr_db(clean: np.ndarray, noise: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> float:
-    """SNR of ``noise`` against ``clean`` by the module's rule."""
-    return 10.0 * np.log10(
-        active_power(clean, sample_rate) / float(np.mean(np.square(noise, dtype=np.float64)))
-    )
 
 
 def fit_length(noise: np.ndarray, num_samples: int) -> np.ndarray:
@@ -89,7 +83,7 @@ def fit_length(noise: np.ndarray, num_samples: int) -> np.ndarray:
 
 
 def scale_noise(
-    clean: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int = TARGET_SAMPLE_RATE
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int = SAMPLE_RATE_HZ
 ) -> np.ndarray:
     """``noise`` (cut or looped to the clean length) scaled so that it sits ``snr_db`` under ``clean``."""
     noise = fit_length(noise, np.asarray(clean).size)
@@ -104,7 +98,7 @@ def scale_noise(
 
 
 def mix_at_snr(
-    clean: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int = TARGET_SAMPLE_RATE
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int = SAMPLE_RATE_HZ
 ) -> np.ndarray:
     """``clean + noise`` with the noise scaled to ``snr_db`` (module rule); same length as ``clean``.
 
@@ -159,16 +153,16 @@ class _SegmentReader:
 
     def read(self, path: Path, start_s: float, end_s: float) -> np.ndarray:
         if path != self._path:
-            self._audio = load_audio(path)
+            self._audio = load_audio(path, SAMPLE_RATE_HZ)
             self._path = path
-        first, last = round(start_s * TARGET_SAMPLE_RATE), round(end_s * TARGET_SAMPLE_RATE)
+        first, last = round(start_s * SAMPLE_RATE_HZ), round(end_s * SAMPLE_RATE_HZ)
         if first >= self._audio.size or last <= first:
             raise AudioError(
                 f"{path}: segment {start_s:g}-{end_s:g}s is outside the recording "
-                f"({self._audio.size / TARGET_SAMPLE_RATE:.2f} s long)"
+                f"({self._audio.size / SAMPLE_RATE_HZ:.2f} s long)"
             )
         segment = self._audio[first:last]
-        check_audio(segment, TARGET_SAMPLE_RATE, f"{path} [{start_s:g}-{end_s:g}s]")
+        check_audio(segment, SAMPLE_RATE_HZ, f"{path} [{start_s:g}-{end_s:g}s]")
         return segment
 
 
@@ -208,17 +202,17 @@ def augment_corpus(
             rng = np.random.default_rng([seed, i, c])
             snr_db = draw_snr_db(rng)
             kind = str(rng.choice(kinds_for(seg.environment)))
-            noise = make_noise(kind, clean.size / TARGET_SAMPLE_RATE, rng)
+            noise = make_noise(kind, clean.size / SAMPLE_RATE_HZ, rng)
             mixed = limit_peak(mix_at_snr(clean, noise, snr_db))
             total_snr_db = combine_snr_db(seg.snr_db, snr_db)
             rel = Path("audio") / "aug" / f"{i:06d}_{c}.flac"
-            sf.write(out_dir / rel, mixed, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            sf.write(out_dir / rel, mixed, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
             out_rows.append(
                 dataclasses.replace(
                     seg,
                     path=rel.as_posix(),
                     start_s=0.0,
-                    end_s=round(clean.size / TARGET_SAMPLE_RATE, 6),
+                    end_s=round(clean.size / SAMPLE_RATE_HZ, 6),
                     noisy=max(seg.noisy, is_noisy(total_snr_db)),
                     snr_db=round(total_snr_db, 3),
                     source=f"{seg.source}{AUG_SUFFIX}",

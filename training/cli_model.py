@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from training.config import TrainConfig
 
@@ -34,7 +35,7 @@ def parse_setting(text: str) -> tuple[str, object]:
 
 
 def _config_from(args: argparse.Namespace) -> TrainConfig:
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     for name in ("model", "units", "seed", "epochs", "patience", "lr", "batch_size"):
         value = getattr(args, name, None)
         if value is not None:

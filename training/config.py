@@ -18,6 +18,7 @@ for two epochs): validation CCC of RR 0.930 -> 0.942 over the paper's recipe (se
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from training.manifest import HEAVY_THRESHOLD_BPM
 
@@ -102,10 +103,13 @@ class TrainConfig:
             raise ValueError("lr_decay_factor must be in (0, 1]")
         if min(self.rr_mse_weight, self.rr_group_ccc_weight) < 0 or not 0.0 <= self.band_limit_prob <= 1.0:
             raise ValueError("rr_mse_weight and rr_group_ccc_weight must be >= 0, band_limit_prob in [0, 1]")
-        self.band_limit_hz = tuple(self.band_limit_hz)  # a list after a JSON round trip
+        if len(self.band_limit_hz) != 2:
+            raise ValueError(f"band_limit_hz must be (low, high) Hz, not {self.band_limit_hz!r}")
+        low_hz, high_hz = self.band_limit_hz  # a list after a JSON round trip
+        self.band_limit_hz = (float(low_hz), float(high_hz))
 
     @classmethod
-    def paper(cls, **overrides) -> TrainConfig:
+    def paper(cls, **overrides: Any) -> TrainConfig:
         """The paper's recipe: every "ours" option switched off."""
         paper = {
             "frame_stride": 1,

@@ -100,7 +100,7 @@ def save_rr_histogram(segments: list[Segment], path: Path | str, title: str = ""
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if keys:
-        ax.hist([groups[k] for k in keys], bins=bins, stacked=True, label=labels, edgecolor="white")
+        ax.hist([groups[k] for k in keys], bins=bins.tolist(), stacked=True, label=labels, edgecolor="white")
         ax.legend(title=by)
     ax.set_xlabel("respiratory rate (breaths/min)")
     ax.set_ylabel("segments")

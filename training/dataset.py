@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from training.audio import load_audio
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel, mel_frequencies
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, mel_frequencies
+from training.logmel import log_mel
 from training.manifest import BREATH_CLASSES, Segment, audio_path, read_manifest
 
 
@@ -106,7 +107,7 @@ def batches(
         for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
             order[start : start + pool] = chunk[np.argsort([len(examples[i].features) for i in chunk])]
-        starts = rng.permutation(range(0, len(order), batch_size))
+        starts: Sequence[int] = rng.permutation(range(0, len(order), batch_size)).tolist()
     else:
         starts = range(0, len(order), batch_size)
     for start in starts:

@@ -24,7 +24,8 @@ import dataclasses
 import numpy as np
 from scipy import signal
 
-from training.audio import TARGET_SAMPLE_RATE, resample
+from training.audio import resample
+from training.frontend import SAMPLE_RATE_HZ
 
 NATIVE_RATES_HZ = (2000, 4000, 4500, 8000, 11025)
 
@@ -41,7 +42,7 @@ class DeviceAugmentConfig:
 DEFAULT_DEVICE_AUGMENT = DeviceAugmentConfig()
 
 
-def band_limit(audio: np.ndarray, native_rate_hz: int, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def band_limit(audio: np.ndarray, native_rate_hz: int, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """As if recorded at ``native_rate_hz`` and resampled to ``sample_rate`` (nothing above its Nyquist)."""
     down = resample(audio, sample_rate, native_rate_hz)
     up = resample(down, native_rate_hz, sample_rate)
@@ -57,7 +58,7 @@ def _envelope_rms(audio: np.ndarray, sample_rate: int, smooth_s: float) -> np.nd
     return np.sqrt(np.maximum(power, 1e-20))
 
 
-def agc(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+def agc(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Automatic gain control: gain = (target / envelope) ** strength, envelope over 0.5-2 s."""
     smooth_s = float(rng.uniform(0.5, 2.0))
     strength = float(rng.uniform(0.5, 0.9))
@@ -67,9 +68,7 @@ def agc(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = TARGET_S
     return (audio * gain).astype(np.float32)
 
 
-def noise_gate(
-    audio: np.ndarray, rng: np.random.Generator, sample_rate: int = TARGET_SAMPLE_RATE
-) -> np.ndarray:
+def noise_gate(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Digital silence wherever the 20 ms envelope stays under a threshold (30-60th percentile)."""
     env = _envelope_rms(audio, sample_rate, 0.02)
     threshold = np.percentile(env, rng.uniform(30, 60))
@@ -90,7 +89,7 @@ def simulate_device(
     audio: np.ndarray,
     rng: np.random.Generator,
     cfg: DeviceAugmentConfig = DEFAULT_DEVICE_AUGMENT,
-    sample_rate: int = TARGET_SAMPLE_RATE,
+    sample_rate: int = SAMPLE_RATE_HZ,
 ) -> np.ndarray:
     """``audio`` as a random real device might deliver it (same length, same timing)."""
     x = np.asarray(audio, dtype=np.float32)

@@ -59,11 +59,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from training.frontend import SAMPLE_RATE_HZ as SAMPLE_RATE  # the one definition, as named here
+
 if TYPE_CHECKING:
     from training.manifest import Segment
     from training.report import RunPredictions
 
-SAMPLE_RATE = 16_000
 MIN_DURATION_S = 3.5  # meant for >= 4 s; a little slack for segment bounds rounded to milliseconds
 MIN_RATE_BPM = 4.0
 MAX_RATE_BPM = 60.0

@@ -40,7 +40,8 @@ import torch
 from training import periodicity
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
 from training.dsp_baseline import band_powers, pick_period
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel, stream_log_mel
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig
+from training.logmel import log_mel, stream_log_mel
 from training.manifest import BREATH_CLASSES, HEAVY_THRESHOLD_BPM
 from training.models import RRModel
 

@@ -21,6 +21,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.dataset import load_examples
 from training.estimator import MIN_DURATION_S, EstimatorConfig, estimate_audio
+from training.frontend import SAMPLE_RATE_HZ
 from training.manifest import Segment, audio_path, read_manifest
 from training.models import RRModel
 from training.report import PredictionRow, RunPredictions, write_report
@@ -70,7 +71,7 @@ def recording_estimates(
         if end_s - start_s < MIN_DURATION_S:
             continue
         try:
-            audio = load_audio(path, start_s=start_s, end_s=end_s)
+            audio = load_audio(path, SAMPLE_RATE_HZ, start_s=start_s, end_s=end_s)
         except AudioError:
             continue
         try:

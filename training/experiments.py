@@ -45,7 +45,7 @@ def run_experiments(
         recipes = {k: dataclasses.replace(v, max_epochs=2, patience=2) for k, v in recipes.items()}
     augmented_dirs = []
     for i, corpus in enumerate(corpus_dirs):
-        target = out / "data" / f"{corpus.name or i}-aug"
+        target = out / "data" / f"{Path(corpus).name or i}-aug"
         if not (target / "manifest.csv").is_file():
             augment_corpus(corpus, target, copies=1, seed=seed, progress=progress)
         augmented_dirs.append(target)

@@ -45,7 +45,8 @@ import soundfile as sf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from training.audio import TARGET_SAMPLE_RATE, AudioError, load_audio
+from training.audio import AudioError, load_audio
+from training.frontend import SAMPLE_RATE_HZ
 from training.manifest import Segment, assign_splits, breath_class_for, random_segments, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -202,13 +203,13 @@ def _write_copy(audio: np.ndarray, target: Path) -> None:
     if peak >= 1.0:  # PCM would clip: scale the copy instead (labels do not depend on level)
         audio = audio * (0.999 / peak)
     target.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(target, audio, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    sf.write(target, audio, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
 
 
 def _segments_of(rec: Recording, audio: np.ndarray, manifest_path: str, seed: int) -> list[Segment]:
     rng = np.random.default_rng([seed, zlib.crc32(rec.recording.encode())])
     segments = []
-    for start_s, end_s in random_segments(len(audio) / TARGET_SAMPLE_RATE, rng):
+    for start_s, end_s in random_segments(len(audio) / SAMPLE_RATE_HZ, rng):
         segments.append(
             Segment(
                 path=manifest_path,
@@ -257,7 +258,7 @@ def import_corpus(
     with logging_redirect_tqdm():
         for rec in tqdm(recordings, desc=f"import {layout}", unit="file", disable=not progress):
             try:
-                audio = load_audio(rec.path)
+                audio = load_audio(rec.path, SAMPLE_RATE_HZ)
             except AudioError as exc:
                 skipped.append(str(exc))
                 logger.warning("skipped %s", exc)
@@ -270,7 +271,7 @@ def import_corpus(
                 manifest_path = str(rec.path.resolve())
             new = _segments_of(rec, audio, manifest_path, seed)
             if not new:
-                reason = f"{rec.path}: {len(audio) / TARGET_SAMPLE_RATE:.2f} s is shorter than one segment"
+                reason = f"{rec.path}: {len(audio) / SAMPLE_RATE_HZ:.2f} s is shorter than one segment"
                 skipped.append(reason)
                 logger.warning("skipped %s", reason)
                 continue
@@ -283,27 +284,3 @@ def import_corpus(
     assign_splits(segments, seed)
     write_manifest(segments, out_dir)
     return ImportReport(corpus_dir=out_dir, segments=segments, recordings=used, skipped=skipped)
-
-
-def import_rrujo(
-    src_dir: Path | str,
-    out_dir: Path | str,
-    seed: int = 0,
-    limit: int | None = None,
-    convert: bool = True,
-    progress: bool = False,
-) -> list[Segment]:
-    """Import the RRuJO layout (``recordings.csv``) into ``out_dir``; see :func:`import_corpus`."""
-    return import_corpus("rrujo", src_dir, out_dir, seed, limit, convert, progress).segments
-
-
-def import_breathmy(
-    src_dir: Path | str,
-    out_dir: Path | str,
-    seed: int = 0,
-    limit: int | None = None,
-    convert: bool = True,
-    progress: bool = False,
-) -> list[Segment]:
-    """Import the BreathMY layout (``D_A``..``D_D`` folders) into ``out_dir``; see :func:`import_corpus`."""
-    return import_corpus("breathmy", src_dir, out_dir, seed, limit, convert, progress).segments

@@ -16,11 +16,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.models import ModelOutputs
 
 TASKS = ("regression", "breath_ce", "breath_focal", "noise_ce")
 
@@ -111,7 +115,15 @@ class MultiTaskLoss:
             "noise_ce": cfg.noise_weight,
         }
 
-    def task_losses(self, outputs, rr_z, rc, breath, noisy, groups=None) -> dict[str, torch.Tensor]:
+    def task_losses(
+        self,
+        outputs: ModelOutputs,
+        rr_z: torch.Tensor,
+        rc: torch.Tensor,
+        breath: torch.Tensor,
+        noisy: torch.Tensor,
+        groups: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per-task losses of a batch; ``groups`` [B] (int source of each item) is needed only for
         ``rr_group_ccc_weight``."""
         cfg = self.cfg
@@ -128,7 +140,9 @@ class MultiTaskLoss:
         }
 
     def total(self, losses: dict[str, torch.Tensor], dwa_weights: dict[str, float]) -> torch.Tensor:
-        return sum(self.mixture[t] * dwa_weights[t] * losses[t] for t in TASKS)
+        return cast(
+            torch.Tensor, sum(self.mixture[t] * dwa_weights[t] * losses[t] for t in TASKS)
+        )  # TASKS: not empty
 
 
 # -- frame-level phase (ours) ---------------------------------------------------------------------------

@@ -29,13 +29,16 @@ cannot know how long the segment was.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from training.frontend import DEFAULT_FRONTEND
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig
 from training.running_norm import DEFAULT_RUNNING_NORM, RunningNormConfig, normalise_chunk, normalise_sequence
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 NORMS = ("running", "global")
 PHASES = ("inhale", "exhale", "other")  # frame-level classes of the phase head ("other": pause, none)
@@ -62,6 +65,13 @@ class ModelOutputs(NamedTuple):
 
 
 class RRModel(nn.Module):
+    # buffers (register_buffer below), declared so they type as tensors, not as "Tensor | Module"
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    rr_mean: torch.Tensor
+    rr_std: torch.Tensor
+    stride_kernel: torch.Tensor
+
     def __init__(
         self,
         model_type: str = "tclstm",
@@ -112,7 +122,7 @@ class RRModel(nn.Module):
         self.phase_head = nn.Linear(units, len(PHASES))
 
     @classmethod
-    def from_config(cls, cfg, frontend=DEFAULT_FRONTEND) -> RRModel:
+    def from_config(cls, cfg: TrainConfig, frontend: FrontEndConfig = DEFAULT_FRONTEND) -> RRModel:
         """The model a :class:`training.config.TrainConfig` describes, for ``frontend``'s features."""
         return cls(
             cfg.model_type,

@@ -21,6 +21,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from training.frontend import SAMPLE_RATE_HZ
+
 NOISE_RMS = 0.1
 NOISE_ENVIRONMENTS: dict[str, tuple[str, ...]] = {
     "fan": ("indoor",),
@@ -53,7 +55,7 @@ def spectral_noise(
     num_samples: int,
     magnitude: Callable[[np.ndarray], np.ndarray],
     rng: np.random.Generator,
-    sample_rate: float = 16_000,
+    sample_rate: float = SAMPLE_RATE_HZ,
 ) -> np.ndarray:
     """Gaussian noise whose amplitude spectrum is ``magnitude(freqs_hz)``, normalised to unit RMS.
 
@@ -257,7 +259,7 @@ def _music(n: int, rng: np.random.Generator, sr: int) -> np.ndarray:
         wave = periodic_wave(phase, amps, rng)
         env = np.zeros(n, dtype=np.float32)
         for start, length in zip(starts[:-1], lengths, strict=True):
-            t = np.arange(min(length, n - start)) / sr
+            t = np.arange(min(int(length), n - start)) / sr
             env[start : start + t.size] = np.minimum(t / 0.015, 1.0) * np.exp(-t / decay_s)
         out += level * wave * env
     return out
@@ -325,7 +327,7 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator, int], np.ndarray]] = 
 
 
 def make_noise(
-    kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = 16_000
+    kind: str, duration_s: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE_HZ
 ) -> np.ndarray:
     """``duration_s`` seconds of noise ``kind`` (one of :data:`NOISE_KINDS`), RMS :data:`NOISE_RMS`."""
     if kind not in _GENERATORS:

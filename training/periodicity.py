@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
-from training.dsp_baseline import lowpass_kernel
+from training.dsp_baseline import DspConfig, lowpass_kernel
 
 STEPS_PER_SECOND = 20.0  # the model's LSTM steps; the lag grid of both autocorrelations
 DSP_DECIMATION = 2  # envelopes at 40 Hz, read every other frame -> 20 Hz
@@ -87,7 +87,9 @@ def lagged_products(x: torch.Tensor, max_lag: int) -> torch.Tensor:
     return windows[0] if len(windows) == 1 else torch.cat(windows, 0)
 
 
-def band_log_power_to_envelopes(log_power: torch.Tensor, mask: torch.Tensor, count: torch.Tensor):
+def band_log_power_to_envelopes(
+    log_power: torch.Tensor, mask: torch.Tensor, count: torch.Tensor
+) -> torch.Tensor:
     """``log(P + floor)`` per band with the window's floor (module doc); ``log_power`` is
     ``log(P + LOG_POWER_EPS)`` ``[batch, bands, frames]``, ``mask`` its valid frames."""
     power = torch.exp(log_power) * mask[:, None, :]
@@ -252,7 +254,9 @@ def _at(r: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
     return torch.gather(r, 1, index[:, None])[:, 0]
 
 
-def _peak_near(r, num, den, max_lag):
+def _peak_near(
+    r: torch.Tensor, num: torch.Tensor, den: torch.Tensor, max_lag: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Highest value within ``num/den * (1 +/- 0.15)`` and whether that range lies inside the window.
     Bounds in integer arithmetic (17/20, 23/20), so float rounding cannot move them."""
     lo = torch.floor(17.0 * num / (20.0 * den))
@@ -261,7 +265,9 @@ def _peak_near(r, num, den, max_lag):
     return value, hi <= max_lag
 
 
-def _local_peak(r, num, den, max_lag):
+def _local_peak(
+    r: torch.Tensor, num: torch.Tensor, den: torch.Tensor, max_lag: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of the highest value within ``num/den * (1 +/- 0.15)`` (from MIN_LAG) and whether it is
     a local maximum with a range that exists."""
     lo = torch.clamp(torch.floor(17.0 * num / (20.0 * den)), min=float(max(MIN_LAG, 1)))
@@ -290,7 +296,9 @@ def pick_period(r: torch.Tensor, max_lag: torch.Tensor) -> tuple[torch.Tensor, t
     length = max_lag + 1.0
     margin_half, margin_double = DSP_CONFIG.halve_margin, DSP_CONFIG.double_margin
 
-    def mean_at(points, count2):
+    def mean_at(
+        points: list[tuple[torch.Tensor, torch.Tensor]], count2: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean of the peaks near ``points`` (num, den pairs); the second only where ``count2``."""
         (v1, ok1), (v2, ok2) = (_peak_near(r, n, d, max_lag) for n, d in points)
         mean = torch.where(count2, 0.5 * (v1 + v2), v1)
@@ -334,7 +342,7 @@ def mix(ev: Evidence, learned_weight: torch.Tensor, adaptive: torch.Tensor) -> t
     lags = _arange(ev.r_learned.shape[-1])[None, :]
     usable = _all_of(lags >= MIN_LAG, lags <= ev.max_lag[:, None])
 
-    def periodicity(r):
+    def periodicity(r: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.where(usable, r, torch.full_like(r, -1e9)).amax(-1), min=0.0) ** 2
 
     p_learned, p_dsp = periodicity(ev.r_learned), periodicity(ev.r_dsp)
@@ -383,7 +391,10 @@ class BandPowers(torch.nn.Module):
     :func:`training.dsp_baseline.band_powers` (numpy's FFT) to float32 round-off. Only the DFT bins
     inside the bands are computed (25 Hz-6.4 kHz: 408 of 513)."""
 
-    def __init__(self, sample_rate: int, cfg=DSP_CONFIG) -> None:
+    basis: torch.Tensor
+    to_bands: torch.Tensor
+
+    def __init__(self, sample_rate: int, cfg: DspConfig = DSP_CONFIG) -> None:
         super().__init__()
         import numpy as np
 

@@ -28,7 +28,8 @@ import torch
 from training.audio import load_audio
 from training.augment import scale_noise
 from training.device_augment import simulate_device
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, log_mel
+from training.frontend import DEFAULT_FRONTEND, SAMPLE_RATE_HZ, FrontEndConfig
+from training.logmel import log_mel
 from training.manifest import audio_path, read_manifest
 from training.noise import kinds_for, make_noise
 from training.real_noise import NoiseBank
@@ -64,7 +65,9 @@ def _mix_background(
         return audio
     snr_db = float(rng.uniform(-5.0, 30.0))
     if choice < 0.6 or not noise_bank:
-        noise = make_noise(str(rng.choice(kinds_for(environment))), len(audio) / 16000, rng)[: len(audio)]
+        noise = make_noise(str(rng.choice(kinds_for(environment))), len(audio) / SAMPLE_RATE_HZ, rng)[
+            : len(audio)
+        ]
     else:
         _, noise = noise_bank.draw(len(audio), rng)
     try:

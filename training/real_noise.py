@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.audio import TARGET_SAMPLE_RATE, AudioError, load_audio
+from training.audio import AudioError, load_audio
+from training.frontend import SAMPLE_RATE_HZ
 
 DEFAULT_NOISE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "noise"
 PART_BOUNDS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
@@ -64,7 +65,7 @@ def splice(x: np.ndarray, num_samples: int, rng: np.random.Generator) -> np.ndar
     periodicity-based estimator hears as breathing. Real background noise does not repeat; spliced
     pieces do not repeat at any fixed lag.
     """
-    rate = TARGET_SAMPLE_RATE
+    rate = SAMPLE_RATE_HZ
     fade = round(SPLICE_FADE_S * rate)
     lo, hi = (round(s * rate) for s in SPLICE_PIECE_S)
     hi = min(hi, len(x))
@@ -97,7 +98,7 @@ def load_noise_bank(part: str, noise_dir: Path | str | None = None) -> NoiseBank
         if not path.is_file():
             continue
         try:
-            audio = load_audio(path, TARGET_SAMPLE_RATE)
+            audio = load_audio(path, SAMPLE_RATE_HZ)
         except AudioError:
             continue
         lo, hi = PART_BOUNDS[part]

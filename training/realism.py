@@ -25,8 +25,8 @@ import numpy as np
 
 from training.audio import load_audio
 from training.dsp_baseline import DEFAULT_CONFIG, band_envelopes
+from training.frontend import SAMPLE_RATE_HZ
 
-SAMPLE_RATE = 16_000
 PROFILE_BINS = 40
 PACED_RATES_BPM = (8.0, 10.0, 12.0, 18.0, 20.0)
 
@@ -37,7 +37,7 @@ class CycleStats:
     profile_db: np.ndarray  # [PROFILE_BINS], peak first, mean removed
 
 
-def cycle_stats(audio: np.ndarray, rate_bpm: float, sample_rate: int = SAMPLE_RATE) -> CycleStats:
+def cycle_stats(audio: np.ndarray, rate_bpm: float, sample_rate: int = SAMPLE_RATE_HZ) -> CycleStats:
     env, env_rate = band_envelopes(audio, sample_rate, DEFAULT_CONFIG)
     loudness_db = 10.0 * np.log10(np.exp(env).sum(axis=0))
     period = 60.0 / rate_bpm * env_rate
@@ -56,7 +56,7 @@ def rrujo_stats(rrujo_dir: Path, every: int = 7) -> list[CycleStats]:
 
     with open(rrujo_dir / "recordings.csv", newline="") as f:
         rows = list(csv.DictReader(f))[::every]
-    return [cycle_stats(load_audio(rrujo_dir / r["path"], SAMPLE_RATE), float(r["rr_bpm"])) for r in rows]
+    return [cycle_stats(load_audio(rrujo_dir / r["path"], SAMPLE_RATE_HZ), float(r["rr_bpm"])) for r in rows]
 
 
 def synthetic_stats(n: int = 30, seed: int = 0, room_floor: bool = True) -> list[CycleStats]:

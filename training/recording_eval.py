@@ -41,14 +41,14 @@ from training.estimator import (
     window_estimate,
     window_evidence,
 )
-from training.frontend import DEFAULT_FRONTEND, log_mel
-from training.manifest import audio_path, read_manifest
+from training.frontend import SAMPLE_RATE_HZ
+from training.logmel import log_mel
+from training.manifest import Segment, audio_path, read_manifest
 from training.models import RRModel
 from training.real_noise import NoiseBank
 
 NOISE_MIX_BANDS_DB = ((10.0, 20.0), (0.0, 10.0), (-5.0, 0.0))
 NO_BREATH = "no breathing"
-SAMPLE_RATE = DEFAULT_FRONTEND.sample_rate
 
 
 @dataclasses.dataclass
@@ -68,7 +68,7 @@ def _spans(corpus: Path, split: str) -> dict[str, list]:
     return by_recording
 
 
-def _group_of(seg) -> str:
+def _group_of(seg: Segment) -> str:
     if seg.source.startswith("rrujo/"):
         return "RRuJO " + seg.source.split("/", 1)[1]
     if seg.source == "synth":
@@ -88,10 +88,10 @@ def evaluation_set(
             segs.sort(key=lambda s: s.start_s)
             start_s, end_s = segs[0].start_s, segs[-1].end_s
             try:
-                audio = load_audio(audio_path(corpus, segs[0]), SAMPLE_RATE, start_s=start_s, end_s=end_s)
+                audio = load_audio(audio_path(corpus, segs[0]), SAMPLE_RATE_HZ, start_s=start_s, end_s=end_s)
             except AudioError:
                 continue
-            if len(audio) < 8 * SAMPLE_RATE:
+            if len(audio) < 8 * SAMPLE_RATE_HZ:
                 continue
             weights = np.array([s.duration_s for s in segs])
             truth = float(np.dot(weights, [s.rr_bpm for s in segs]) / weights.sum())
@@ -119,8 +119,8 @@ def evaluation_set(
                     )
                 )
     for noise_name in sorted(noise_bank.signals) if noise_bank else []:
-        piece = noise_bank.signals[noise_name][: 30 * SAMPLE_RATE]
-        if len(piece) >= 8 * SAMPLE_RATE:
+        piece = noise_bank.signals[noise_name][: 30 * SAMPLE_RATE_HZ]
+        if len(piece) >= 8 * SAMPLE_RATE_HZ:
             recordings.append(
                 EvalRecording(f"noise/{noise_name}", f"{NO_BREATH}: real noise", piece, None, False)
             )
@@ -145,7 +145,7 @@ class RecordingEvidence:
 def recording_evidence(rec: EvalRecording, model: RRModel, with_segments: bool = True) -> RecordingEvidence:
     features = log_mel(rec.audio)
     track = phase_track(model, rec.audio)
-    duration_s = len(rec.audio) / SAMPLE_RATE
+    duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
         estimate_rr_dsp(rec.audio).rr_bpm if with_segments else math.nan,
@@ -169,7 +169,7 @@ def rolling_errors(
     """Per window length: |rolling rate - truth| at every instant a full window is available
     (a rolling window that answers nothing counts as missing, not as an error)."""
     track = phase_track(model, rec.audio)
-    duration_s = len(rec.audio) / SAMPLE_RATE
+    duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     out: dict[float, list[float]] = {}
     for window_s in windows_s:
         errors = []
@@ -190,12 +190,14 @@ def summarise(answers: Sequence[tuple[EvalRecording, dict[str, Answer]]]) -> dic
     for group in groups:
         rows = [(rec, a) for rec, a in answers if rec.group == group]
         for method in methods:
-            given = [(rec, a[method]) for rec, a in rows if a[method].rr_bpm is not None]
+            given = [(rec, bpm) for rec, a in rows if (bpm := a[method].rr_bpm) is not None]
             entry: dict = {"n": len(rows), "answered": len(given) / len(rows)}
             if rows[0][0].rr_bpm is None:
                 entry["false_rate_share"] = entry["answered"]
             else:
-                errors = [abs(ans.rr_bpm - rec.rr_bpm) for rec, ans in given]  # type: ignore[operator]
+                errors = [
+                    abs(bpm - rec.rr_bpm) for rec, bpm in given if rec.rr_bpm is not None
+                ]  # (all, here)
                 entry["mae_bpm"] = float(np.mean(errors)) if errors else math.nan
                 entry["within_1_bpm"] = float(np.mean(np.array(errors) <= 1.0)) if errors else math.nan
                 entry["no_breathing_share"] = sum(a[method].reason == "no_breathing" for _, a in rows) / len(
@@ -287,7 +289,7 @@ def calibrate(
         CALIBRATION_GRID["min_confidence"],
     ):
         cfg = dataclasses.replace(
-            base, adaptive=adaptive, learned_weight=w, min_activity=activity, min_confidence=confidence
+            base, adaptive=bool(adaptive), learned_weight=w, min_activity=activity, min_confidence=confidence
         )
         real = real_group_errors(recordings, evidence, cfg)
         if any(

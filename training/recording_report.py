@@ -48,7 +48,7 @@ def _one_seed(checkpoint: str, corpus_dirs: Sequence[str], split: str, noise_dir
     )
     answers = []
     rolling: dict[float, list[float]] = {w: [] for w in ROLLING_WINDOWS_S}
-    agree = []
+    agree: list[bool] = []
     for rec in recordings:
         evidence = recording_evidence(rec, model)
         answers.append((rec, method_answers(evidence, cfg)))
@@ -75,6 +75,12 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     if not finite:
         return math.nan, math.nan
     return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def _pair(pair: Sequence[float]) -> tuple[float, float]:
+    """A (mean, sd) pair as stored in the combined JSON (a list after a round trip)."""
+    mean, sd = pair
+    return mean, sd
 
 
 def _fmt(mean: float, sd: float, digits: int = 2, seeds: int = 1) -> str:
@@ -120,7 +126,7 @@ def markdown(combined: dict, split: str) -> str:
     for row in combined["rows"]:
         cells = {
             (method, key): _fmt(
-                *row.get(f"{method}/{key}", (math.nan, math.nan)),
+                *_pair(row.get(f"{method}/{key}", (math.nan, math.nan))),
                 seeds=seeds if method != "DSP baseline" else 1,
             )
             for method in METHODS
@@ -147,7 +153,7 @@ def markdown(combined: dict, split: str) -> str:
     lines += ["|---|" + "---|" * len(combined["rolling_mae_bpm"])]
     lines += [
         "| MAE (breaths/min) | "
-        + " | ".join(_fmt(*v, seeds=seeds) for v in combined["rolling_mae_bpm"].values())
+        + " | ".join(_fmt(*_pair(v), seeds=seeds) for v in combined["rolling_mae_bpm"].values())
         + " |"
     ]
     mean, sd = combined["rolling_30s_within_1_bpm_of_whole"]

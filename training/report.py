@@ -44,6 +44,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -80,13 +81,18 @@ class PredictionRow(Segment):
         breath_probs: Sequence[float] | None = None,
         noise_prob: float | None = None,
     ) -> PredictionRow:
-        probs = None if breath_probs is None else tuple(float(p) for p in breath_probs)
+        probs = None
+        if breath_probs is not None:
+            if len(breath_probs) != len(BREATH_CLASSES):
+                raise ValueError(f"breath_probs needs {len(BREATH_CLASSES)} values, not {len(breath_probs)}")
+            none, normal, heavy = (float(p) for p in breath_probs)
+            probs = (none, normal, heavy)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(
             **{k: v for k, v in dataclasses.asdict(segment).items() if k in known},
             rr_pred_bpm=float(rr_pred_bpm),
             rc_pred=None if rc_pred is None else float(rc_pred),
-            breath_probs=probs,  # type: ignore[arg-type]
+            breath_probs=probs,
             noise_prob=None if noise_prob is None else float(noise_prob),
         )
 
@@ -170,18 +176,18 @@ def _validate(runs: Sequence[RunPredictions], rr_norm: tuple[float, float]) -> N
 def _classification(rows: Sequence[PredictionRow]) -> dict:
     """Macro F1 and confusion matrices where the run predicts classes (absent keys otherwise)."""
     out: dict = {}
-    with_breath = [r for r in rows if r.breath_probs is not None]
-    if with_breath:
-        true = np.array([BREATH_CLASSES.index(r.breath_class) for r in with_breath])
-        pred = np.array([int(np.argmax(r.breath_probs)) for r in with_breath])
+    breath = [(r.breath_class, r.breath_probs) for r in rows if r.breath_probs is not None]
+    if breath:
+        true = np.array([BREATH_CLASSES.index(label) for label, _ in breath])
+        pred = np.array([int(np.argmax(probs)) for _, probs in breath])
         cm = metrics.confusion_matrix(true, pred, len(BREATH_CLASSES))
         out["f1_breath"] = metrics.macro_f1(true, pred, len(BREATH_CLASSES))
         out["f1_breath_per_class"] = dict(zip(BREATH_CLASSES, metrics.f1_per_class(cm).tolist(), strict=True))
         out["confusion_breath"] = cm.tolist()
-    with_noise = [r for r in rows if r.noise_prob is not None]
-    if with_noise:
-        true = np.array([int(r.noisy) for r in with_noise])
-        pred = np.array([int(r.noise_prob >= NOISE_THRESHOLD) for r in with_noise])
+    noise = [(r.noisy, r.noise_prob) for r in rows if r.noise_prob is not None]
+    if noise:
+        true = np.array([int(noisy) for noisy, _ in noise])
+        pred = np.array([int(prob >= NOISE_THRESHOLD) for _, prob in noise])
         out["f1_noise"] = metrics.macro_f1(true, pred, 2)
         out["confusion_noise"] = metrics.confusion_matrix(true, pred, 2).tolist()
     return out
@@ -205,7 +211,7 @@ def _recording_level(run: RunPredictions) -> dict:
         if row.recording:
             groups.setdefault(row.recording, []).append(row)
     own = run.recording_rr_pred_bpm or {}
-    recordings = []
+    recordings: list[dict[str, Any]] = []
     for rec_id, rows in sorted(groups.items()):
         preds = [r.rr_pred_bpm for r in rows if math.isfinite(r.rr_pred_bpm)]
         pred = own.get(rec_id, float(np.median(preds)) if preds else math.nan)
@@ -286,127 +292,326 @@ def _group_order(dim: str, groups: Mapping[str, object]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Tables
+# Tables: each is a list of small typed rows built by one function, which also says what is missing.
+# A row knows its JSON (the report.json layout) and its Markdown cells, beside its column headings.
 
 
-def _model_label(entry: Mapping) -> str:
-    base = MODEL_NAMES[entry["model_type"]]
-    return base if entry["units"] is None else f"{base}-{entry['units']}"
+def _model_label(model_type: str, units: int | None) -> str:
+    base = MODEL_NAMES[model_type]
+    return base if units is None else f"{base}-{units}"
 
 
-def _primary_split(entries: Sequence[Mapping]) -> str:
+def _entry_label(entry: Mapping[str, Any]) -> str:
+    return _model_label(entry["model_type"], entry["units"])
+
+
+def _primary_split(entries: Sequence[Mapping[str, Any]]) -> str:
     return "test" if any(e["split"] == "test" for e in entries) else "val"
 
 
-def build_tables(entries: Sequence[Mapping]) -> dict:
-    """Tables I-III, the breakdowns and the recording-level table as lists of row dicts, plus notes."""
-    primary = _primary_split(entries)
-    neural = [e for e in entries if e["model_type"] != "dsp"]
-    missing: dict[str, list[str]] = {"table1": [], "table2": [], "table3": [], "recording_level": []}
+@dataclasses.dataclass(frozen=True)
+class SplitScores:
+    """Table I's numbers of one run on one split (nan where the run has none, or no such split)."""
 
-    # Table I: one row per neural run name, validation and evaluation columns side by side.
-    table1 = []
-    names = list(dict.fromkeys(e["name"] for e in neural))
-    for name in names:
-        by_split = {e["split"]: e for e in neural if e["name"] == name}
-        first = next(iter(by_split.values()))
-        row = {
-            "name": name,
-            "model": _model_label(first),
-            "model_type": first["model_type"],
-            "units": first["units"],
-            "augmented": first["augmented"],
+    ccc: float = math.nan
+    pearson: float = math.nan
+    f1_breath: float = math.nan
+    f1_noise: float = math.nan
+
+    @classmethod
+    def of(cls, segment: Mapping[str, Any]) -> SplitScores:
+        return cls(**{f.name: segment.get(f.name, math.nan) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Table1Row:
+    """Table I: one neural run name, its validation and evaluation (test) scores side by side."""
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "Run",
+        "Model",
+        "Aug.",
+        *(f"{m} {s}" for s in REPORT_SPLITS for m in ("CCC RR", "Pearson RR", "F1 breath", "F1 noise")),
+    )
+    name: str
+    model: str
+    model_type: str
+    units: int | None
+    augmented: bool
+    scores: Mapping[str, SplitScores]  # by split, every one of REPORT_SPLITS
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "model": self.model,
+            "model_type": self.model_type,
+            "units": self.units,
+            "augmented": self.augmented,
         }
         for split in REPORT_SPLITS:
-            seg = by_split[split]["segment"] if split in by_split else {}
-            for key in ("ccc", "pearson", "f1_breath", "f1_noise"):
-                row[f"{key}_{split}"] = seg.get(key, math.nan)
+            out.update({f"{k}_{split}": v for k, v in dataclasses.asdict(self.scores[split]).items()})
+        return out
+
+    def cells(self) -> list[object]:
+        scores = (v for split in REPORT_SPLITS for v in dataclasses.astuple(self.scores[split]))
+        return [self.name, self.model, self.augmented, *scores]
+
+
+def _table1(neural: Sequence[Mapping[str, Any]]) -> tuple[list[Table1Row], list[str]]:
+    rows, missing = [], []
+    for name in dict.fromkeys(e["name"] for e in neural):
+        by_split = {e["split"]: e for e in neural if e["name"] == name}
+        first = next(iter(by_split.values()))
+        scores = {}
+        for split in REPORT_SPLITS:
+            scores[split] = SplitScores.of(by_split[split]["segment"]) if split in by_split else SplitScores()
             if split not in by_split:
-                missing["table1"].append(
-                    f"{name}: no {'validation' if split == 'val' else 'test'} predictions"
-                )
-        table1.append(row)
-    table1.sort(key=lambda r: (MODEL_TYPES.index(r["model_type"]), r["units"] or 0, r["augmented"]))
+                missing.append(f"{name}: no {'validation' if split == 'val' else 'test'} predictions")
+        rows.append(
+            Table1Row(
+                name, _entry_label(first), first["model_type"], first["units"], first["augmented"], scores
+            )
+        )
+    rows.sort(key=lambda r: (MODEL_TYPES.index(r.model_type), r.units or 0, r.augmented))
     tc_units = {e["units"] for e in neural if e["model_type"] == "tclstm"}
     absent = [f"TC-LSTM-{u}" for u in PAPER_UNITS if u not in tc_units]
     if absent:
-        missing["table1"].append("the paper compares 16/32/64 units; no run of " + ", ".join(absent))
+        missing.append("the paper compares 16/32/64 units; no run of " + ", ".join(absent))
+    return rows, missing
 
-    # Table II: every run on the primary split.
-    on_primary = [e for e in entries if e["split"] == primary]
-    table2 = []
+
+@dataclasses.dataclass(frozen=True)
+class Table2Row:
+    """Table II: one run on the primary split (LSTM vs TC-LSTM vs DSP)."""
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "Run",
+        "Model",
+        "Aug.",
+        "n",
+        "CCC",
+        "Pearson",
+        "MSE (z)",
+        "MAE bpm",
+        "RMSE bpm",
+        "F1 breath",
+    )
+    name: str
+    model: str
+    augmented: bool
+    n: int
+    ccc: float
+    pearson: float
+    mse_z: float
+    mae_bpm: float
+    rmse_bpm: float
+    f1_breath: float  # nan for a run without classes (the DSP)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cells(self) -> list[object]:
+        return list(dataclasses.astuple(self))
+
+
+def _table2(on_primary: Sequence[Mapping[str, Any]], primary: str) -> tuple[list[Table2Row], list[str]]:
+    rows = []
     for e in on_primary:
         seg = e["segment"]
-        table2.append(
-            {
-                "name": e["name"],
-                "model": _model_label(e),
-                "augmented": e["augmented"],
-                **{k: seg[k] for k in ("n", "ccc", "pearson", "mse_z", "mae_bpm", "rmse_bpm")},
-                "f1_breath": seg.get("f1_breath", math.nan),
-            }
-        )
-    for model_type in MODEL_TYPES:
-        if not any(e["model_type"] == model_type for e in on_primary):
-            missing["table2"].append(f"no {MODEL_NAMES[model_type]} run on the {primary} split")
+        regression = {k: seg[k] for k in ("n", "ccc", "pearson", "mse_z", "mae_bpm", "rmse_bpm")}
+        f1_breath = seg.get("f1_breath", math.nan)
+        rows.append(Table2Row(e["name"], _entry_label(e), e["augmented"], **regression, f1_breath=f1_breath))
+    missing = [
+        f"no {MODEL_NAMES[model_type]} run on the {primary} split"
+        for model_type in MODEL_TYPES
+        if not any(e["model_type"] == model_type for e in on_primary)
+    ]
+    return rows, missing
 
-    # Table III: per (model, size), MSE per RR range without and with augmentation.
-    table3 = []
-    configs = list(dict.fromkeys((e["model_type"], e["units"]) for e in on_primary))
-    for model_type, units in configs:
-        row: dict = {"model": _model_label({"model_type": model_type, "units": units})}
-        for aug in (False, True):
-            tag = "aug" if aug else "no_aug"
+
+@dataclasses.dataclass(frozen=True)
+class RangeCell:
+    """MSE on z-normalised RR over the segments whose true RR lies in one range, and how many."""
+
+    mse_z: float
+    n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationSide:
+    """One half of a Table III row: the run without (or with) augmentation and its cell per RR range."""
+
+    name: str | None  # None: no such run
+    cells: Mapping[str, RangeCell]  # by RR range, in metrics.RR_RANGES order
+
+
+@dataclasses.dataclass(frozen=True)
+class Table3Row:
+    """Table III: one (model, size), MSE (z) per true-RR range without | with augmentation."""
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "Model",
+        *(f"{r} {t}" for t in ("no aug", "aug") for r in metrics.RR_RANGES),
+    )
+    model: str
+    no_aug: AugmentationSide
+    aug: AugmentationSide
+
+    def sides(self) -> tuple[tuple[str, AugmentationSide], ...]:
+        return (("no_aug", self.no_aug), ("aug", self.aug))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        for tag, side in self.sides():
+            for rr_range, cell in side.cells.items():
+                out[f"mse_z_{rr_range}_{tag}"] = cell.mse_z
+                out[f"n_{rr_range}_{tag}"] = cell.n
+            out[f"name_{tag}"] = side.name
+        return out
+
+    def cells(self) -> list[object]:
+        values = (cell for _, side in self.sides() for cell in side.cells.values())
+        return [self.model, *(f"{_fmt(cell.mse_z)} (n={cell.n})" for cell in values)]
+
+
+def _table3(on_primary: Sequence[Mapping[str, Any]]) -> tuple[list[Table3Row], list[str]]:
+    rows, missing = [], []
+    for model_type, units in dict.fromkeys((e["model_type"], e["units"]) for e in on_primary):
+        model = _model_label(model_type, units)
+        sides = {}
+        for augmented in (False, True):
+            tag = "aug" if augmented else "no_aug"
             match = [
                 e
                 for e in on_primary
-                if (e["model_type"], e["units"], e["augmented"]) == (model_type, units, aug)
+                if (e["model_type"], e["units"], e["augmented"]) == (model_type, units, augmented)
             ]
             if len(match) > 1:
-                missing["table3"].append(
-                    f"{row['model']} ({tag}): several runs, showing {match[0]['name']!r}"
-                )
-            for rr_range in metrics.RR_RANGES:
-                cell = match[0]["rr_ranges"][rr_range] if match else {"n": 0, "mse_z": math.nan}
-                row[f"mse_z_{rr_range}_{tag}"] = cell["mse_z"]
-                row[f"n_{rr_range}_{tag}"] = cell["n"]
-            row[f"name_{tag}"] = match[0]["name"] if match else None
+                missing.append(f"{model} ({tag}): several runs, showing {match[0]['name']!r}")
             if not match and model_type != "dsp":
-                what = "with" if aug else "without"
-                missing["table3"].append(f"{row['model']}: no run {what} augmentation")
-        table3.append(row)
+                missing.append(f"{model}: no run {'with' if augmented else 'without'} augmentation")
+            ranges = match[0]["rr_ranges"] if match else {}
+            cells = {
+                r: RangeCell(ranges[r]["mse_z"], ranges[r]["n"]) if match else RangeCell(math.nan, 0)
+                for r in metrics.RR_RANGES
+            }
+            sides[tag] = AugmentationSide(match[0]["name"] if match else None, cells)
+        rows.append(Table3Row(model, sides["no_aug"], sides["aug"]))
+    return rows, missing
 
-    # Recording level, with the ratio to the DSP baseline's MAE on the same recordings.
-    recording_table = []
+
+@dataclasses.dataclass(frozen=True)
+class RecordingRow:
+    """Recording level: one run and source, with the DSP baseline's MAE on the same recordings."""
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "Run",
+        "Source",
+        "Recordings",
+        "MAE bpm",
+        "RMSE bpm",
+        "Bias bpm",
+        "CCC",
+        "DSP MAE same rec.",
+        "MAE / DSP",
+    )
+    name: str
+    model: str
+    source: str
+    n_recordings: int
+    n_missing_pred: int
+    mae_bpm: float
+    rmse_bpm: float
+    bias_bpm: float
+    ccc: float
+    dsp_mae_same_recordings_bpm: float = math.nan  # nan: no DSP run, or this is the DSP's own row
+    mae_over_dsp_mae: float = math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cells(self) -> list[object]:
+        return [
+            self.name,
+            self.source,
+            self.n_recordings,
+            self.mae_bpm,
+            self.rmse_bpm,
+            self.bias_bpm,
+            self.ccc,
+            self.dsp_mae_same_recordings_bpm,
+            self.mae_over_dsp_mae,
+        ]
+
+
+def _recording_table(on_primary: Sequence[Mapping[str, Any]]) -> tuple[list[RecordingRow], list[str]]:
+    rows = []
     dsp = next((e for e in on_primary if e["model_type"] == "dsp"), None)
     for e in on_primary:
         level = e["recording_level"]
         for source, summary in level["by_source"].items():
             if summary["n_recordings"] == 0 and summary["n_missing_pred"] == 0:
                 continue
-            row = {"name": e["name"], "model": _model_label(e), "source": source, **summary}
-            row["dsp_mae_same_recordings_bpm"] = math.nan
-            row["mae_over_dsp_mae"] = math.nan
+            dsp_mae = ratio = math.nan  # none to compare with, or this is the DSP's own row
             if dsp is not None and e is not dsp:
                 dsp_mae, ratio = _versus_dsp(
                     level["recordings"], dsp["recording_level"]["recordings"], source
                 )
-                row["dsp_mae_same_recordings_bpm"] = dsp_mae
-                row["mae_over_dsp_mae"] = ratio
-            recording_table.append(row)
-    if not recording_table:
-        missing["recording_level"].append("no rows carry a recording id")
+            rows.append(
+                RecordingRow(
+                    e["name"],
+                    _entry_label(e),
+                    source,
+                    **summary,
+                    dsp_mae_same_recordings_bpm=dsp_mae,
+                    mae_over_dsp_mae=ratio,
+                )
+            )
+    missing = []
+    if not rows:
+        missing.append("no rows carry a recording id")
     elif dsp is None:
-        missing["recording_level"].append("no DSP run to compare with")
+        missing.append("no DSP run to compare with")
+    return rows, missing
 
-    return {
-        "primary_split": primary,
-        "table1": table1,
-        "table2": table2,
-        "table3": table3,
-        "recording_level": recording_table,
-        "missing": missing,
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """Tables I-III and the recording-level table on the primary split, and what each is missing."""
+
+    primary_split: str
+    table1: list[Table1Row]
+    table2: list[Table2Row]
+    table3: list[Table3Row]
+    recording_level: list[RecordingRow]
+    missing: dict[str, list[str]]  # by table: "table1", "table2", "table3", "recording_level"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "primary_split": self.primary_split,
+            "table1": [r.to_json() for r in self.table1],
+            "table2": [r.to_json() for r in self.table2],
+            "table3": [r.to_json() for r in self.table3],
+            "recording_level": [r.to_json() for r in self.recording_level],
+            "missing": self.missing,
+        }
+
+
+def build_tables(entries: Sequence[Mapping[str, Any]]) -> Tables:
+    """Tables I-III and the recording-level table from the runs' metrics (``run_metrics`` entries)."""
+    primary = _primary_split(entries)
+    on_primary = [e for e in entries if e["split"] == primary]
+    table1, missing1 = _table1([e for e in entries if e["model_type"] != "dsp"])
+    table2, missing2 = _table2(on_primary, primary)
+    table3, missing3 = _table3(on_primary)
+    recording, missing_recording = _recording_table(on_primary)
+    missing = {
+        "table1": missing1,
+        "table2": missing2,
+        "table3": missing3,
+        "recording_level": missing_recording,
     }
+    return Tables(primary, table1, table2, table3, recording, missing)
 
 
 def _versus_dsp(mine: Sequence[dict], dsp: Sequence[dict], source: str) -> tuple[float, float]:
@@ -497,7 +702,7 @@ def _write_predictions_csv(runs: Sequence[RunPredictions], path: Path) -> None:
         for run in runs:
             for row in run.rows:
                 probs = row.breath_probs or (None,) * len(BREATH_CLASSES)
-                values = [run.name, run.model_type, run.units, int(run.augmented)]
+                values: list[object] = [run.name, run.model_type, run.units, int(run.augmented)]
                 values += [getattr(row, c) for c in COLUMNS]
                 values += [row.rr_pred_bpm, row.rc_pred, *probs, row.noise_prob]
                 writer.writerow(["" if v is None else v for v in values])
@@ -522,6 +727,89 @@ def _write_recordings_csv(entries: Sequence[Mapping], path: Path) -> None:
                 writer.writerow([e["name"], e["split"], *(r[k] for k in header[2:])])
 
 
+@dataclasses.dataclass(frozen=True)
+class RunRow:
+    """The report's list of runs: what each is and how many segments it could not predict."""
+
+    HEADER: ClassVar[tuple[str, ...]] = (
+        "Run",
+        "Model",
+        "Augmented",
+        "Split",
+        "Segments",
+        "Missing predictions",
+    )
+    name: str
+    model: str
+    augmented: bool
+    split: str
+    n_segments: int
+    n_missing_pred: int
+
+    @classmethod
+    def of(cls, e: Mapping[str, Any]) -> RunRow:
+        return cls(
+            e["name"],
+            _entry_label(e),
+            e["augmented"],
+            e["split"],
+            e["n_segments"],
+            e["segment"]["n_missing_pred"],
+        )
+
+    def cells(self) -> list[object]:
+        return list(dataclasses.astuple(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class BreakdownRow:
+    """One group of a breakdown (a gender, stage, SNR band or source) of one run."""
+
+    name: str
+    group: str
+    n: int
+    ccc: float
+    mae_bpm: float
+    mse_z: float
+    f1_breath: float | None  # None for a run without classes
+
+    @staticmethod
+    def header(dim: str) -> tuple[str, ...]:
+        return ("Run", dim, "n", "CCC", "MAE bpm", "MSE (z)", "F1 breath")
+
+    @classmethod
+    def rows(cls, e: Mapping[str, Any], dim: str) -> list[BreakdownRow]:
+        return [
+            cls(e["name"], group, m["n"], m["ccc"], m["mae_bpm"], m["mse_z"], m.get("f1_breath"))
+            for group, m in e["breakdowns"][dim].items()
+        ]
+
+    def cells(self) -> list[object]:
+        return list(dataclasses.astuple(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlandAltmanRow:
+    """Bland-Altman statistics of one run (predicted - true, breaths/min)."""
+
+    HEADER: ClassVar[tuple[str, ...]] = ("Run", "Split", "n", "Bias", "SD", "LoA low", "LoA high")
+    name: str
+    split: str
+    n: int
+    bias: float
+    sd: float
+    loa_low: float
+    loa_high: float
+
+    @classmethod
+    def of(cls, e: Mapping[str, Any]) -> BlandAltmanRow:
+        ba = e["bland_altman"]
+        return cls(e["name"], e["split"], *(ba[k] for k in ("n", "bias", "sd", "loa_low", "loa_high")))
+
+    def cells(self) -> list[object]:
+        return list(dataclasses.astuple(self))
+
+
 def _fmt(value: object, digits: int = 3) -> str:
     if value is None:
         return "—"
@@ -540,144 +828,107 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[s
     return lines
 
 
-def _markdown(report: Mapping, title: str, notes: Sequence[str]) -> str:
-    tables, entries = report["tables"], report["runs"]
-    primary = tables["primary_split"]
-    split_name = "evaluation set (test)" if primary == "test" else "validation set"
-    mean, std = report["rr_norm"]["mean"], report["rr_norm"]["std"]
-    out = [f"# {title}", ""]
-    out += list(notes) + ([""] if notes else [])
-    out += [
-        f"RR z-normalisation (training labels): mean {_fmt(mean)}, std {_fmt(std)} breaths/min. "
-        f"Breakdowns and Tables II-III use the {split_name} split. '—' = not available.",
+def _md_section(heading: str, lines: Sequence[str]) -> list[str]:
+    return ["", f"## {heading}", "", *lines]
+
+
+def _md_table_section(
+    heading: str, header: Sequence[str], rows: Sequence[Sequence[object]], missing: Sequence[str]
+) -> list[str]:
+    """A numbered table: 'No runs for this table.' when empty, then what it is missing."""
+    body = _md_table(header, rows) if rows else ["No runs for this table."]
+    return _md_section(heading, [*body, *(f"- Missing: {note}" for note in missing)])
+
+
+def _md_intro(title: str, notes: Sequence[str], rr_norm: Mapping[str, float], split_name: str) -> list[str]:
+    return [
+        f"# {title}",
         "",
-        "## Runs",
-        "",
+        *notes,
+        *([""] if notes else []),
+        f"RR z-normalisation (training labels): mean {_fmt(rr_norm['mean'])}, std {_fmt(rr_norm['std'])} "
+        f"breaths/min. Breakdowns and Tables II-III use the {split_name} split. '—' = not available.",
     ]
-    out += _md_table(
-        ["Run", "Model", "Augmented", "Split", "Segments", "Missing predictions"],
-        [
-            (
-                e["name"],
-                _model_label(e),
-                e["augmented"],
-                e["split"],
-                e["n_segments"],
-                e["segment"]["n_missing_pred"],
-            )
-            for e in entries
-        ],
-    )
 
-    def section(heading: str, key: str, header: list[str], rows: list[Sequence[object]]) -> None:
-        out.extend(["", f"## {heading}", ""])
-        out.extend(_md_table(header, rows) if rows else ["No runs for this table."])
-        for note in tables["missing"].get(key, []):
-            out.append(f"- Missing: {note}")
 
-    section(
-        "Table I: by model size, validation and evaluation (test) sets",
-        "table1",
-        ["Run", "Model", "Aug."]
-        + [f"{m} {s}" for s in ("val", "test") for m in ("CCC RR", "Pearson RR", "F1 breath", "F1 noise")],
-        [
-            [r["name"], r["model"], r["augmented"]]
-            + [r[f"{k}_{s}"] for s in REPORT_SPLITS for k in ("ccc", "pearson", "f1_breath", "f1_noise")]
-            for r in tables["table1"]
-        ],
-    )
-    section(
-        f"Table II: LSTM vs TC-LSTM vs DSP, {split_name}",
-        "table2",
-        ["Run", "Model", "Aug.", "n", "CCC", "Pearson", "MSE (z)", "MAE bpm", "RMSE bpm", "F1 breath"],
-        [
-            [
-                r[k]
-                for k in ("name", "model", "augmented", "n", "ccc", "pearson", "mse_z", "mae_bpm", "rmse_bpm")
-            ]
-            + [r["f1_breath"]]
-            for r in tables["table2"]
-        ],
-    )
-    ranges = metrics.RR_RANGES
-    section(
-        f"Table III: MSE (z) per true-RR range, without | with augmentation, {split_name}",
-        "table3",
-        ["Model"] + [f"{r} {t}" for t in ("no aug", "aug") for r in ranges],
-        [
-            [r["model"]]
-            + [
-                f"{_fmt(r[f'mse_z_{rr}_{t}'])} (n={r[f'n_{rr}_{t}']})"
-                for t in ("no_aug", "aug")
-                for rr in ranges
-            ]
-            for r in tables["table3"]
-        ],
-    )
+def _md_numbered_tables(tables: Tables, split_name: str) -> list[str]:
+    missing = tables.missing
+    return [
+        *_md_table_section(
+            "Table I: by model size, validation and evaluation (test) sets",
+            Table1Row.HEADER,
+            [r.cells() for r in tables.table1],
+            missing["table1"],
+        ),
+        *_md_table_section(
+            f"Table II: LSTM vs TC-LSTM vs DSP, {split_name}",
+            Table2Row.HEADER,
+            [r.cells() for r in tables.table2],
+            missing["table2"],
+        ),
+        *_md_table_section(
+            f"Table III: MSE (z) per true-RR range, without | with augmentation, {split_name}",
+            Table3Row.HEADER,
+            [r.cells() for r in tables.table3],
+            missing["table3"],
+        ),
+    ]
+
+
+def _md_breakdowns(on_primary: Sequence[Mapping[str, Any]], split_name: str) -> list[str]:
+    out: list[str] = []
     for dim in BREAKDOWNS:
-        rows = []
-        for e in entries:
-            if e["split"] != primary:
-                continue
-            for group, m in e["breakdowns"][dim].items():
-                rows.append(
-                    [e["name"], group, m["n"], m["ccc"], m["mae_bpm"], m["mse_z"], m.get("f1_breath")]
-                )
-        out.extend(["", f"## By {dim.replace('_', ' ')}, {split_name}", ""])
-        out.extend(_md_table(["Run", dim, "n", "CCC", "MAE bpm", "MSE (z)", "F1 breath"], rows))
-    section(
-        f"Recording level, {split_name}",
-        "recording_level",
-        [
-            "Run",
-            "Source",
-            "Recordings",
-            "MAE bpm",
-            "RMSE bpm",
-            "Bias bpm",
-            "CCC",
-            "DSP MAE same rec.",
-            "MAE / DSP",
-        ],
-        [
-            [
-                r["name"],
-                r["source"],
-                r["n_recordings"],
-                r["mae_bpm"],
-                r["rmse_bpm"],
-                r["bias_bpm"],
-                r["ccc"],
-                r["dsp_mae_same_recordings_bpm"],
-                r["mae_over_dsp_mae"],
-            ]
-            for r in tables["recording_level"]
-        ],
-    )
-    methods = {e["name"]: e["recording_level"]["method"] for e in entries if e["split"] == primary}
-    if tables["recording_level"]:
-        out.append("")
-        out.append("Recording rate: " + "; ".join(f"{n}: {m}" for n, m in methods.items()) + ".")
-    out.extend(["", "## Bland-Altman (predicted - true, breaths/min)", ""])
-    out.extend(
-        _md_table(
-            ["Run", "Split", "n", "Bias", "SD", "LoA low", "LoA high"],
-            [
-                [
-                    e["name"],
-                    e["split"],
-                    *(e["bland_altman"][k] for k in ("n", "bias", "sd", "loa_low", "loa_high")),
-                ]
-                for e in entries
-            ],
+        rows = [r.cells() for e in on_primary for r in BreakdownRow.rows(e, dim)]
+        out += _md_section(
+            f"By {dim.replace('_', ' ')}, {split_name}", _md_table(BreakdownRow.header(dim), rows)
         )
+    return out
+
+
+def _md_recording_level(
+    tables: Tables, on_primary: Sequence[Mapping[str, Any]], split_name: str
+) -> list[str]:
+    out = _md_table_section(
+        f"Recording level, {split_name}",
+        RecordingRow.HEADER,
+        [r.cells() for r in tables.recording_level],
+        tables.missing["recording_level"],
     )
-    out.extend(["", "## Plots", ""])
+    if tables.recording_level:
+        methods = {e["name"]: e["recording_level"]["method"] for e in on_primary}
+        out += ["", "Recording rate: " + "; ".join(f"{n}: {m}" for n, m in methods.items()) + "."]
+    return out
+
+
+def _md_plots(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    out = ["", "## Plots", ""]
     for e in entries:
-        out.append(f"### {e['name']} [{e['split']}]")
-        out.append("")
-        out.append(f"![scatter]({e['plots']['scatter']}) ![Bland-Altman]({e['plots']['bland_altman']})")
-        out.append("")
+        plots = e["plots"]
+        out += [
+            f"### {e['name']} [{e['split']}]",
+            "",
+            f"![scatter]({plots['scatter']}) ![Bland-Altman]({plots['bland_altman']})",
+            "",
+        ]
+    return out
+
+
+def _markdown(report: Mapping[str, Any], tables: Tables, title: str, notes: Sequence[str]) -> str:
+    entries = report["runs"]
+    on_primary = [e for e in entries if e["split"] == tables.primary_split]
+    split_name = "evaluation set (test)" if tables.primary_split == "test" else "validation set"
+    out = [
+        *_md_intro(title, notes, report["rr_norm"], split_name),
+        *_md_section("Runs", _md_table(RunRow.HEADER, [RunRow.of(e).cells() for e in entries])),
+        *_md_numbered_tables(tables, split_name),
+        *_md_breakdowns(on_primary, split_name),
+        *_md_recording_level(tables, on_primary, split_name),
+        *_md_section(
+            "Bland-Altman (predicted - true, breaths/min)",
+            _md_table(BlandAltmanRow.HEADER, [BlandAltmanRow.of(e).cells() for e in entries]),
+        ),
+        *_md_plots(entries),
+    ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -687,7 +938,7 @@ def write_report(
     rr_norm: tuple[float, float],
     title: str = "Respira evaluation report",
     notes: Sequence[str] = (),
-) -> dict:
+) -> dict[str, Any]:
     """Write report.md, report.json, predictions.csv, recordings.csv and the plots; return the JSON dict.
 
     ``rr_norm`` = (mean, std) of the training labels' RR. ``notes`` are lines put under the title
@@ -707,11 +958,13 @@ def write_report(
         "title": title,
         "rr_norm": {"mean": float(rr_norm[0]), "std": float(rr_norm[1])},
         "runs": entries,
-        "tables": build_tables(entries),
     }
+    tables = build_tables(entries)
+    report["tables"] = tables.to_json()
     _write_predictions_csv(runs, out / "predictions.csv")
     _write_recordings_csv(entries, out / "recordings.csv")
     safe = _json_safe(report)
+    assert isinstance(safe, dict)  # a dict in, a dict out
     (out / "report.json").write_text(json.dumps(safe, indent=2, allow_nan=False) + "\n")
-    (out / "report.md").write_text(_markdown(report, title, notes))
-    return safe  # type: ignore[return-value]
+    (out / "report.md").write_text(_markdown(report, tables, title, notes))
+    return safe

@@ -52,6 +52,7 @@ import numpy as np
 import soundfile as sf
 
 from training.augment import MAX_PEAK, active_power, draw_snr_db, is_noisy, scale_noise
+from training.frontend import SAMPLE_RATE_HZ
 from training.manifest import Segment, assign_splits, breath_class_for, random_segments, write_manifest
 from training.noise import (
     NOISE_RMS,
@@ -64,7 +65,6 @@ from training.noise import (
     spectral_noise,
 )
 
-SAMPLE_RATE = 16_000
 STAGES = (1, 2, 3, 4)
 STAGE_NAMES = {1: "before exercise", 2: "end of exercise", 3: "just after exercise", 4: "cooling down"}
 # Stage-typical rates (breaths/min); every cycle's rate lies in its stage's range.
@@ -317,7 +317,7 @@ def _add_burst(
 ) -> None:
     """Add one burst's envelope, scaled per source by ``weights``, to ``envelopes`` [source, sample]."""
     n = envelopes.shape[1]
-    first, length = round(onset_s * SAMPLE_RATE), max(round(length_s * SAMPLE_RATE), 2)
+    first, length = round(onset_s * SAMPLE_RATE_HZ), max(round(length_s * SAMPLE_RATE_HZ), 2)
     lo, hi = max(first, 0), min(first + length, n)
     if hi > lo:
         envelopes[:, lo:hi] += np.outer(weights, _burst_shape(length, *shape)[lo - first : hi - first])
@@ -351,9 +351,9 @@ def _render_breath(p: Participant, cycles: BreathCycles, n: int, rng: np.random.
         exhale = amp[k] * np.array([nasal_w, oral_w, hiss_w[1]])
         _add_burst(envelopes, cycles.start_s[k] + 0.03 * ti, inhale_fill[k] * ti, _INHALE_SHAPE, inhale)
         _add_burst(envelopes, cycles.start_s[k] + ti + 0.02 * te, fill[k] * te, _EXHALE_SHAPE, exhale)
-    breath = envelopes[0] * spectral_noise(n, _nasal_shape(p), rng, SAMPLE_RATE)
-    breath += envelopes[1] * spectral_noise(n, _oral_shape(p), rng, SAMPLE_RATE)
-    breath += envelopes[2] * spectral_noise(n, _hiss_shape(p), rng, SAMPLE_RATE)
+    breath = envelopes[0] * spectral_noise(n, _nasal_shape(p), rng, SAMPLE_RATE_HZ)
+    breath += envelopes[1] * spectral_noise(n, _oral_shape(p), rng, SAMPLE_RATE_HZ)
+    breath += envelopes[2] * spectral_noise(n, _hiss_shape(p), rng, SAMPLE_RATE_HZ)
     return breath
 
 
@@ -372,7 +372,7 @@ def room_floor(
     def shape(f: np.ndarray) -> np.ndarray:
         return highpass(f, 40.0, 2) / np.sqrt(np.maximum(f, 100.0) / 100.0)
 
-    return (rms * spectral_noise(n, shape, rng, SAMPLE_RATE)).astype(np.float32)
+    return (rms * spectral_noise(n, shape, rng, SAMPLE_RATE_HZ)).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -387,7 +387,7 @@ class SynthRecording:
     environment: str
     noise_kind: str | None
     snr_db: float | None
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int = SAMPLE_RATE_HZ
 
     @property
     def duration_s(self) -> float:
@@ -439,7 +439,7 @@ def synth_recording(
         raise ValueError(
             f"noise kind {noise_kind!r} is not one heard {environment} ({kinds_for(environment)})"
         )
-    n = round(duration_s * SAMPLE_RATE)
+    n = round(duration_s * SAMPLE_RATE_HZ)
     if rate_bpm == 0:
         cycles = BreathCycles(np.zeros(0), np.zeros(0), np.zeros(0))
     else:
@@ -448,9 +448,9 @@ def synth_recording(
     floor = room_floor(participant, n, rng, room_floor_below_breath_db)
     audio = breath + floor
     if noise_kind is not None and snr_db is not None:
-        noise = make_noise(noise_kind, duration_s, rng, SAMPLE_RATE)[:n]
-        if active_power(breath, SAMPLE_RATE) > 0:
-            audio = audio + scale_noise(breath, noise, snr_db, SAMPLE_RATE)
+        noise = make_noise(noise_kind, duration_s, rng, SAMPLE_RATE_HZ)[:n]
+        if active_power(breath, SAMPLE_RATE_HZ) > 0:
+            audio = audio + scale_noise(breath, noise, snr_db, SAMPLE_RATE_HZ)
         else:  # nothing to measure against: relative to the participant's nominal breath level
             audio = audio + noise * (10 ** ((participant.level_dbfs - snr_db) / 20) / NOISE_RMS)
     # Keep the peak under full scale; scaling the whole clip changes neither its SNR nor its labels.
@@ -574,7 +574,7 @@ def _render(plan: _Plan, out_dir: str) -> list[Segment]:
         pause_prob=plan.pause_prob,
     )
     rel = f"audio/{plan.recording}.flac"
-    sf.write(Path(out_dir) / rel, rec.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    sf.write(Path(out_dir) / rel, rec.audio, SAMPLE_RATE_HZ, format="FLAC", subtype="PCM_16")
     segments = []
     for start_s, end_s in plan.cuts:
         rr_bpm, count = (round(value, 4) for value in rec.label(start_s, end_s))

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
-from training.dataset import Example, band_limit, batches, feature_stats, load_examples
+from training.dataset import Batch, Example, band_limit, batches, feature_stats, load_examples
 from training.estimator import EstimatorConfig, learned_rate
 from training.frontend import DEFAULT_FRONTEND
 from training.losses import (
@@ -35,7 +36,14 @@ from training.losses import (
 )
 from training.manifest import BREATH_CLASSES
 from training.models import RRModel
-from training.phase_data import PhaseExample, collate_phase, noise_windows, paced_windows, synth_windows
+from training.phase_data import (
+    PhaseBatch,
+    PhaseExample,
+    collate_phase,
+    noise_windows,
+    paced_windows,
+    synth_windows,
+)
 from training.real_noise import load_noise_bank
 
 
@@ -140,7 +148,9 @@ def recalibrate(checkpoint: Path | str, corpus_dirs: Sequence[Path | str]) -> di
     return calibration
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """The learning-rate schedule of ``cfg.lr_schedule`` (ours), stepped once per epoch; None = constant.
 
     "plateau" watches the validation CCC of RR (mode "max"): the paper's rate of 0.01 finds a good
@@ -159,7 +169,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
-def augment_batch(batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.random.Generator) -> None:
+def augment_batch(
+    batch: Batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.random.Generator
+) -> None:
     """Band-limit some synthetic segments of a training batch in place (ours; see TrainConfig)."""
     if not cfg.band_limit_prob:
         return
@@ -169,6 +181,39 @@ def augment_batch(batch, examples: Sequence[Example], cfg: TrainConfig, rng: np.
             n = len(e.features)
             cutoff_hz = rng.uniform(*cfg.band_limit_hz)
             batch.features[row, :n] = torch.from_numpy(band_limit(e.features, cutoff_hz))
+
+
+def _train_val_examples(
+    corpus_dirs: Sequence[Path | str],
+    progress: bool,
+    train_examples: Sequence[Example] | None,
+    val_examples: Sequence[Example] | None,
+) -> tuple[Sequence[Example], Sequence[Example]]:
+    """The examples given, or the corpora's ``train`` and ``val`` splits; refuses an empty split."""
+    if train_examples is None:
+        train_examples = load_examples(corpus_dirs, ["train"], progress=progress)
+    if val_examples is None:
+        val_examples = load_examples(corpus_dirs, ["val"], progress=progress)
+    if not train_examples:
+        raise TrainingDataError(f"no 'train' segments in {', '.join(map(str, corpus_dirs))}")
+    if not val_examples:
+        raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
+    return train_examples, val_examples
+
+
+def _phase_loss(model: RRModel, batch: PhaseBatch, cfg: TrainConfig, sums: dict[str, float]) -> torch.Tensor:
+    """The phase head's losses on a batch of long windows, weighted by ``cfg.phase_weight``; each one's
+    value is added to ``sums`` (the epoch's running totals)."""
+    logits = model(batch.features, batch.lengths).phase_logits
+    steps = torch.div(batch.lengths, cfg.frame_stride, rounding_mode="floor")
+    losses = {
+        "phase_ce": phase_cross_entropy(logits, batch.phase),
+        "periodicity": periodicity_loss(logits, batch.period_steps, steps),
+        "activity": activity_loss(logits, batch.breathing, steps),
+    }
+    for name, value in losses.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach())
+    return cfg.phase_weight * cast(torch.Tensor, sum(losses.values()))
 
 
 def train(
@@ -183,14 +228,7 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(cfg.seed)
-    if train_examples is None:
-        train_examples = load_examples(corpus_dirs, ["train"], progress=progress)
-    if val_examples is None:
-        val_examples = load_examples(corpus_dirs, ["val"], progress=progress)
-    if not train_examples:
-        raise TrainingDataError(f"no 'train' segments in {', '.join(map(str, corpus_dirs))}")
-    if not val_examples:
-        raise TrainingDataError(f"no 'val' segments in {', '.join(map(str, corpus_dirs))}")
+    train_examples, val_examples = _train_val_examples(corpus_dirs, progress, train_examples, val_examples)
 
     # -- normalisation and class weights from the training split only
     model = RRModel.from_config(cfg, DEFAULT_FRONTEND)
@@ -209,11 +247,11 @@ def train(
     phase_train, phase_val = phase_examples(cfg, corpus_dirs, progress) if cfg.phase_weight else ([], [])
     phase_order = np.random.default_rng(cfg.seed + 2)  # its own stream, as for augmentation
 
-    def next_phase_batch():
+    def next_phase_batch() -> PhaseBatch:
         index = phase_order.choice(len(phase_train), size=min(cfg.phase_batch_size, len(phase_train)))
         return collate_phase([phase_train[i] for i in index], cfg.frame_stride)
 
-    best = {"val_score": -np.inf, "val_ccc_rr": -np.inf, "epoch": -1, "state": None}
+    best: dict[str, Any] = {"val_score": -np.inf, "val_ccc_rr": -np.inf, "epoch": -1, "state": None}
     history = []
     started = time.monotonic()
     for epoch in range(cfg.max_epochs):
@@ -238,17 +276,7 @@ def train(
             )
             loss = loss_fn.total(losses, weights)
             if phase_train:
-                pb = next_phase_batch()
-                logits = model(pb.features, pb.lengths).phase_logits
-                steps = torch.div(pb.lengths, cfg.frame_stride, rounding_mode="floor")
-                phase_losses = {
-                    "phase_ce": phase_cross_entropy(logits, pb.phase),
-                    "periodicity": periodicity_loss(logits, pb.period_steps, steps),
-                    "activity": activity_loss(logits, pb.breathing, steps),
-                }
-                loss = loss + cfg.phase_weight * sum(phase_losses.values())
-                for name, value in phase_losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                loss = loss + _phase_loss(model, next_phase_batch(), cfg, sums)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -6,6 +6,8 @@ nested in it), so a new endpoint cannot forget it; only operations declared `pub
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import current_app, g, request
 
 from backend.db import get_db
@@ -18,11 +20,11 @@ LIMITER_KEY = "respira.auth_failures"
 
 def current_principal() -> Principal:
     """The authenticated caller (user and device token) of this request."""
-    return g.principal
+    return cast(Principal, g.principal)
 
 
 def auth_failure_limiter() -> AuthFailureLimiter:
-    return current_app.extensions[LIMITER_KEY]
+    return cast(AuthFailureLimiter, current_app.extensions[LIMITER_KEY])
 
 
 def _unauthorized(detail: str, error: str | None = None) -> ProblemError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, current_app, render_template
 
@@ -22,7 +22,7 @@ def openapi_document() -> dict[str, Any]:
         current_app.extensions[CACHE_KEY] = build_openapi(
             current_app, title=TITLE, version=VERSION, prefix="/api/v1"
         )
-    return current_app.extensions[CACHE_KEY]
+    return cast(dict[str, Any], current_app.extensions[CACHE_KEY])
 
 
 @bp.get("/openapi.json")

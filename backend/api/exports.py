@@ -12,6 +12,7 @@ from sqlalchemy import select
 from backend import tasks
 from backend.api.auth import current_principal
 from backend.api.openapi import operation
+from backend.background import app_object
 from backend.db import get_db, get_session, utcnow
 from backend.exports import EXTENSIONS, MEDIA_TYPES, export_stream
 from backend.exports import jobs as export_jobs
@@ -68,7 +69,7 @@ def job_json(job: ExportJob) -> dict[str, Any]:
         file_url=f"{url}/file" if job.status == "succeeded" else None,
         format=ExportFormat(job.format),
         since=job.since,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,  # type: ignore[arg-type]  # a str column; pydantic checks the value
         bytes=job.bytes_written,
         error=job.error,
         created_at=job.created_at,
@@ -90,7 +91,7 @@ def job_json(job: ExportJob) -> dict[str, Any]:
 )
 def create_export_job(query: ExportQuery) -> tuple[dict[str, Any], int, dict[str, str]]:
     job = export_jobs.create_job(get_db(), current_principal().user_id, query.format, query.since)
-    tasks.submit_export(current_app._get_current_object(), job)  # type: ignore[attr-defined]
+    tasks.submit_export(app_object(), job)
     body = job_json(job)
     return body, 202, {"Location": body["url"]}
 
@@ -120,7 +121,7 @@ def _job_of_caller(job_id: Any) -> ExportJob:
 )
 def get_export_job(path: ExportJobPath) -> dict[str, Any]:
     job = _job_of_caller(path.job_id)
-    return job_json(tasks.check_export(current_app._get_current_object(), job))  # type: ignore[attr-defined]
+    return job_json(tasks.check_export(app_object(), job))
 
 
 @bp.get("/exports/<job_id>/file")

@@ -11,13 +11,14 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, current_app, request, url_for
 from sqlalchemy import select
 
 from backend.api.auth import current_principal
 from backend.api.openapi import malformed_json, operation, parse_body, require_json
+from backend.background import app_object
 from backend.db import get_db, get_session, transactional
 from backend.exports.schemas import RespiraExport
 from backend.imports import health_auto_export, json_restore, push_stream, setting
@@ -37,7 +38,11 @@ from backend.imports.schemas import (
     ImportJobList,
     ImportJobOut,
     ImportJobPath,
+    ImportKind,
     ImportListQuery,
+    ImportStatus,
+    SkippedRecords,
+    StoredKind,
 )
 from backend.models import ImportJob
 from backend.problems import (
@@ -84,16 +89,16 @@ def job_json(job: ImportJob) -> dict[str, Any]:
     out = ImportJobOut(
         id=job.uuid,
         url=job_url(job),
-        kind=job.kind,  # type: ignore[arg-type]
-        status=job.status,  # type: ignore[arg-type]
+        kind=cast(ImportKind, job.kind),  # a str column; pydantic checks the value
+        status=cast(ImportStatus, job.status),
         filename=job.filename,
         progress=progress,
         bytes_total=job.bytes_total,
         bytes_done=job.bytes_done,
         counts=job.counts or {},
         warnings=job.warnings or [],
-        skipped=job.skipped or [],
-        stored=stored_rows(job.counts or {}),
+        skipped=[SkippedRecords.model_validate(s) for s in job.skipped or []],
+        stored=[StoredKind.model_validate(r) for r in stored_rows(job.counts or {})],
         error=job.error,
         error_line=job.error_line,
         created_at=job.created_at,
@@ -201,7 +206,7 @@ def apple_health() -> tuple[dict[str, Any], int, dict[str, str]]:
         if done.status != "succeeded":
             raise _export_problem(None, done)
         return job_json(done), 201, headers
-    submit_import(current_app._get_current_object(), job, path)  # type: ignore[attr-defined]
+    submit_import(app_object(), job, path)
     return job_json(load_job(db, job.id) or job), 202, headers
 
 
@@ -250,7 +255,7 @@ def health_auto_export_push() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise
     db = get_db()
     job = create_job(db, current_principal().user_id, "health_auto_export", None, job_uuid)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app_object()
     submit_import(app, job, path)
     return job_json(load_job(db, job.id) or job), 202, {"Location": job_url(job)}
 
@@ -301,7 +306,7 @@ def get_import(path: ImportJobPath) -> dict[str, Any]:
     )
     if job is None:
         raise ProblemError(404, "Not Found", f"No import {path.job_id} for this user.")
-    return job_json(check_import(current_app._get_current_object(), job))  # type: ignore[attr-defined]
+    return job_json(check_import(app_object(), job))
 
 
 @bp.get("/imports")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, request
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from backend.problems import MALFORMED_JSON, PROBLEM_MIMETYPE, FieldError, ProblemError, field_errors
 from backend.schemas import Problem
@@ -70,7 +70,7 @@ def operation(summary: str, **spec: Any) -> Callable[[Callable[..., Any]], Calla
                 kwargs["body"] = parse_body(op.body)
             return view(**kwargs)
 
-        wrapper.openapi = op  # type: ignore[attr-defined]
+        wrapper.openapi = op  # type: ignore[attr-defined]  # the declaration rides on the view; build_openapi reads it
         return wrapper
 
     return decorate
@@ -156,7 +156,7 @@ def build_openapi(app: Flask, *, title: str, version: str, prefix: str) -> dict[
 
 
 def _component_schemas(ops: list[Operation]) -> dict[str, Any]:
-    models: dict[tuple[type[BaseModel], str], None] = {(Problem, "serialization"): None}
+    models: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(Problem, "serialization"): None}
     for op in ops:
         for model in (op.path, op.query, op.body):
             if model is not None:

@@ -116,14 +116,14 @@ def _workout_rows(writer: csv.DictWriter[str], workout: Workout) -> None:
             )
     for reading in sorted(workout.pulse_readings, key=lambda r: PULSE_ORDER.index(r.point)):
         number = stage_of_point(reading.point)
-        stage = stages.get(number)
+        of_stage = stages.get(number)
         writer.writerow(
             {
                 "record": "pulse",
                 **common,
                 "stage": number,
-                "stage_started_at": utc_iso(stage.started_at) if stage else None,
-                "stage_duration_s": stage.duration_s if stage else None,
+                "stage_started_at": utc_iso(of_stage.started_at) if of_stage else None,
+                "stage_duration_s": of_stage.duration_s if of_stage else None,
                 "pulse_point": reading.point,
                 "pulse_bpm": reading.bpm,
                 "pulse_measured_at": utc_iso(reading.measured_at),

@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from backend import background
-from backend.db import Database, utcnow
+from backend.db import Database, rowcount, utcnow
 from backend.exports import EXTENSIONS, export_stream
 from backend.exports.schemas import ExportFormat
 from backend.imports.jobs import this_worker, worker_gone
@@ -66,7 +66,7 @@ def _set(db: Database, job_id: int, **values: Any) -> bool:
     """Update the job row; False when it is gone (its account was deleted meanwhile)."""
     with db.session(write=True) as session, session.begin():
         return bool(
-            session.execute(update(ExportJob).where(ExportJob.id == job_id).values(**values)).rowcount
+            rowcount(session.execute(update(ExportJob).where(ExportJob.id == job_id).values(**values)))
         )
 
 

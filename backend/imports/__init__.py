@@ -9,7 +9,6 @@
     json_restore        re-importing a JSON export (portability)
     matching            attaching heart-rate samples to workouts; filling missing protocol pulse points
     jobs                import jobs: batches, progress, background threads, the job resource
-    synthetic           a realistic synthetic export.xml for tests, benchmarks and demos
 
 Settings (app config, or RESPIRA_<NAME> in the environment) and their defaults are in `SETTINGS`.
 """

@@ -111,10 +111,12 @@ def _run_in_transaction(user: str, file: Path, kind: str, model: type[BaseModel]
             skipped: list[dict[str, Any]] = []
             if isinstance(body, RespiraExport):
                 counts, warnings = json_restore.restore(session, user_id, body)
-            else:
+            elif isinstance(body, HealthAutoExportPush):
                 counts, warnings, skipped = health_auto_export.import_push(
                     session, user_id, body, tolerance_s
-                )  # type: ignore[arg-type]
+                )
+            else:
+                raise TypeError(f"no importer for {type(body).__name__}")
             record_finished_job(session, user_id, kind, counts, warnings, file.name, skipped)
     except ProblemError as exc:
         details = "\n".join(f"  {e.field}: {e.detail}" for e in exc.errors[:20])

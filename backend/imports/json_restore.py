@@ -11,6 +11,7 @@ invalid part is refused with 422 naming the field, and nothing is stored.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -49,9 +50,13 @@ def _workout_ids(
     return {**stored, **restored}
 
 
-def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[dict[str, int], list[str]]:
-    """Store the document for `user_id` (in the caller's transaction); returns job counts and warnings."""
-    errors: list[FieldError] = []
+Linker = Callable[[uuid.UUID | None, tuple[str | int, ...]], int | None]
+
+
+def _put_workouts(
+    session: Session, user_id: int, document: RespiraExport
+) -> tuple[dict[uuid.UUID, int], int]:
+    """Create or replace the document's workouts; (database id by workout UUID, how many were new)."""
     restored: dict[uuid.UUID, int] = {}
     created = 0
     for i, exported in enumerate(document.workouts):
@@ -64,18 +69,13 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
             ) from None
         restored[exported.id] = workout.id
         created += is_new
+    return restored, created
 
-    links = {s.workout_id for s in document.health_samples} | {w.workout_id for w in document.health_workouts}
-    ids = _workout_ids(session, user_id, {link for link in links if link is not None}, restored)
 
-    def link(workout_uuid: uuid.UUID | None, loc: tuple[str | int, ...]) -> int | None:
-        if workout_uuid is None:
-            return None
-        if workout_uuid not in ids:
-            errors.append(FieldError(loc, f"no workout {workout_uuid} in this document or stored for you"))
-        return ids.get(workout_uuid)
-
-    samples, sample_links = [], []
+def _samples(
+    document: RespiraExport, link: Linker, errors: list[FieldError]
+) -> tuple[list[SampleIn], list[int | None]]:
+    samples, links = [], []
     for j, s in enumerate(document.health_samples):
         loc = ("health_samples", j)
         if s.ended_at < s.started_at:
@@ -85,8 +85,14 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
         samples.append(
             SampleIn(s.kind.value, s.started_at, s.ended_at, s.bpm, s.source, s.bpm_min, s.bpm_max)
         )
-        sample_links.append(link(s.workout_id, (*loc, "workout_id")))
-    health_workouts, workout_links = [], []
+        links.append(link(s.workout_id, (*loc, "workout_id")))
+    return samples, links
+
+
+def _health_workouts(
+    document: RespiraExport, link: Linker, errors: list[FieldError]
+) -> tuple[list[HealthWorkoutIn], list[int | None]]:
+    health_workouts, links = [], []
     for k, w in enumerate(document.health_workouts):
         loc = ("health_workouts", k)
         if w.ended_at < w.started_at:
@@ -103,7 +109,11 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
                 w.hr_max_bpm,
             )
         )
-        workout_links.append(link(w.workout_id, (*loc, "workout_id")))
+        links.append(link(w.workout_id, (*loc, "workout_id")))
+    return health_workouts, links
+
+
+def _markers(document: RespiraExport, errors: list[FieldError]) -> list[MarkerIn]:
     markers = []
     for m_index, m in enumerate(document.fitness_markers):
         loc = ("fitness_markers", m_index)
@@ -112,6 +122,26 @@ def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[di
         if problem := marker_problem(m.kind.value, m.value):
             errors.append(FieldError((*loc, "value"), problem))
         markers.append(MarkerIn(m.kind.value, m.started_at, m.ended_at, m.value, m.source, m.local_date))
+    return markers
+
+
+def restore(session: Session, user_id: int, document: RespiraExport) -> tuple[dict[str, int], list[str]]:
+    """Store the document for `user_id` (in the caller's transaction); returns job counts and warnings."""
+    errors: list[FieldError] = []
+    restored, created = _put_workouts(session, user_id, document)
+    links = {s.workout_id for s in document.health_samples} | {w.workout_id for w in document.health_workouts}
+    ids = _workout_ids(session, user_id, {link for link in links if link is not None}, restored)
+
+    def link(workout_uuid: uuid.UUID | None, loc: tuple[str | int, ...]) -> int | None:
+        if workout_uuid is None:
+            return None
+        if workout_uuid not in ids:
+            errors.append(FieldError(loc, f"no workout {workout_uuid} in this document or stored for you"))
+        return ids.get(workout_uuid)
+
+    samples, sample_links = _samples(document, link, errors)
+    health_workouts, workout_links = _health_workouts(document, link, errors)
+    markers = _markers(document, errors)
     if errors:
         raise ProblemError.invalid(errors[:50], "Invalid export document")
 

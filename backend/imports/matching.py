@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from backend import summaries
-from backend.db import utcnow
+from backend.db import rowcount, utcnow
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, PulsePoint, stage_of_point, values
 from backend.imports.records import HEART_RATE
 from backend.models import HealthSample, HealthWorkout, PulseReading, Stage, Workout
@@ -121,7 +121,7 @@ def match_workout(session: Session, workout: Workout, tolerance: timedelta) -> M
         .values(workout_id=workout.id)
         .execution_options(synchronize_session=False)
     )
-    counts.samples_attached = attached.rowcount or 0
+    counts.samples_attached = rowcount(attached) or 0
 
     stored = {r.point for r in workout.pulse_readings}
     for point in values(PulsePoint):
@@ -171,7 +171,3 @@ def match_workouts(
         total.samples_attached += counts.samples_attached
         total.pulse_filled += counts.pulse_filled
     return total
-
-
-def time_range(moments: Sequence[datetime]) -> tuple[datetime | None, datetime | None]:
-    return (min(moments), max(moments)) if moments else (None, None)

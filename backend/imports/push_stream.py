@@ -59,6 +59,7 @@ log = logging.getLogger("respira.imports")
 METRIC = "data.metrics.item"
 POINT = "data.metrics.item.data.item"
 WORKOUT = "data.workouts.item"
+METRIC_FIELDS = frozenset({f"{METRIC}.name", f"{METRIC}.units", METRIC})  # what scan reads of a metric
 WORKOUT_POINT_LISTS = ("heartRateData", "heartRateRecovery")
 MAX_WORKOUT_POINTS = 100_000  # heart-rate points of one workout: 69 days at one a minute
 MAX_WORKOUT_VALUES = 1_000_000  # JSON values in one workout (routes included): it is built whole
@@ -128,13 +129,7 @@ def scan(path: Path) -> Scan:
             for prefix, event, value, indices in _events(file):
                 want = CONTAINERS.get(prefix)
                 if want is not None and event not in ("end_map", "end_array", "map_key"):
-                    loc = _loc(prefix, indices)
-                    if event != want:
-                        raise PushInvalid([FieldError(loc, f"must be {KIND_NAMES[want]}")])
-                    if not prefix.endswith("item"):  # (array items cannot repeat; and are many)
-                        if loc in seen:
-                            raise PushInvalid([FieldError(loc, "is given twice")])
-                        seen.add(loc)
+                    _check_container(prefix, event, want, indices, seen)
                 if prefix == POINT and event == "start_map":
                     metric = indices[METRIC]
                     out.points[metric] = out.points.get(metric, 0) + 1
@@ -146,21 +141,40 @@ def scan(path: Path) -> Scan:
                         loc = _loc(WORKOUT, indices)
                         raise PushInvalid([FieldError(loc, f"holds more than {MAX_WORKOUT_VALUES:,} values")])
                 _count_other_arrays(out, prefix, event)
-                if prefix == f"{METRIC}.name":
-                    if event != "string":
-                        raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string")])
-                    out.names[indices[METRIC]] = value
-                elif prefix == f"{METRIC}.units":
-                    if event not in ("string", "null"):
-                        raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string or null")])
-                    out.units[indices[METRIC]] = value
-                elif prefix == METRIC and event == "end_map" and indices[METRIC] not in out.names:
-                    raise PushInvalid([FieldError((*_loc(METRIC, indices), "name"), "Field required")])
+                if prefix in METRIC_FIELDS:
+                    _read_metric_field(out, prefix, event, value, indices)
         except ijson.JSONError as exc:
             raise PushInvalid([FieldError((), f"not valid JSON: {exc}")]) from None
     if ("data",) not in seen:
         raise PushInvalid([FieldError(("data",), "Field required")])
     return out
+
+
+def _check_container(
+    prefix: str, event: str, want: str, indices: dict[str, int], seen: set[tuple[str | int, ...]]
+) -> None:
+    """A container (object or array) of the expected kind, not given twice; raises PushInvalid."""
+    loc = _loc(prefix, indices)
+    if event != want:
+        raise PushInvalid([FieldError(loc, f"must be {KIND_NAMES[want]}")])
+    if not prefix.endswith("item"):  # (array items cannot repeat; and are many)
+        if loc in seen:
+            raise PushInvalid([FieldError(loc, "is given twice")])
+        seen.add(loc)
+
+
+def _read_metric_field(out: Scan, prefix: str, event: str, value: Any, indices: dict[str, int]) -> None:
+    """A metric's name (required, a string) or units (a string or null); raises PushInvalid."""
+    if prefix == f"{METRIC}.name":
+        if event != "string":
+            raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string")])
+        out.names[indices[METRIC]] = value
+    elif prefix == f"{METRIC}.units":
+        if event not in ("string", "null"):
+            raise PushInvalid([FieldError(_loc(prefix, indices), "must be a string or null")])
+        out.units[indices[METRIC]] = value
+    elif event == "end_map" and indices[METRIC] not in out.names:
+        raise PushInvalid([FieldError((*_loc(METRIC, indices), "name"), "Field required")])
 
 
 def _count_other_arrays(out: Scan, prefix: str, event: str) -> None:
@@ -188,8 +202,8 @@ class _Totals:
         """Count what `out` converted (then it is emptied; its skips are counted by `finish`)."""
         self.counts["records_read"] += len(out.samples) + len(out.markers) + len(out.workouts)
         self.counts["health_workouts_read"] += len(out.workouts)
-        for record in (*out.samples, *out.markers):
-            self.counts[f"{record.kind}_read"] += 1
+        for kind in [s.kind for s in out.samples] + [m.kind for m in out.markers]:
+            self.counts[f"{kind}_read"] += 1
         moments = [s.started_at for s in out.samples]  # (markers belong to no workout: not matched)
         moments += [t for w in out.workouts for t in (w.started_at, w.ended_at)]
         if moments:

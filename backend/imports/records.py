@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from backend.db import insert_ignoring_duplicates, utcnow
+from backend.db import insert_ignoring_duplicates, table_of, utcnow
 from backend.domain import PULSE_MAX_BPM, PULSE_MIN_BPM, RR_MAX_BPM
 from backend.models import FitnessMarker, HealthSample, HealthWorkout
 
@@ -163,7 +163,7 @@ def store_samples(
                 "created_at": stored_at,
             }
         )
-    table: Table = HealthSample.__table__  # type: ignore[assignment]
+    table = table_of(HealthSample)
     return {kind: _insert_new(session, table, rows) for kind, rows in by_kind.items()}
 
 
@@ -184,7 +184,7 @@ def store_markers(session: Session, user_id: int, markers: Sequence[MarkerIn]) -
                 "created_at": stored_at,
             }
         )
-    table: Table = FitnessMarker.__table__  # type: ignore[assignment]
+    table = table_of(FitnessMarker)
     return {kind: _insert_new(session, table, rows) for kind, rows in by_kind.items()}
 
 
@@ -212,4 +212,4 @@ def store_health_workouts(
         }
         for i, w in enumerate(workouts)
     ]
-    return _insert_new(session, HealthWorkout.__table__, rows)  # type: ignore[arg-type]
+    return _insert_new(session, table_of(HealthWorkout), rows)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
-from flask import Blueprint, Flask, Response, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.wrappers import Response as BaseResponse  # redirect()'s type; flask's Response is one
 
 from backend.api.auth import auth_failure_limiter
 from backend.db import get_db, get_session
@@ -63,10 +65,10 @@ def load_user(session_key: str) -> WebUser | None:
 
 
 def current_web_user() -> WebUser:
-    return current_user._get_current_object()  # type: ignore[no-any-return]
+    return cast(WebUser, current_user._get_current_object())  # flask_login is untyped
 
 
-def require_login() -> Response | None:
+def require_login() -> BaseResponse | None:
     """Before every web request: default-deny, like the API's token check."""
     if current_user.is_authenticated:
         return None
@@ -97,7 +99,7 @@ def _check_credentials(name: str, password: str) -> User | None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int, dict[str, str]] | str:
+def login() -> BaseResponse | tuple[str, int, dict[str, str]] | str:
     next_url = safe_next_url(request.args.get("next"))
     if current_user.is_authenticated:
         return redirect(next_url or url_for("web.workouts.index"))
@@ -131,7 +133,7 @@ def login() -> Response | tuple[str, int, dict[str, str]] | str:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     end_web_session(current_web_user().session_key)  # the web blueprint has checked the CSRF token
     logout_user()
     session.clear()
@@ -140,7 +142,7 @@ def logout() -> Response:
 
 
 @bp.post("/sessions/end-others")
-def end_other_sessions() -> Response:
+def end_other_sessions() -> BaseResponse:
     """Log out every other session of this person (another browser, a lost laptop)."""
     me = current_web_user()
     with get_db().session(write=True) as writer, writer.begin():

@@ -30,7 +30,7 @@ PULSE_POINTS = ("before_1", "before_2", "before_3", "after_3", "before_4", "afte
 def nice_step(span: float, count: int) -> float:
     """A round step (1, 2, 2.5 or 5 times a power of ten) giving about `count` intervals over `span`."""
     raw = span / max(count, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude: float = 10 ** math.floor(math.log10(raw))  # (an int for steps of 1 and up)
     for factor in (1, 2, 2.5, 5, 10):
         if factor * magnitude >= raw:
             return factor * magnitude

@@ -23,7 +23,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.clock import now
-from backend.db import get_db
+from backend.db import get_db, rowcount
 from backend.models import User, WebSession
 
 TOUCH_INTERVAL = timedelta(seconds=60)  # last_seen_at is written at most this often per session
@@ -121,4 +121,4 @@ def end_web_sessions(session: Session, user_id: int, *, except_key: str | None =
     query = delete(WebSession).where(WebSession.user_id == user_id)
     if except_key is not None:
         query = query.where(WebSession.key_hash != _hash(except_key))
-    return session.execute(query).rowcount
+    return rowcount(session.execute(query))

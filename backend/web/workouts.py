@@ -137,13 +137,13 @@ def index() -> tuple[str, int]:
         )
     else:
         number = int(page_number)
-        workouts, more = sorted_page(user.user_id, filters, key, descending, number)
+        workouts, has_more = sorted_page(user.user_id, filters, key, descending, number)
         sort_arg = {"sort": ("-" if descending else "") + key}
         context["page"] = {"workouts": workouts}
         context["pager"] = _pager(
             form,
             sort_arg if number > 1 else None,
-            {**sort_arg, "page": str(number + 1)} if more else None,
+            {**sort_arg, "page": str(number + 1)} if has_more else None,
             "First page",
             "Next page",
         )
@@ -160,10 +160,10 @@ def _pager(
 ) -> list[tuple[str, str]]:
     """Links (text, url) to the first page and the next one, keeping the filters; None: no such link."""
     links = []
-    if first is not None:
-        links.append((first_text, url_for("web.workouts.index", **first, **form.query())))
-    if after is not None:
-        links.append((after_text, url_for("web.workouts.index", **after, **form.query())))
+    for text, page in ((first_text, first), (after_text, after)):
+        if page is not None:
+            arguments: dict[str, Any] = {**page, **form.query()}  # (url_for's own flags are not str)
+            links.append((text, url_for("web.workouts.index", **arguments)))
     return links
 
 

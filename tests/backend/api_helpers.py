@@ -14,15 +14,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
-from backend.db import EXTENSION_KEY, Base, Database, scratch_postgres_database
+from backend.db import EXTENSION_KEY, Base, Database
 from backend.models import User
 from backend.tokens import issue_token
+from tests.support.scratch_db import scratch_postgres_database
 
 PG_ENV = "TEST_DATABASE_URL"
 
 
 def fresh_postgres_database(server_url: str):
-    """A fresh database for one test run (see backend.db.scratch_postgres_database)."""
+    """A fresh database for one test run (see tests.support.scratch_db)."""
     return scratch_postgres_database(server_url, prefix="respira_test")
 
 

@@ -31,8 +31,8 @@ from sqlalchemy import select
 from backend import create_app
 from backend.imports.jobs import ImportSettings, create_job, run_apple_health_job, wait_for_job
 from backend.imports.records import MARKERS
-from backend.imports.synthetic import ExportSummary, write_export_file
 from backend.models import FitnessMarker, HealthSample, HealthWorkout, ImportJob, PulseReading
+from tests.support.apple_health_export import ExportSummary, write_export_file
 
 PROBLEM = "application/problem+json"
 WORKOUT_ID = uuid.UUID("3f1d2c4b-5a69-4788-9e0f-a1b2c3d4e5f6")

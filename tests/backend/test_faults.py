@@ -4,9 +4,10 @@ Everything destructive happens on databases these tests make themselves: an SQLi
 folder, or a throwaway PostgreSQL cluster (initdb + pg_ctl into a temporary folder, on a free loopback
 port), never the shared server. The PostgreSQL tests skip, saying why, when its binaries are absent.
 
-The kill is made deterministic by the backend's test-only hold (TEST_HOLD_BEFORE_COMMIT, see
-backend.db._hold_before_commit): the upload writes its rows, announces itself and waits before COMMIT;
-the test kills exactly that worker. Waiting is always polling for a condition with a bounded timeout.
+The kill is made deterministic by a hold that this test installs itself (tests/support/faults.py: a
+SQLAlchemy commit listener on the app's engine, in the app factory gunicorn is given): the upload
+writes its rows, announces itself and waits before COMMIT; the test kills exactly that worker. Waiting
+is always polling for a condition with a bounded timeout.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from backend import create_app, migrate
 from backend.db import EXTENSION_KEY, Database
 from backend.models import PulseReading, Segment, Stage, Workout
 from backend.problems import PROBLEM_MIMETYPE
+from tests.support import faults
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,8 +181,11 @@ def counts(url: str) -> dict[str, int]:
 
 
 @contextmanager
-def gunicorn(url: str, log_path: Path, workers: int, **env: str) -> Iterator[int]:
-    """gunicorn with the project's config on 127.0.0.1:<free port>; yields the port once /readyz is 200."""
+def gunicorn(
+    url: str, log_path: Path, workers: int, app: str = "backend:create_app()", **env: str
+) -> Iterator[int]:
+    """gunicorn with the project's config serving `app` on 127.0.0.1:<free port>; yields the port once
+    /readyz is 200."""
     port = free_port()
     environment = {
         **os.environ,
@@ -190,7 +195,7 @@ def gunicorn(url: str, log_path: Path, workers: int, **env: str) -> Iterator[int
         "RESPIRA_SECRET_KEY": secrets.token_hex(32),
         **env,
     }
-    cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "backend:create_app()"]
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
 
@@ -294,7 +299,8 @@ def test_worker_killed_mid_upload_leaves_no_partial_workout(database: str, tmp_p
     holds = tmp_path / "holds"
     holds.mkdir()
     url, body = workout_url(uuid.uuid4()), full_workout()
-    with gunicorn(database, tmp_path / "gunicorn.log", 1, RESPIRA_TEST_HOLD_BEFORE_COMMIT=str(holds)) as port:
+    held_app, hold = "tests.support.faults:create_app()", {faults.HOLD_DIR_ENV: str(holds)}
+    with gunicorn(database, tmp_path / "gunicorn.log", 1, held_app, **hold) as port:
         (holds / "hold").touch()  # the next write transaction stops before COMMIT
         outcome: dict[str, Any] = {}
 

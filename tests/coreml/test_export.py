@@ -43,7 +43,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = RRModel("tclstm", 16)
     # realistic feature statistics, so the heads see inputs of a sensible scale
-    from training.frontend import log_mel
+    from training.logmel import log_mel
 
     feats = torch.from_numpy(log_mel(_breath_like(6, 15, 1)))
     model.set_feature_stats(feats.mean(0), feats.std(0))

@@ -22,7 +22,7 @@ from torch import nn  # noqa: E402
 from coreml.cost import cost_report, count_weights, multiply_adds, op_histogram  # noqa: E402
 from coreml.interpreter import InputError, UnsupportedOpError, load_package  # noqa: E402
 from coreml.package import CorruptWeightsError, PackageError, read_package  # noqa: E402
-from training.frontend import LogMel  # noqa: E402
+from training.logmel import LogMel  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from training import audio
-from training.audio import TARGET_SAMPLE_RATE, AudioError, load_audio, resample
+from training.audio import AudioError, load_audio, resample
+from training.frontend import SAMPLE_RATE_HZ
 
 
 def tone(freq_hz: float, rate: int, duration_s: float = 2.0, amplitude: float = 0.5) -> np.ndarray:
@@ -57,14 +58,14 @@ def test_resampling_keeps_frequency_and_level(tmp_path: Path, rate: int, freq_hz
     path = tmp_path / f"tone_{rate}.wav"
     sf.write(path, x, rate, subtype="FLOAT")
     y = load_audio(path)
-    assert len(y) == pytest.approx(2.0 * TARGET_SAMPLE_RATE, abs=2)
-    assert peak_frequency_hz(y, TARGET_SAMPLE_RATE) == pytest.approx(freq_hz, abs=1.0)
+    assert len(y) == pytest.approx(2.0 * SAMPLE_RATE_HZ, abs=2)
+    assert peak_frequency_hz(y, SAMPLE_RATE_HZ) == pytest.approx(freq_hz, abs=1.0)
     assert rms(y) == pytest.approx(0.3 / np.sqrt(2), rel=0.01)
 
 
 def test_resampler_filters_content_above_the_new_nyquist() -> None:
     """A 12 kHz tone at 48 kHz must vanish at 16 kHz, not fold down to 4 kHz (naive decimation would)."""
-    y = resample(tone(12_000.0, 48_000, amplitude=0.5), 48_000, TARGET_SAMPLE_RATE)
+    y = resample(tone(12_000.0, 48_000, amplitude=0.5), 48_000, SAMPLE_RATE_HZ)
     assert rms(y) < 1e-3 * 0.5
 
 
@@ -93,8 +94,8 @@ def test_m4a_is_decoded_through_ffmpeg(tmp_path: Path) -> None:
     path = tmp_path / "memo.m4a"
     make_m4a(path, tone(1_000.0, 44_100, amplitude=0.3), 44_100)
     y = load_audio(path)
-    assert abs(len(y) - 2 * TARGET_SAMPLE_RATE) < 0.1 * TARGET_SAMPLE_RATE  # AAC adds priming samples
-    assert peak_frequency_hz(y, TARGET_SAMPLE_RATE) == pytest.approx(1_000.0, abs=2.0)
+    assert abs(len(y) - 2 * SAMPLE_RATE_HZ) < 0.1 * SAMPLE_RATE_HZ  # AAC adds priming samples
+    assert peak_frequency_hz(y, SAMPLE_RATE_HZ) == pytest.approx(1_000.0, abs=2.0)
     assert rms(y) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
 
 

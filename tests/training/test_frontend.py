@@ -15,13 +15,11 @@ from training.frontend import (
     LOG_FLOOR,
     FrontEndConfig,
     FrontEndMismatchError,
-    LogMel,
-    StreamingLogMel,
     check_frontend,
-    log_mel,
     mel_frequencies,
     mel_matrix,
 )
+from training.logmel import LogMel, StreamingLogMel, log_mel
 
 RATE = 16_000
 

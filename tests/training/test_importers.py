@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,18 +14,21 @@ import soundfile as sf
 from corpus_fixtures import RRUJO_DIR, breath_wav, make_breathmy
 
 from training.audio import load_audio
-from training.importers import (
-    CorpusImportError,
-    import_breathmy,
-    import_corpus,
-    import_rrujo,
-)
+from training.importers import CorpusImportError, import_corpus
 from training.manifest import MANIFEST_NAME, Segment, audio_path, read_manifest
 
 needs_rrujo = pytest.mark.skipif(
     not (RRUJO_DIR / "recordings.csv").is_file(),
     reason=f"RRuJO data not found at {RRUJO_DIR} (real-corpus import not tested)",
 )
+
+
+def import_rrujo(src_dir: Path, out_dir: Path, **options: Any) -> list[Segment]:
+    return import_corpus("rrujo", src_dir, out_dir, **options).segments
+
+
+def import_breathmy(src_dir: Path, out_dir: Path, **options: Any) -> list[Segment]:
+    return import_corpus("breathmy", src_dir, out_dir, **options).segments
 
 
 def rrujo_rows() -> list[dict[str, str]]:

@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from training.audio import TARGET_SAMPLE_RATE
 from training.dsp_baseline import _autocorrelation
+from training.frontend import SAMPLE_RATE_HZ
 from training.real_noise import PART_BOUNDS, NoiseBank, load_noise_bank, splice
 
-RATE = TARGET_SAMPLE_RATE
+RATE = SAMPLE_RATE_HZ
 
 
 def _envelope_acf(x: np.ndarray, max_lag: int) -> np.ndarray:

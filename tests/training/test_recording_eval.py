@@ -69,9 +69,7 @@ def test_calibration_keeps_the_dsp_floor_on_real_groups():
         recordings.append(_rec("synthetic, stage 1", rate))
         evidence.append(_evidence(_peak_at(rate), _peak_at(2 * rate, 0.9), 0.6))  # DSP: octave
         recordings.append(_rec("RRuJO thinklabs", rate))
-        evidence.append(
-            _evidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6)
-        )  # learned wrong
+        evidence.append(_evidence(_peak_at(rate * 0.7), _peak_at(rate, 0.9), 0.6))  # learned wrong
     chosen, loss = calibrate(recordings, evidence)
     floor = real_group_errors(recordings, evidence, EstimatorConfig(0.0, 0.0, 0.0))["RRuJO thinklabs"][0]
     mine = real_group_errors(recordings, evidence, chosen)["RRuJO thinklabs"][0]

@@ -1,4 +1,4 @@
-"""A synthetic but realistic Apple Health export.xml, for tests, the import benchmark and demos.
+"""A synthetic but realistic Apple Health export.xml, for tests and the import benchmark (test scaffolding).
 
 Shaped like a real export from the Health app: the DTD header, ExportDate and Me, then records of many
 types from an iPhone and an Apple Watch (heart rate with motion-context metadata and the Watch's long
