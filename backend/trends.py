@@ -153,14 +153,21 @@ def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *colum
 def workout_numbers(user_id: int, filters: WorkoutFilter) -> Subquery:
     """Per workout, what the workouts list shows and sorts by: the stage median RRs (rr1..rr4, from the
     stage summaries the trends use), RR recovery (rr3 - rr4, as in the weekly trends) and the peak pulse
-    reading."""
+    reading; and not_heard1..4, 1 where a stage has readings but too few confident ones for a median."""
     s = StageSummary
 
     def rr_at(stage: int) -> Any:
         return func.max(case((s.stage == stage, s.rr_median_bpm))).label(f"rr{stage}")
 
+    def not_heard_at(stage: int) -> Any:
+        return func.max(case((s.stage == stage, not_heard()))).label(f"not_heard{stage}")
+
     per_workout = (
-        select(Workout.id.label("workout_id"), *(rr_at(n) for n in STAGES))
+        select(
+            Workout.id.label("workout_id"),
+            *(rr_at(n) for n in STAGES),
+            *(not_heard_at(n) for n in STAGES),
+        )
         .outerjoin(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
         .group_by(Workout.id)
@@ -183,6 +190,7 @@ def workout_numbers(user_id: int, filters: WorkoutFilter) -> Subquery:
             w.rr4,
             (w.rr3 - w.rr4).label("rr_recovery_bpm"),
             peak_pulse.c.peak_pulse_bpm,
+            *(w[f"not_heard{n}"] for n in STAGES),
         )
         .outerjoin(peak_pulse, peak_pulse.c.workout_id == w.workout_id)
         .subquery("workout_numbers")

@@ -66,13 +66,19 @@ def numbers_for(user_id: int, filters: WorkoutFilter, workout_ids: list[str]) ->
     return {str(row[0]): _numbers(row) for row in rows}
 
 
+NOT_HEARD = ("not_heard1", "not_heard2", "not_heard3", "not_heard4")  # 1: "not enough breathing heard"
+
+
 def _number_columns(numbers: Any) -> list[Any]:
-    return [numbers.c[k] for k in SORTABLE if k != "started"]
+    return [numbers.c[k] for k in SORTABLE if k != "started"] + [numbers.c[k] for k in NOT_HEARD]
 
 
 def _numbers(row: Any) -> dict[str, Any]:
     keys = [k for k in SORTABLE if k != "started"]
-    return {k: None if v is None else float(v) for k, v in zip(keys, row[-len(keys) :], strict=True)}
+    values = row[-len(keys) - len(NOT_HEARD) : len(row) - len(NOT_HEARD)]
+    numbers = {k: None if v is None else float(v) for k, v in zip(keys, values, strict=True)}
+    flags = row[len(row) - len(NOT_HEARD) :]
+    return numbers | {k: bool(v) for k, v in zip(NOT_HEARD, flags, strict=True)}
 
 
 def sorted_page(

@@ -394,6 +394,11 @@ def test_the_dashboard_says_not_enough_breathing_heard_and_what_was_left_out(
         ["left-out", "no-rate"],
     ]
     assert [g.attrs["data-reason"] for g in drawn] == ["", "", "too_noisy", "too_noisy", "too_noisy"]
+    listing = alice_web.get("/workouts").get_data(as_text=True)
+    (row,) = [e for e in elements(listing, tag="tr") if e.attrs.get("data-workout-id") == str(W)]
+    assert (row.attrs["data-rr1"], row.attrs["data-rr2"]) == ("14.0", "")
+    assert (row.attrs["data-not-heard1"], row.attrs["data-not-heard2"]) == ("False", "True")
+    assert listing.count(">not heard</span>") == 1  # stage 2; stages 3 and 4 were not recorded
     trends = alice_web.get("/trends").get_data(as_text=True)
     table = trends.split('class="numbers left-out"')[1].split("</table>")[0]
     cells = '<td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>'
