@@ -55,11 +55,15 @@ def median(values: Sequence[float]) -> float | None:
 
 def stage_rr(segments: Sequence[Reading]) -> dict[str, Any]:
     """The stage's median RR under the confidence rule, and the readings it left out."""
-    confident = [seg.rr_bpm for seg in segments if is_confident(seg.rr_bpm, seg.rr_confidence)]
+    confident = [
+        seg.rr_bpm
+        for seg in segments
+        if seg.rr_bpm is not None and is_confident(seg.rr_bpm, seg.rr_confidence)
+    ]
     no_rate = sum(1 for seg in segments if seg.rr_bpm is None)
     enough = len(confident) >= domain.MIN_CONFIDENT_READINGS
     return {
-        "rr_median_bpm": median(confident) if enough else None,  # type: ignore[arg-type]
+        "rr_median_bpm": median(confident) if enough else None,
         "no_rate_count": no_rate,
         "low_confidence_count": len(segments) - no_rate - len(confident),
     }

@@ -242,9 +242,9 @@ def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict
     pulse: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
     left_out = {n: [0, 0, 0] for n in STAGES}
     for workout_id, *values in _stage_values(session, user_id, filters):
-        for n, rr_bpm, pulse_bpm, *counts in zip(
-            STAGES, *(values[i : i + 4] for i in range(0, 20, 4)), strict=True
-        ):
+        # values: rr, pulse, no_rate, low_confidence, not_heard, each for stages 1-4
+        by_kind = (values[i : i + len(STAGES)] for i in range(0, len(values), len(STAGES)))
+        for n, rr_bpm, pulse_bpm, *counts in zip(STAGES, *by_kind, strict=True):
             if rr_bpm is not None:
                 rr[n].append((workout_id, rr_bpm))
             if pulse_bpm is not None:
