@@ -2,6 +2,8 @@
 
 `record` says what a row is:
     segment, pulse          Respira's RR segments and pulse readings, with workout and stage columns
+                            (a segment without a rate has `rr_bpm` empty and its `reason`; its
+                            `rr_confidence` when the app sent one)
     heart_rate, respiratory_rate
                             samples imported from health apps (`value` per minute, `value_min`/`value_max`
                             when the app sent them, `workout_id` when recorded during a workout)
