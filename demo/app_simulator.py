@@ -91,9 +91,12 @@ READING_HOP_S = 5.0  # a reading every 5 s once the rolling window is full, as t
 
 # Real-noise workouts: per stage, the recording mixed in and the SNR (dB, breath over noise) it is mixed at.
 # Stage 2 is near the end of the exercise: the bike right beside the microphone, louder than the breath.
-# Chosen so that the demo shows each answer (measured with the shipped model, 60 s stages): at -10 dB the
-# bike leaves no breathing heard; at -5 dB right after exercise most windows are "too noisy" and a few
-# have a rate; the kitchen at -5 dB and the tap at +5 dB still let the rate through.
+# Measured with the shipped model, 60 s stages, the quick plan's two real-noise workouts: at -10 dB the
+# bike drowned one person's breathing (7 of 7 windows "no breathing") and gave the other half the rate
+# breathed (21 for 42.6, confidence 0.42-0.50, one window "too noisy": the estimator's octave error,
+# which its confidence does not catch); at -5 dB right after exercise one person had 3 of 7 windows
+# "too noisy"; with the kitchen at -5 dB one person had 2 windows "too noisy" and 2 at half the rate,
+# the stage median still within 0.5 breaths/min; the tap at +5 dB let the rate through (within 1).
 REAL_NOISE_STAGES = {
     1: ("running_tap", 5.0),
     2: ("exercise_bike", -10.0),
@@ -102,6 +105,16 @@ REAL_NOISE_STAGES = {
 }
 REAL_NOISE_EVERY = 3  # every third workout of the plan (by person, week and workout) is recorded in it
 _NOISE_BANK = None
+
+
+def real_noise_dir() -> str | None:
+    """``../shared/data/noise`` when every recording REAL_NOISE_STAGES names is there, else None (the
+    demo then records every workout in synthetic noise only)."""
+    from training.real_noise import DEFAULT_NOISE_DIR
+
+    names = {name for name, _ in REAL_NOISE_STAGES.values()}
+    present = all((DEFAULT_NOISE_DIR / f"{name}.flac").is_file() for name in names)
+    return str(DEFAULT_NOISE_DIR) if present else None
 
 
 def _noise_bank(noise_dir: str):

@@ -357,10 +357,9 @@ def step_serve(s: Settings, step: Step) -> str:
 
 def step_simulate(s: Settings, step: Step) -> str:
     from demo import app_simulator
-    from training.real_noise import DEFAULT_NOISE_DIR
 
     package = s.packages["explicit"]
-    real_noise = DEFAULT_NOISE_DIR.is_dir()
+    real_noise = app_simulator.real_noise_dir()
     key = fingerprint(
         "simulate",
         dataclasses.asdict(s),
@@ -380,7 +379,7 @@ def step_simulate(s: Settings, step: Step) -> str:
         stage_s=s.stage_s,
         model_version="respira-tclstm32@" + fingerprint(s.checkpoint)[:12],
         first_day=dt.date.today() - dt.timedelta(weeks=s.weeks),
-        real_noise_dir=str(DEFAULT_NOISE_DIR) if real_noise else None,
+        real_noise_dir=real_noise,
     )
     tokens = json.loads(s.path("tokens.json").read_text())
     step.progress(0, len(plan.jobs()), "workouts")

@@ -145,10 +145,10 @@ def test_some_workouts_are_recorded_in_real_noise_and_their_payload_is_what_the_
     import demo.app_simulator as sim
     from backend.schemas import WorkoutIn
     from backend.workouts import check_workout
-    from training.real_noise import DEFAULT_NOISE_DIR, load_noise_bank
+    from training.real_noise import DEFAULT_NOISE_DIR
 
-    if not load_noise_bank("test"):
-        pytest.skip(f"no recorded noise in {DEFAULT_NOISE_DIR}")
+    if sim.real_noise_dir() is None:
+        pytest.skip(f"the recorded noises are not in {DEFAULT_NOISE_DIR}")
     plan = Plan(
         ("demo", "alex"),
         weeks=2,
@@ -156,7 +156,7 @@ def test_some_workouts_are_recorded_in_real_noise_and_their_payload_is_what_the_
         stage_s=30.0,
         model_version="m@1",
         first_day=dt.date(2026, 11, 2),
-        real_noise_dir=str(DEFAULT_NOISE_DIR),
+        real_noise_dir=sim.real_noise_dir(),
     )
     jobs = plan.jobs()
     noisy = [j for j in jobs if j["real_noise_dir"]]
