@@ -31,6 +31,14 @@ class BreathClass(str, enum.Enum):
     heavy = "heavy"
 
 
+class NoRateReason(str, enum.Enum):
+    """Why a reading has no rate (`rr_bpm` null): the estimator's answers other than a number
+    (training/estimator.py, REASONS)."""
+
+    no_breathing = "no_breathing"  # too little of the window sounded like breathing
+    too_noisy = "too_noisy"  # breathing heard, but no period the estimator would stand behind
+
+
 class PulsePoint(str, enum.Enum):
     """Where in the protocol the Apple Watch pulse was read; the digit is the stage it belongs to."""
 
@@ -49,6 +57,20 @@ STAGE_DEFAULT_DURATION_S = 60.0
 """Each protocol stage is a one-minute recording unless the client says otherwise."""
 
 RR_MIN_BPM, RR_MAX_BPM = 0.0, 80.0
+
+# The confidence rule (issue 19), stated once: every stage median (summaries, trends, weekly view, the
+# dashboard's workout page) counts only *confident* readings: a rate whose `rr_confidence` is at least
+# RR_CONFIDENCE_MIN, or a rate sent without a confidence (clients before issue 19 sent a reading only
+# when the estimator gave a rate, and had no confidence to send). A stage with fewer than
+# MIN_CONFIDENT_READINGS confident readings has no median: "not enough breathing heard".
+# 0.3 is the calibrated estimator's own gate on periodicity (docs/results.md: `min_confidence` 0.3 with
+# `min_activity` 0.5, where rr_confidence equals the periodicity), so a rate it answers with its shipped
+# settings passes, and a weaker one (another estimator build, a looser setting) does not.
+# One confident reading is enough: each is already the estimator's rate over its whole window (30 s of
+# a 60 s stage in the package v2; a whole stage for `training.estimate`), and clients that send one
+# reading per stage must keep their trends.
+RR_CONFIDENCE_MIN = 0.3
+MIN_CONFIDENT_READINGS = 1
 PULSE_MIN_BPM, PULSE_MAX_BPM = 25.0, 250.0
 SEGMENT_MAX_DURATION_S = 3600.0
 SEGMENT_MAX_START_S = 24 * 3600.0  # seconds from the stage start: a stage is a minute, never a day
@@ -71,6 +93,12 @@ def implausible_time(moment: datetime, now: datetime | None = None) -> str | Non
             " to now + 1 day"
         )
     return None
+
+
+def is_confident(rr_bpm: float | None, rr_confidence: float | None) -> bool:
+    """Whether a reading counts toward a stage median: a rate, with no confidence or one of at least
+    RR_CONFIDENCE_MIN (see above)."""
+    return rr_bpm is not None and (rr_confidence is None or rr_confidence >= RR_CONFIDENCE_MIN)
 
 
 def stage_of_point(point: PulsePoint | str) -> int:

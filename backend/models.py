@@ -38,6 +38,7 @@ from backend.domain import (
     Activity,
     BreathClass,
     Environment,
+    NoRateReason,
     PulsePoint,
     values,
 )
@@ -146,6 +147,9 @@ class Stage(Base):
     )
 
 
+RATE_OR_REASON = "(rr_bpm IS NOT NULL AND reason IS NULL) OR (rr_bpm IS NULL AND reason IS NOT NULL)"
+
+
 class Segment(Base):
     """One RR estimate over a window of a stage; times are seconds from the stage start."""
 
@@ -156,6 +160,10 @@ class Segment(Base):
         CheckConstraint(f"rr_bpm >= {RR_MIN_BPM} AND rr_bpm <= {RR_MAX_BPM}", name="rr_bpm"),
         CheckConstraint("start_s >= 0 AND duration_s > 0", name="times"),
         CheckConstraint(_one_of("breath_class", BreathClass), name="breath_class"),
+        # Issue 19: a rate, or the reason there is none; a confidence is a probability.
+        CheckConstraint(_one_of("reason", NoRateReason), name="reason"),
+        CheckConstraint(RATE_OR_REASON, name="rate_or_reason"),
+        CheckConstraint("rr_confidence >= 0 AND rr_confidence <= 1", name="rr_confidence"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -163,7 +171,9 @@ class Segment(Base):
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
     start_s: Mapped[float] = mapped_column(Float)
     duration_s: Mapped[float] = mapped_column(Float)
-    rr_bpm: Mapped[float] = mapped_column(Float)
+    rr_bpm: Mapped[float | None] = mapped_column(Float)  # None: no rate, and `reason` says why
+    rr_confidence: Mapped[float | None] = mapped_column(Float)  # None: not reported (before issue 19)
+    reason: Mapped[str | None] = mapped_column(String(16))
     respiration_count: Mapped[float | None] = mapped_column(Float)
     breath_class: Mapped[str | None] = mapped_column(String(16))
     prob_none: Mapped[float | None] = mapped_column(
@@ -222,10 +232,18 @@ class StageSummary(Base):
             "pulse_after_bpm",
             "heavy_count",
             "classified_count",
+            "segment_count",
+            "no_rate_count",
+            "low_confidence_count",
         ),
         CheckConstraint("stage BETWEEN 1 AND 4", name="stage"),
         CheckConstraint(
             "heavy_count <= classified_count AND classified_count <= segment_count", name="counts"
+        ),
+        CheckConstraint(
+            "no_rate_count >= 0 AND low_confidence_count >= 0"
+            " AND no_rate_count + low_confidence_count <= segment_count",
+            name="left_out_counts",
         ),
     )
 
@@ -233,7 +251,11 @@ class StageSummary(Base):
     stage: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # the workout's owner
     segment_count: Mapped[int] = mapped_column(Integer)
-    rr_median_bpm: Mapped[float | None] = mapped_column(Float)  # None when the stage has no segments
+    # Median of the confident readings (backend.domain's confidence rule); None with fewer than
+    # MIN_CONFIDENT_READINGS of them ("not enough breathing heard" when the stage has readings at all).
+    rr_median_bpm: Mapped[float | None] = mapped_column(Float)
+    no_rate_count: Mapped[int] = mapped_column(Integer)  # readings without a rate (a reason instead)
+    low_confidence_count: Mapped[int] = mapped_column(Integer)  # rates below RR_CONFIDENCE_MIN
     classified_count: Mapped[int] = mapped_column(Integer)  # segments with a breath_class
     heavy_count: Mapped[int] = mapped_column(Integer)  # segments classed heavy
     pulse_before_bpm: Mapped[float | None] = mapped_column(Float)  # before_N

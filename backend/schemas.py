@@ -34,6 +34,7 @@ from backend.domain import (
     Activity,
     BreathClass,
     Environment,
+    NoRateReason,
     PulsePoint,
     implausible_time,
 )
@@ -112,7 +113,20 @@ class Params(BaseModel):
 class Segment(Body):
     start_s: float = Field(ge=0, le=SEGMENT_MAX_START_S, description="Seconds from the stage start")
     duration_s: float = Field(gt=0, le=SEGMENT_MAX_DURATION_S)
-    rr_bpm: float = Field(ge=RR_MIN_BPM, le=RR_MAX_BPM, description="Respiratory rate, breaths per minute")
+    rr_bpm: float | None = Field(
+        default=None,
+        ge=RR_MIN_BPM,
+        le=RR_MAX_BPM,
+        description="Respiratory rate, breaths per minute; null when the estimator gave none (send `reason`)",
+    )
+    rr_confidence: Probability | None = Field(
+        default=None,
+        description="How far the estimator stands behind this reading, 0-1 (its `rr_confidence`); null or"
+        " absent: not reported (clients before issue 19), counted as confident",
+    )
+    reason: NoRateReason | None = Field(
+        default=None, description="Why there is no rate; required when `rr_bpm` is null, refused with a rate"
+    )
     respiration_count: float | None = Field(default=None, ge=0, le=RESPIRATION_COUNT_MAX)
     breath_class: BreathClass | None = None
     breath_probs: list[Probability] | None = Field(
@@ -231,10 +245,25 @@ class Distribution(BaseModel):
     workout_ids: list[uuid.UUID] = Field(description="The workout of each point, aligned with `points`")
 
 
+class RrLeftOut(BaseModel):
+    """What the confidence rule kept out of a stage's medians (docs/api.md, "Confidence")."""
+
+    readings_without_rate: int = Field(description="Readings with no rate (`reason` instead)")
+    readings_low_confidence: int = Field(description="Rates with `rr_confidence` below the threshold")
+    not_enough_heard: int = Field(
+        description="Workouts whose stage has readings but too few confident ones: no median, no point"
+    )
+
+
+class StageLeftOut(RrLeftOut):
+    stage: int
+
+
 class StageTrend(BaseModel):
     stage: int
-    rr: Distribution = Field(description="Per-workout median RR in this stage")
+    rr: Distribution = Field(description="Per-workout median RR of the confident readings in this stage")
     pulse: Distribution = Field(description="Per-workout mean pulse at this stage's protocol points")
+    rr_left_out: RrLeftOut = Field(description="Over the same workouts: what the confidence rule left out")
 
 
 class StageTrends(BaseModel):
@@ -268,6 +297,9 @@ class Week(BaseModel):
     rr_recovery_bpm: float | None = Field(description="Mean of (stage-3 median RR - stage-4 median RR)")
     hr_recovery_bpm: float | None = Field(description="Mean of (after_3 pulse - after_4 pulse)")
     heavy_share: float | None = Field(description="Heavy segments / segments with a breath class")
+    rr_left_out: list[StageLeftOut] = Field(
+        default_factory=list, description="Per stage 1-4, what the confidence rule left out of the RR numbers"
+    )
     # Fitness markers imported from health apps: weekly means (weeks with markers but no workout appear
     # with workouts = 0). The activity filter does not apply to them.
     resting_hr_bpm: float | None = Field(default=None, description="Mean resting heart rate")

@@ -6,6 +6,11 @@ row per workout and stage instead of re-ranking every segment of the history. Th
 grouped and averaged in the database; Python only handles the per-workout values the response returns
 anyway (box statistics and Pearson's r over the points it sends).
 
+Confidence (issue 19): the medians in the summaries count only confident readings (backend.domain), and
+each answer says per stage what that rule left out: readings without a rate, rates below the
+confidence threshold, and workouts whose stage had too few confident readings to have a median ("not
+enough breathing heard": no point rather than a misleading one).
+
 Quartile rule: linear interpolation between order statistics (Hyndman & Fan type 7; the default of numpy
 and R, PostgreSQL's percentile_cont, `statistics.quantiles(method="inclusive")`). Whiskers: Tukey's, the
 most extreme points within 1.5 IQR of the box. A single point is its own median, quartiles and whiskers.
@@ -103,7 +108,8 @@ def _summaries_of(user_id: int) -> ColumnElement[bool]:
 def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> Select[Any]:
     """The one query behind /trends/stages and /trends/rr-vs-pulse (also EXPLAINed by the load bench):
     one row per filtered workout, oldest first: its id as text, `columns` of the workout, then the
-    median RR and the pulse of stages 1-4 (None where the stage has no summary).
+    median RR and the pulse of stages 1-4 (None where the stage has no summary), then per stage 1-4 the
+    readings without a rate, the low-confidence rates and 1 where the stage was not heard enough.
 
     One row per workout rather than per stage: the database pivots the four summaries (it reads them by
     the same index either way), and the driver and Python handle a quarter of the rows."""
@@ -118,6 +124,9 @@ def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> S
             *columns,
             *(at(n, s.rr_median_bpm) for n in STAGES),
             *(at(n, s.pulse_bpm) for n in STAGES),
+            *(at(n, s.no_rate_count) for n in STAGES),
+            *(at(n, s.low_confidence_count) for n in STAGES),
+            *(at(n, not_heard()) for n in STAGES),
         )
         .join(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
@@ -126,8 +135,15 @@ def stage_values_query(user_id: int, filters: WorkoutFilter, *columns: Any) -> S
     )
 
 
+def not_heard() -> Any:
+    """1 for a summary whose stage has readings but no median (too few confident ones), else 0."""
+    s = StageSummary
+    return case((and_(s.segment_count > 0, s.rr_median_bpm.is_(None)), 1), else_=0)
+
+
 def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterable[Any]:
-    """Rows of `stage_values_query`: (workout id as text, *columns, rr1..rr4, pulse1..pulse4)."""
+    """Rows of `stage_values_query`: (workout id as text, *columns, rr1..rr4, pulse1..pulse4, no_rate1..4,
+    low_confidence1..4, not_heard1..4)."""
     return session.execute(stage_values_query(user_id, filters, *columns)).tuples()
 
 
@@ -137,14 +153,21 @@ def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *colum
 def workout_numbers(user_id: int, filters: WorkoutFilter) -> Subquery:
     """Per workout, what the workouts list shows and sorts by: the stage median RRs (rr1..rr4, from the
     stage summaries the trends use), RR recovery (rr3 - rr4, as in the weekly trends) and the peak pulse
-    reading."""
+    reading; and not_heard1..4, 1 where a stage has readings but too few confident ones for a median."""
     s = StageSummary
 
     def rr_at(stage: int) -> Any:
         return func.max(case((s.stage == stage, s.rr_median_bpm))).label(f"rr{stage}")
 
+    def not_heard_at(stage: int) -> Any:
+        return func.max(case((s.stage == stage, not_heard()))).label(f"not_heard{stage}")
+
     per_workout = (
-        select(Workout.id.label("workout_id"), *(rr_at(n) for n in STAGES))
+        select(
+            Workout.id.label("workout_id"),
+            *(rr_at(n) for n in STAGES),
+            *(not_heard_at(n) for n in STAGES),
+        )
         .outerjoin(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
         .group_by(Workout.id)
@@ -167,6 +190,7 @@ def workout_numbers(user_id: int, filters: WorkoutFilter) -> Subquery:
             w.rr4,
             (w.rr3 - w.rr4).label("rr_recovery_bpm"),
             peak_pulse.c.peak_pulse_bpm,
+            *(w[f"not_heard{n}"] for n in STAGES),
         )
         .outerjoin(peak_pulse, peak_pulse.c.workout_id == w.workout_id)
         .subquery("workout_numbers")
@@ -216,14 +240,36 @@ def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict
     than the query; tests/backend/test_stage_summaries.py checks it against the validated reference)."""
     rr: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
     pulse: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
+    left_out = {n: [0, 0, 0] for n in STAGES}
     for workout_id, *values in _stage_values(session, user_id, filters):
-        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+        # values: rr, pulse, no_rate, low_confidence, not_heard, each for stages 1-4
+        by_kind = (values[i : i + len(STAGES)] for i in range(0, len(values), len(STAGES)))
+        for n, rr_bpm, pulse_bpm, *counts in zip(STAGES, *by_kind, strict=True):
             if rr_bpm is not None:
                 rr[n].append((workout_id, rr_bpm))
             if pulse_bpm is not None:
                 pulse[n].append((workout_id, pulse_bpm))
+            for k, count in enumerate(counts):
+                left_out[n][k] += count or 0
     return {
-        "stages": [{"stage": n, "rr": _distribution(rr[n]), "pulse": _distribution(pulse[n])} for n in STAGES]
+        "stages": [
+            {
+                "stage": n,
+                "rr": _distribution(rr[n]),
+                "pulse": _distribution(pulse[n]),
+                "rr_left_out": left_out_json(*left_out[n]),
+            }
+            for n in STAGES
+        ]
+    }
+
+
+def left_out_json(without_rate: int, low_confidence: int, not_enough_heard: int) -> dict[str, int]:
+    """An RrLeftOut document (schemas.RrLeftOut)."""
+    return {
+        "readings_without_rate": int(without_rate),
+        "readings_low_confidence": int(low_confidence),
+        "not_enough_heard": int(not_enough_heard),
     }
 
 
@@ -235,7 +281,7 @@ def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[
     pairs: dict[int, list[dict[str, Any]]] = {n: [] for n in STAGES}
     for workout_id, started_at, offset_min, *values in rows:
         local_start = None
-        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:], strict=True):
+        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:8], strict=True):
             if rr_bpm is None or pulse_bpm is None:
                 continue
             if local_start is None:
@@ -285,6 +331,9 @@ def weekly_query(user_id: int, filters: WorkoutFilter) -> Select[Any]:
             at(4, s.pulse_after_bpm, "after_4"),
             func.sum(s.heavy_count).label("heavy"),
             func.sum(s.classified_count).label("classified"),
+            *(at(n, s.no_rate_count, f"no_rate{n}") for n in STAGES),
+            *(at(n, s.low_confidence_count, f"low_confidence{n}") for n in STAGES),
+            *(at(n, not_heard(), f"not_heard{n}") for n in STAGES),
         )
         .outerjoin(s, _summaries_of(user_id))
         .where(*workout_conditions(user_id, filters))
@@ -303,11 +352,19 @@ def weekly_query(user_id: int, filters: WorkoutFilter) -> Select[Any]:
             func.avg(w.rr3 - w.rr4).label("rr_recovery_bpm"),
             func.avg(w.after_3 - w.after_4).label("hr_recovery_bpm"),
             (cast(func.sum(w.heavy), Float) / func.nullif(func.sum(w.classified), 0)).label("heavy_share"),
+            *(
+                func.coalesce(func.sum(w[f"{kind}{n}"]), 0).label(f"{kind}{n}")
+                for kind in LEFT_OUT_KINDS
+                for n in STAGES
+            ),
         )
         .select_from(per_workout)
         .group_by(week)
         .order_by(week)
     )
+
+
+LEFT_OUT_KINDS = ("no_rate", "low_confidence", "not_heard")  # weekly_query's labels, in RrLeftOut order
 
 
 def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
@@ -332,6 +389,10 @@ def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, 
                         "heavy_share",
                     )
                 },
+                "rr_left_out": [
+                    {"stage": n, **left_out_json(*(row[f"{kind}{n}"] for kind in LEFT_OUT_KINDS))}
+                    for n in STAGES
+                ],
             }
         )
     weeks = _with_markers(weeks, weekly_markers(session, user_id, filters))
@@ -387,6 +448,7 @@ def _with_markers(weeks: list[dict[str, Any]], markers: dict[date, dict[str, flo
                 "workouts": 0,
                 **dict.fromkeys(("resting_rr_bpm", "peak_rr_bpm", "rr_recovery_bpm", "hr_recovery_bpm")),
                 "heavy_share": None,
+                "rr_left_out": [{"stage": n, **left_out_json(0, 0, 0)} for n in STAGES],
                 **empty,
                 **values,
             }

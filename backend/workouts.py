@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from backend import summaries
 from backend.db import bulk_insert, insert_ignoring_duplicates, rowcount, table_of, utcnow
-from backend.domain import STAGE_DEFAULT_DURATION_S, PulsePoint, values
+from backend.domain import STAGE_DEFAULT_DURATION_S, NoRateReason, PulsePoint, values
 from backend.models import PulseReading, Segment, Stage, StageSummary, Workout
 from backend.problems import FieldError, ProblemError
 from backend.schemas import (
@@ -73,6 +73,7 @@ def check_segments(segments: Sequence[SegmentIn], stage_duration_s: float, loc: 
         if seg.start_s in seen:
             errors.append(FieldError((*loc, j, "start_s"), f"another segment also starts at {seg.start_s} s"))
         seen.add(seg.start_s)
+        errors += _check_rate_or_reason(seg, (*loc, j))
         if seg.breath_probs is not None and abs(sum(seg.breath_probs) - 1.0) > PROBS_SUM_TOLERANCE:
             errors.append(
                 FieldError(
@@ -81,6 +82,24 @@ def check_segments(segments: Sequence[SegmentIn], stage_duration_s: float, loc: 
                 )
             )
     return errors
+
+
+def _check_rate_or_reason(seg: SegmentIn, loc: Loc) -> list[FieldError]:
+    """A reading has a rate or the reason there is none (issue 19), never both and never neither."""
+    if seg.rr_bpm is None and seg.reason is None:
+        reasons = ", ".join(values(NoRateReason))
+        return [
+            FieldError((*loc, "reason"), f"a reading without a rate (rr_bpm null) needs a reason: {reasons}")
+        ]
+    if seg.rr_bpm is not None and seg.reason is not None:
+        return [
+            FieldError(
+                (*loc, "reason"),
+                f"reason {seg.reason.value!r} is only for a reading without a rate; this one has rr_bpm"
+                f" {seg.rr_bpm}",
+            )
+        ]
+    return []
 
 
 def check_workout(body: WorkoutIn) -> list[FieldError]:
@@ -180,6 +199,8 @@ def _document(
                         "start_s": seg.start_s,
                         "duration_s": seg.duration_s,
                         "rr_bpm": seg.rr_bpm,
+                        "rr_confidence": seg.rr_confidence,
+                        "reason": seg.reason,
                         "respiration_count": seg.respiration_count,
                         "breath_class": seg.breath_class,
                         "breath_probs": seg.breath_probs,
@@ -345,6 +366,8 @@ def _segment_row(stage_id: int, seg: SegmentIn) -> dict[str, Any]:
         "start_s": seg.start_s,
         "duration_s": seg.duration_s,
         "rr_bpm": seg.rr_bpm,
+        "rr_confidence": seg.rr_confidence,
+        "reason": seg.reason.value if seg.reason else None,
         "respiration_count": seg.respiration_count,
         "breath_class": seg.breath_class.value if seg.breath_class else None,
         "prob_none": probs[0],
@@ -440,7 +463,12 @@ def put_workout(
         connection.execute(insert(table_of(PulseReading)), [_pulse_row(pk, r) for r in body.pulse])
     pulse_bpm = {reading.point.value: reading.bpm for reading in body.pulse}
     segments_by_stage = {
-        s.stage: [(seg.rr_bpm, seg.breath_class.value if seg.breath_class else None) for seg in s.segments]
+        s.stage: [
+            summaries.Reading(
+                seg.rr_bpm, seg.rr_confidence, seg.breath_class.value if seg.breath_class else None
+            )
+            for seg in s.segments
+        ]
         for s in body.stages
     }
     summaries.insert_rows(session, summaries.workout_rows(pk, user_id, segments_by_stage, pulse_bpm))

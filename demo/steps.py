@@ -360,7 +360,13 @@ def step_simulate(s: Settings, step: Step) -> str:
     from demo import app_simulator
 
     package = s.packages["explicit"]
-    key = fingerprint("simulate", dataclasses.asdict(s), package / "Data/com.apple.CoreML/model.mlmodel")
+    real_noise = app_simulator.real_noise_dir()
+    key = fingerprint(
+        "simulate",
+        dataclasses.asdict(s),
+        package / "Data/com.apple.CoreML/model.mlmodel",
+        {"real_noise": real_noise, "payload": 2},  # 2: readings without a rate and confidences (issue 19)
+    )
     if up_to_date(s, "simulate", key, []):
         return SKIPPED
     if not server_alive(s):
@@ -374,6 +380,7 @@ def step_simulate(s: Settings, step: Step) -> str:
         stage_s=s.stage_s,
         model_version="respira-tclstm32@" + fingerprint(s.checkpoint)[:12],
         first_day=dt.date.today() - dt.timedelta(weeks=s.weeks),
+        real_noise_dir=real_noise,
     )
     tokens = json.loads(s.path("tokens.json").read_text())
     step.progress(0, len(plan.jobs()), "workouts")
@@ -385,10 +392,12 @@ def step_simulate(s: Settings, step: Step) -> str:
     except app_simulator.UploadRefused as exc:
         raise step.fail(str(exc)) from exc
     mark_done(s, "simulate", key)
+    noise = f" ({outcome.in_real_noise} in real noise)" if outcome.in_real_noise else ""
     return (
-        f"{outcome.uploaded} workouts of {len(s.users)} people over {s.weeks} weeks streamed through "
+        f"{outcome.uploaded} workouts{noise} of {len(s.users)} people over {s.weeks} weeks streamed through "
         f"{package.name} and uploaded; stage medians heard within {outcome.mean_error_bpm:.1f} "
-        "breaths/min of the truth on average"
+        f"breaths/min of the truth on average; {outcome.without_rate} of {outcome.readings} readings "
+        f"without a rate, {outcome.stages_not_heard} stages not heard enough"
     )
 
 

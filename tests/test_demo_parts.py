@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -127,5 +128,46 @@ def test_the_simulated_app_reads_rates_with_the_one_estimator(shipped_package: P
         assert all(r["duration_s"] == 30.0 for r in readings)
         assert all(abs(r["rr_bpm"] - rate) < 1.5 for r in readings), readings
         assert all(abs(r["respiration_count"] - rate / 2) <= 2 for r in readings)
+    # a stage without breathing: every window answered "no breathing", uploaded as such (issue 19)
     silent = synth_recording(person, None, 45.0, np.random.default_rng(9), rate_bpm=0.0)
-    assert sim.stream_stage(silent.audio) == []
+    readings = sim.stream_stage(silent.audio)
+    assert [r["start_s"] for r in readings] == [0.0, 5.0, 10.0, 15.0]
+    assert all(r["rr_bpm"] is None and r["reason"] == "no_breathing" for r in readings), readings
+    assert all(r["respiration_count"] is None and 0 <= r["rr_confidence"] <= 1 for r in readings)
+    assert sim.heard_median(readings) is None  # the backend's rule: not enough breathing heard
+
+
+def test_some_workouts_are_recorded_in_real_noise_and_their_payload_is_what_the_backend_takes(
+    shipped_package: Path,
+) -> None:
+    """Every third workout of a plan is mixed with the real recordings of ../shared/data/noise; what the
+    app uploads for it (readings without a rate included) passes the backend's validation as is."""
+    import demo.app_simulator as sim
+    from backend.schemas import WorkoutIn
+    from backend.workouts import check_workout
+    from training.real_noise import DEFAULT_NOISE_DIR
+
+    if sim.real_noise_dir() is None:
+        pytest.skip(f"the recorded noises are not in {DEFAULT_NOISE_DIR}")
+    plan = Plan(
+        ("demo", "alex"),
+        weeks=2,
+        workouts_per_week=1,
+        stage_s=30.0,
+        model_version="m@1",
+        first_day=dt.date(2026, 11, 2),
+        real_noise_dir=sim.real_noise_dir(),
+    )
+    jobs = plan.jobs()
+    noisy = [j for j in jobs if j["real_noise_dir"]]
+    assert [(j["user"], j["week"]) for j in noisy] == [("demo", 1), ("alex", 0)]
+    sim._load_package(str(shipped_package))
+    result = sim.simulate_workout(noisy[0])
+    assert set(result["real_noise"]) == {1, 2, 3, 4}
+    body = WorkoutIn.model_validate_json(json.dumps(result["body"]))
+    assert check_workout(body) == []
+    readings = [seg for stage in result["body"]["stages"] for seg in stage["segments"]]
+    assert all(("reason" in seg) == (seg["rr_bpm"] is None) for seg in readings)
+    # the bike at -10 dB during exercise: the estimator hears no breathing there (measured, module doc)
+    stage_2 = result["body"]["stages"][1]["segments"]
+    assert [seg["reason"] for seg in stage_2] == ["no_breathing"]

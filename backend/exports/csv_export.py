@@ -2,6 +2,8 @@
 
 `record` says what a row is:
     segment, pulse          Respira's RR segments and pulse readings, with workout and stage columns
+                            (a segment without a rate has `rr_bpm` empty and its `reason`; its
+                            `rr_confidence` when the app sent one)
     heart_rate, respiratory_rate
                             samples imported from health apps (`value` per minute, `value_min`/`value_max`
                             when the app sent them, `workout_id` when recorded during a workout)
@@ -76,6 +78,9 @@ COLUMNS = (
     "source",
     "activity_type",
     "indoor",
+    # Added with confidence (issue 19): rr_bpm is empty for a reading without a rate, and reason says why.
+    "rr_confidence",
+    "reason",
 )
 
 
@@ -106,6 +111,8 @@ def _workout_rows(writer: csv.DictWriter[str], workout: Workout) -> None:
                     "duration_s": seg.duration_s,
                     "segment_started_at": utc_iso(segment_times(stage, seg.start_s, seg.duration_s)[0]),
                     "rr_bpm": seg.rr_bpm,
+                    "rr_confidence": seg.rr_confidence,
+                    "reason": seg.reason,
                     "respiration_count": seg.respiration_count,
                     "breath_class": seg.breath_class,
                     "prob_none": seg.prob_none,

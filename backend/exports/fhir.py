@@ -4,8 +4,11 @@ Vital signs follow the R4 vital-signs profiles and name them in `meta.profile`:
 
 - Respiratory rate (profile resprate, LOINC 9279-1, UCUM `/min`): one per RR segment (`effectivePeriod`
   from the segment's start to its end; components: protocol stage, breath class and noise probability in
-  Respira's own code system, since no standard code describes what an audio model infers) and one per
-  imported respiratory-rate sample.
+  Respira's own code system, since no standard code describes what an audio model infers; the
+  estimator's `rr_confidence` as a component `rr-confidence`, UCUM `1`, when the app sent one) and one
+  per imported respiratory-rate sample. A reading without a rate has no `valueQuantity` but a
+  `dataAbsentReason` (vs-2): `unknown` of HL7's data-absent-reason code system beside Respira's own
+  code for the reason (`no_breathing`, `too_noisy`), with the reason as text.
 - Heart rate (profile heartrate, LOINC 8867-4, `/min`): one per protocol pulse reading (components:
   stage and protocol point) and one per imported heart-rate sample (with its minimum and maximum as
   components when the app sent them). Resting heart rate adds LOINC 40443-4 and walking heart-rate
@@ -62,6 +65,8 @@ HEALTHKIT = "http://developer.apple.com/documentation/healthkit"  # Apple's iden
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 RESPIRA_CODES = "urn:respira:fhir:component"  # component codes: stage, breath-class, noise-probability, ...
 BREATH_CLASSES = "urn:respira:fhir:breath-class"
+NO_RATE_REASONS = "urn:respira:fhir:no-rate-reason"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 IDENTIFIERS = "urn:respira:observation"
 PATIENT_IDENTIFIERS = "urn:respira:user"
 NAMESPACE = uuid.UUID("6f1c1a52-5e3b-4d52-9d0f-1f3a0b6f9c21")  # uuid5 namespace of Respira's fullUrls
@@ -130,6 +135,7 @@ MARKER_CODES: dict[str, tuple[dict[str, Any], str | None, dict[str, Any]]] = {
 }
 EXERCISE_ACTIVITY = {"coding": [_loinc("73985-4", "Exercise activity")], "text": "Exercise activity"}
 EXERCISE_DURATION = {"coding": [_loinc("55411-3", "Exercise duration")], "text": "Exercise duration"}
+NO_RATE_DISPLAY = {"no_breathing": "No breathing heard", "too_noisy": "Too noisy to tell"}
 BREATH_CLASS_DISPLAY = {
     "none": "No breathing heard",
     "normal": "Normal breathing",
@@ -219,12 +225,33 @@ def segment_observation(workout: Workout, stage: Stage, seg: Segment, patient: s
                 "valueQuantity": _quantity(seg.noise_prob, "probability", "1"),
             }
         )
-    observation |= {
-        "effectivePeriod": {"start": iso(start, offset), "end": iso(end, offset)},
-        "valueQuantity": _per_minute(seg.rr_bpm, "breaths/minute"),
-        "component": components,
-    }
+    if seg.rr_confidence is not None:
+        components.append(
+            {
+                "code": _code("rr-confidence", "How far the estimator stands behind the rate (0-1)"),
+                "valueQuantity": _quantity(seg.rr_confidence, "probability", "1"),
+            }
+        )
+    observation["effectivePeriod"] = {"start": iso(start, offset), "end": iso(end, offset)}
+    if seg.rr_bpm is not None:
+        observation["valueQuantity"] = _per_minute(seg.rr_bpm, "breaths/minute")
+    else:
+        observation["dataAbsentReason"] = _absent(seg.reason or "")
+    observation["component"] = components
     return observation
+
+
+def _absent(reason: str) -> dict[str, Any]:
+    """A dataAbsentReason for a reading without a rate: HL7's `unknown` (the rate exists, the audio did
+    not let the estimator tell it) beside Respira's code for why."""
+    display = NO_RATE_DISPLAY.get(reason, reason)
+    return {
+        "coding": [
+            {"system": DATA_ABSENT_REASON, "code": "unknown", "display": "Unknown"},
+            {"system": NO_RATE_REASONS, "code": reason, "display": display},
+        ],
+        "text": display,
+    }
 
 
 def pulse_observation(workout: Workout, reading: PulseReading, patient: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@
 
 VO2 max has no Open mHealth schema and is not in this export (it is in json, csv and fhir).
 
+A reading without a rate (`rr_bpm` null, issue 19) is left out: omh:respiratory-rate:2.0 requires a
+`respiratory_rate` value and has no "absent" form. The schema has no place for the estimator's
+`rr_confidence` either, so these points do not carry it (the json, csv and fhir exports do).
+
 Respira's own records: `temporal_relationship_to_physical_activity` comes from the protocol stage
 (stage 1 "before exercise", 2 "during exercise", 3 and 4 "after exercise"); times are on the workout's
 own clock; a pulse reading sent without a time gets its protocol point's time, as in the FHIR export.
@@ -153,7 +157,8 @@ def _points(session: Session, user_id: int, since: datetime | None) -> Iterator[
     for workout in iter_workouts(session, user_id, since=since):
         for stage in workout.stages:
             for seg in stage.segments:
-                yield data_point(workout, stage, seg)
+                if seg.rr_bpm is not None:  # no rate: no data point (module doc)
+                    yield data_point(workout, stage, seg)
         for reading in workout.pulse_readings:
             yield pulse_point(workout, reading)
     for sample, _ in iter_samples(session, user_id, since):

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from backend.domain import is_confident
+
 STAGE_NAMES = {1: "before", 2: "during", 3: "right after", 4: "cooling down"}
 STAGE_SHAPES = {1: "circle", 2: "square", 3: "triangle", 4: "diamond"}
 BREATH_SHAPES = {"none": "ring", "normal": "circle", "heavy": "triangle", None: "cross"}
@@ -566,6 +568,9 @@ class SegmentMark:
     breath_class: str | None
     segment: dict[str, Any]  # the stored segment, for its data attributes
     noise_y: float | None  # top of the noise bar (None: no noise estimate)
+    # Issue 19: "no-rate" (drawn on the time axis: no rate to place), "low-confidence" (drawn faded), or
+    # None for a reading the stage median counts (backend.domain's confidence rule).
+    left_out: str | None = None
 
 
 @dataclass
@@ -608,7 +613,12 @@ def stage_chart(stage: dict[str, Any], rr_max_bpm: float, *, frame: Frame | None
     )
     for seg in stage["segments"]:
         start, end = seg["start_s"], seg["start_s"] + seg["duration_s"]
-        cy = y(seg["rr_bpm"])
+        left_out: str | None
+        if seg["rr_bpm"] is None:
+            left_out, cy = "no-rate", y(0.0)
+        else:
+            confident = is_confident(seg["rr_bpm"], seg.get("rr_confidence"))
+            left_out, cy = (None if confident else "low-confidence"), y(seg["rr_bpm"])
         cx = x((start + end) / 2)
         noise = seg["noise_prob"]
         chart.segments.append(
@@ -622,6 +632,7 @@ def stage_chart(stage: dict[str, Any], rr_max_bpm: float, *, frame: Frame | None
                 noise_y=None
                 if noise is None
                 else round(noise_bottom - noise * (noise_bottom - noise_top), 2),
+                left_out=left_out,
             )
         )
     return chart

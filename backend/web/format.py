@@ -51,7 +51,24 @@ def stage_name(stage: int) -> str:
     return STAGE_NAMES.get(stage, "")
 
 
+REASON_LABELS = {"no_breathing": "no breathing heard", "too_noisy": "too noisy to tell"}
+
+
+def reason_label(reason: str | None) -> str:
+    """Why a reading has no rate, in words: 'too_noisy' -> 'too noisy to tell'."""
+    return MISSING if reason is None else REASON_LABELS.get(reason, reason.replace("_", " "))
+
+
 def register_filters(app: Flask) -> None:
-    for fn in (local_time, utc_time, number, percent, activity_label, pulse_point_label, stage_name):
+    for fn in (
+        local_time,
+        utc_time,
+        number,
+        percent,
+        activity_label,
+        pulse_point_label,
+        stage_name,
+        reason_label,
+    ):
         app.add_template_filter(fn)
     app.add_template_global(marker_path)  # legend markers drawn like the charts' own

@@ -20,7 +20,7 @@ from wtforms import Form, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 
-from backend import trends
+from backend import domain, trends
 from backend.db import get_session
 from backend.models import Workout
 from backend.schemas import WorkoutFilter
@@ -119,7 +119,13 @@ def index() -> tuple[str, int]:
     user = current_web_user()
     form = FilterForm(request.args)
     period_form = PeriodForm(request.args)
-    context: dict[str, Any] = {"form": form, "period_form": period_form, "active": "trends", "matching": None}
+    context: dict[str, Any] = {
+        "form": form,
+        "period_form": period_form,
+        "active": "trends",
+        "matching": None,
+        "rr_confidence_min": domain.RR_CONFIDENCE_MIN,
+    }
     if not form.validate() or not period_form.validate():
         return render_template("web/trends.html", **context), 400
     filters, session = form.to_filter(), get_session()

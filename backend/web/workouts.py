@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import selectinload
 
+from backend import domain, summaries
 from backend.db import get_session
 from backend.models import Workout
 from backend.problems import ProblemError
@@ -65,13 +66,19 @@ def numbers_for(user_id: int, filters: WorkoutFilter, workout_ids: list[str]) ->
     return {str(row[0]): _numbers(row) for row in rows}
 
 
+NOT_HEARD = ("not_heard1", "not_heard2", "not_heard3", "not_heard4")  # 1: "not enough breathing heard"
+
+
 def _number_columns(numbers: Any) -> list[Any]:
-    return [numbers.c[k] for k in SORTABLE if k != "started"]
+    return [numbers.c[k] for k in SORTABLE if k != "started"] + [numbers.c[k] for k in NOT_HEARD]
 
 
 def _numbers(row: Any) -> dict[str, Any]:
     keys = [k for k in SORTABLE if k != "started"]
-    return {k: None if v is None else float(v) for k, v in zip(keys, row[-len(keys) :], strict=True)}
+    values = row[-len(keys) - len(NOT_HEARD) : len(row) - len(NOT_HEARD)]
+    numbers = {k: None if v is None else float(v) for k, v in zip(keys, values, strict=True)}
+    flags = row[len(row) - len(NOT_HEARD) :]
+    return numbers | {k: bool(v) for k, v in zip(NOT_HEARD, flags, strict=True)}
 
 
 def sorted_page(
@@ -168,12 +175,20 @@ def _pager(
 
 
 def stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
-    """Median RR (the number the trends use for this stage), breath classes and mean noise of a stage."""
+    """Median RR (the number the trends use for this stage, by the same confidence rule: backend.summaries),
+    what that rule left out, breath classes and mean noise of a stage."""
     segments = stage["segments"]
     noise = [s["noise_prob"] for s in segments if s["noise_prob"] is not None]
+    rr = summaries.stage_rr(
+        [summaries.Reading(s["rr_bpm"], s["rr_confidence"], s["breath_class"]) for s in segments]
+    )
     return {
         "segments": len(segments),
-        "median_rr_bpm": statistics.median(s["rr_bpm"] for s in segments) if segments else None,
+        "median_rr_bpm": rr["rr_median_bpm"],
+        "confident": len(segments) - rr["no_rate_count"] - rr["low_confidence_count"],
+        "low_confidence": rr["low_confidence_count"],
+        "no_rate": Counter(s["reason"] for s in segments if s["rr_bpm"] is None),
+        "not_enough_heard": bool(segments) and rr["rr_median_bpm"] is None,
         "classes": Counter(s["breath_class"] or "unclassified" for s in segments),
         "mean_noise_prob": statistics.fmean(noise) if noise else None,
     }
@@ -185,7 +200,8 @@ def detail(workout_id: uuid.UUID) -> str:
     if workout is None:
         abort(404, description="There is no such workout among yours.")
     data = workout_json(workout)
-    rr_max_bpm = max((seg["rr_bpm"] for s in data["stages"] for seg in s["segments"]), default=30.0)
+    rates = (seg["rr_bpm"] for s in data["stages"] for seg in s["segments"] if seg["rr_bpm"] is not None)
+    rr_max_bpm = max(rates, default=30.0)
     stages = [
         {"data": s, "chart": stage_chart(s, rr_max_bpm), "summary": stage_summary(s)} for s in data["stages"]
     ]
@@ -195,5 +211,6 @@ def detail(workout_id: uuid.UUID) -> str:
         stages=stages,
         pulse=pulse_chart(data["pulse"]),
         pulse_by_point={p["point"]: p for p in data["pulse"]},
+        rr_confidence_min=domain.RR_CONFIDENCE_MIN,
         active="workouts",
     )

@@ -9,7 +9,7 @@ heartrate, resprate):
 - value[x], when present, is a Quantity with value, unit, system UCUM and code (the profile requires UCUM);
   without component or hasMember, a value or a dataAbsentReason is present (vs-2);
 - each component has a code and a value or a dataAbsentReason (vs-3);
-- heartrate: code has LOINC 8867-4, value in `/min`; resprate: LOINC 9279-1, `/min`;
+- heartrate: code has LOINC 8867-4, value (when present) in `/min`; resprate: LOINC 9279-1, `/min`;
 - meta.profile names the profile the Observation conforms to.
 
 An Observation not in category vital-signs must not name a vital-signs profile, and one that names a
@@ -87,7 +87,7 @@ def observation_problems(obs: dict[str, Any]) -> list[str]:  # noqa: C901 - one 
         loinc, unit = PROFILE_CODES[profile]
         if loinc is not None and loinc not in _codes(obs.get("code", {}), LOINC):
             problems.append(f"{profile.rsplit('/', 1)[1]} needs code LOINC {loinc}")
-        if unit is not None and (value or {}).get("code") != unit:
+        if unit is not None and value is not None and value.get("code") != unit:
             problems.append(f"{profile.rsplit('/', 1)[1]} needs valueQuantity in {unit}")
     return problems
 

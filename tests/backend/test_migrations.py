@@ -134,3 +134,71 @@ def test_0006_down_and_up_keeps_every_account_and_its_rows(empty_db: Database) -
     with empty_db.engine.connect() as conn:
         assert conn.execute(sa_text("SELECT name, deletion_requested_at FROM users")).all() == [("ana", None)]
         assert conn.execute(sa_text("SELECT bpm FROM health_samples")).scalars().all() == [61]
+
+
+def test_0008_keeps_every_reading_and_summary_and_its_way_down_keeps_what_the_old_schema_holds(
+    empty_db: Database,
+) -> None:
+    """Up: readings stored before issue 19 keep their rate, get no confidence and no reason, and their
+    summaries are unchanged, with nothing left out. Down: a reading without a rate cannot be held by the
+    old schema and goes; the confidences go, so the summaries are rebuilt with every rate counted."""
+    migrate.upgrade(empty_db, "0007")
+    workout_uuid = uuid.uuid4().hex if empty_db.engine.dialect.name == "sqlite" else str(uuid.uuid4())
+    with empty_db.engine.begin() as conn:
+        conn.execute(sa_text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', :t)"), {"t": OLD})
+        conn.execute(
+            sa_text(
+                "INSERT INTO workouts (id, uuid, user_id, started_at, utc_offset_min, local_date, activity, "
+                "environment, model_version, created_at, updated_at) VALUES (1, :u, 1, :t, 0, :d, 'running', "
+                "'indoor', 'm1', :t, :t)"
+            ),
+            {"u": workout_uuid, "t": OLD, "d": OLD.date()},
+        )
+        conn.execute(
+            sa_text(
+                "INSERT INTO stages (id, workout_id, stage, started_at, duration_s) VALUES (1, 1, 1, :t, 60)"
+            ),
+            {"t": OLD},
+        )
+        for start_s, rr_bpm in ((0, 12.0), (5, 20.0), (10, 14.0)):
+            conn.execute(
+                sa_text("INSERT INTO segments (stage_id, start_s, duration_s, rr_bpm) VALUES (1, :s, 5, :r)"),
+                {"s": start_s, "r": rr_bpm},
+            )
+        conn.execute(
+            sa_text(
+                "INSERT INTO stage_summaries (workout_id, stage, user_id, segment_count, rr_median_bpm, "
+                "classified_count, heavy_count) VALUES (1, 1, 1, 3, 14.0, 0, 0)"
+            )
+        )
+    migrate.upgrade(empty_db)
+    summary = "SELECT segment_count, rr_median_bpm, {} FROM stage_summaries"
+    with empty_db.engine.begin() as conn:
+        rows = conn.execute(sa_text("SELECT rr_bpm, rr_confidence, reason FROM segments ORDER BY start_s"))
+        assert rows.all() == [(12.0, None, None), (20.0, None, None), (14.0, None, None)]
+        counts = "no_rate_count, low_confidence_count"
+        assert conn.execute(sa_text(summary.format(counts))).all() == [(3, 14.0, 0, 0)]
+        # what the service would store for a low-confidence rate and a reading without one
+        conn.execute(sa_text("UPDATE segments SET rr_confidence = 0.1 WHERE start_s = 0"))
+        conn.execute(
+            sa_text(
+                "INSERT INTO segments (stage_id, start_s, duration_s, rr_bpm, rr_confidence, reason) "
+                "VALUES (1, 15, 5, NULL, 0.05, 'too_noisy')"
+            )
+        )
+        conn.execute(
+            sa_text(
+                "UPDATE stage_summaries SET segment_count = 4, rr_median_bpm = 17.0, no_rate_count = 1, "
+                "low_confidence_count = 1"
+            )
+        )
+    migrate.downgrade(empty_db, "0007")
+    with empty_db.engine.connect() as conn:
+        assert conn.execute(sa_text("SELECT rr_bpm FROM segments ORDER BY start_s")).scalars().all() == [
+            12.0,
+            20.0,
+            14.0,
+        ]
+        # rebuilt by the old rule: every rate counts again
+        assert conn.execute(sa_text(summary.format("classified_count"))).all() == [(3, 14.0, 0)]
+    migrate.upgrade(empty_db)

@@ -121,7 +121,13 @@ def test_openapi_document_is_valid_and_complete(app: Flask) -> None:
     # Unknown fields are refused, and the document says so.
     schemas = spec["components"]["schemas"]
     assert schemas["WorkoutIn"]["additionalProperties"] is False
-    assert schemas["Segment"]["properties"]["rr_bpm"]["maximum"] == 80
+    segment = schemas["Segment"]["properties"]
+    # Issue 19: a rate of 0-80 or null (with a reason from the documented enum), and a confidence 0-1.
+    assert {"type": "null"} in segment["rr_bpm"]["anyOf"]
+    assert [a["maximum"] for a in segment["rr_bpm"]["anyOf"] if a.get("type") == "number"] == [80]
+    assert [a["maximum"] for a in segment["rr_confidence"]["anyOf"] if a.get("type") == "number"] == [1]
+    reasons = spec["components"]["schemas"]["NoRateReason"]["enum"]
+    assert reasons == ["no_breathing", "too_noisy"]
     assert set(WorkoutIn.model_fields) <= set(schemas["WorkoutIn"]["properties"])
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from backend import migrate, summaries
 from backend.db import EXTENSION_KEY, Database
-from backend.domain import PulsePoint
+from backend.domain import RR_CONFIDENCE_MIN, NoRateReason, PulsePoint, values
 from backend.models import StageSummary, Workout
 from backend.schemas import WorkoutFilter
 from backend.summaries import median
@@ -36,21 +36,31 @@ from backend.trends import json_datetime
 
 SUMMARIES_REVISION = "0005"  # the migration that creates and backfills stage_summaries
 POINTS = [p.value for p in PulsePoint]
+REASONS = values(NoRateReason)
 CLASSES = ["none", "normal", "heavy", None]
 FIRST_DAY = datetime(2026, 10, 5, 7, 0)
 
 
+def random_segment(rng: random.Random, start: float) -> dict[str, Any]:
+    # RR values from a small set, so ties (and even counts with equal middles) are common. Issue 19: some
+    # readings have no rate (a reason instead), confidences fall on both sides of the threshold (and on
+    # it), and old-style readings send none.
+    reading: dict[str, Any] = {
+        "start_s": start,
+        "duration_s": 3.0,
+        "rr_bpm": rng.choice([8.0, 12.5, 14.0, 14.0, 20.25, 33.0, 41.5, 79.9, rng.uniform(0, 80)]),
+        "breath_class": rng.choice(CLASSES),
+    }
+    kind = rng.choices(["old", "confidence", "no_rate"], weights=[5, 4, 1])[0]
+    if kind == "confidence":
+        reading["rr_confidence"] = rng.choice([0.0, 0.1, 0.29, RR_CONFIDENCE_MIN, 0.5, 1.0, rng.random()])
+    elif kind == "no_rate":
+        reading |= {"rr_bpm": None, "reason": rng.choice(REASONS), "rr_confidence": rng.choice([0.0, 0.2])}
+    return reading
+
+
 def random_segments(rng: random.Random, starts: list[float]) -> list[dict[str, Any]]:
-    # RR values from a small set, so ties (and even counts with equal middles) are common.
-    return [
-        {
-            "start_s": start,
-            "duration_s": 3.0,
-            "rr_bpm": rng.choice([8.0, 12.5, 14.0, 14.0, 20.25, 33.0, 41.5, 79.9, rng.uniform(0, 80)]),
-            "breath_class": rng.choice(CLASSES),
-        }
-        for start in starts
-    ]
+    return [random_segment(rng, start) for start in starts]
 
 
 def random_workout(rng: random.Random) -> dict[str, Any]:
@@ -179,17 +189,35 @@ def test_stored_summaries_equal_a_recomputation_from_segments(history: Database)
             for row in summaries.stored_rows(session, workout_id):
                 recomputed[(row["workout_id"], row["stage"])] = row
     assert len(workout_ids) > 40 and len(stored) > 140  # the history is not trivially small
-    assert sum(r["rr_median_bpm"] is not None for r in stored.values()) > 90
+    assert sum(r["rr_median_bpm"] is not None for r in stored.values()) > 70
+    # the confidence rule had something to do: readings left out, and stages left without a median
+    assert sum(r["no_rate_count"] for r in stored.values()) > 10
+    assert sum(r["low_confidence_count"] for r in stored.values()) > 10
+    assert any(r["segment_count"] and r["rr_median_bpm"] is None for r in stored.values())
     assert stored == recomputed
 
 
+def recomputed_summaries(db: Database) -> dict[tuple[int, int], dict[str, Any]]:
+    with db.session() as session:
+        return {
+            (row["workout_id"], row["stage"]): row
+            for workout_id in session.scalars(select(Workout.id))
+            for row in summaries.stored_rows(session, workout_id)
+        }
+
+
 def test_the_migration_backfills_the_same_summaries(history: Database) -> None:
+    """Down before 0005 and up again: 0008's way down deletes the readings without a rate and drops the
+    confidences (the old schema holds neither), 0005's SQL backfill then ranks what is left, and 0008
+    keeps it: the same as the service's own computation over the surviving rows."""
     before = stored_summaries(history)
     previous = ScriptDirectory.from_config(migrate.alembic_config()).get_revision(SUMMARIES_REVISION)
     migrate.downgrade(history, previous.down_revision)
     migrate.upgrade(history)  # recreates the table and backfills it with SQL from the stored rows
     after = stored_summaries(history)
-    assert after == before
+    assert after == recomputed_summaries(history)
+    assert after.keys() == before.keys()
+    assert all(row["no_rate_count"] == row["low_confidence_count"] == 0 for row in after.values())
 
 
 FILTERS = [{}, {"activity": "biking"}, {"from": "2026-10-20"}, {"to": "2026-10-25", "activity": "running"}]

@@ -204,7 +204,8 @@ def test_weekly_fitness_matches_the_hand_computation(seeded: Api) -> None:
             "hr_recovery_bpm": pytest.approx(((150 - 100) + (170 - 110)) / 2),  # W3 has no after_4
             "heavy_share": pytest.approx((4 + 2 + 2) / (10 + 6 + 3)),
         }
-        | NO_MARKERS,
+        | NO_MARKERS
+        | NOTHING_LEFT_OUT,
         {
             "week": "2026-W48",
             "week_start": "2026-11-23",
@@ -215,11 +216,19 @@ def test_weekly_fitness_matches_the_hand_computation(seeded: Api) -> None:
             "hr_recovery_bpm": None,
             "heavy_share": pytest.approx(1.0),
         }
-        | NO_MARKERS,
+        | NO_MARKERS
+        | NOTHING_LEFT_OUT,
     ]
 
 
 NO_MARKERS = dict.fromkeys(("resting_hr_bpm", "hrv_sdnn_ms", "vo2_max_ml_kg_min", "walking_hr_bpm"))
+# Readings sent without a confidence (as before issue 19) all count: nothing is left out.
+NOTHING_LEFT_OUT = {
+    "rr_left_out": [
+        {"stage": n, "readings_without_rate": 0, "readings_low_confidence": 0, "not_enough_heard": 0}
+        for n in (1, 2, 3, 4)
+    ]
+}
 
 
 def marker_sync(metric: str, units: str, points: list[tuple[str, float]]) -> dict[str, Any]:

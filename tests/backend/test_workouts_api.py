@@ -43,6 +43,8 @@ def test_put_creates_and_get_returns_the_same_shape(alice: Api) -> None:
     expected = sample_workout()
     for stage in expected["stages"]:
         stage["duration_s"] = 60.0
+        for seg in stage["segments"]:  # issue 19's fields, not sent: no confidence reported, a rate
+            seg |= {"rr_confidence": None, "reason": None}
     assert without_bookkeeping(data) == expected
     assert data["started_at"] == "2026-11-21T07:30:00-08:00"
     assert data["pulse"][0]["measured_at"] == "2026-11-21T07:29:30-08:00"
@@ -86,6 +88,8 @@ def test_put_again_replaces_the_whole_workout(alice: Api) -> None:
             "start_s": 0.0,
             "duration_s": 6.0,
             "rr_bpm": 30.0,
+            "rr_confidence": None,
+            "reason": None,
             "respiration_count": None,
             "breath_class": None,
             "breath_probs": None,

@@ -1,6 +1,8 @@
 """The trends as computed before stage summaries existed (issue 14): straight from every segment and pulse
-reading, per request. Kept verbatim as the reference the summary-based trends must agree with
+reading, per request. Kept as the reference the summary-based trends must agree with
 (tests/backend/test_stage_summaries.py); test scaffolding only, never imported by the service.
+Issue 19 added the confidence rule (backend.domain) here too, straight from the segments: the medians
+rank only confident readings, and what was left out is counted per stage from the segments.
 """
 
 from __future__ import annotations
@@ -9,20 +11,38 @@ from collections import defaultdict
 from datetime import timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Float, Subquery, and_, case, cast, func, select
+from sqlalchemy import ColumnElement, Float, Subquery, and_, case, cast, func, or_, select
 from sqlalchemy.orm import Session
 
+from backend import domain
 from backend.domain import STAGES, BreathClass, PulsePoint, stage_of_point
 from backend.models import PulseReading, Segment, Stage, Workout
 from backend.schemas import RrVsPulse, StageTrends, WeeklyTrends, WorkoutFilter
-from backend.trends import IsoWeekStart, _distribution, _float, _with_markers, pearson_r, weekly_markers
+from backend.trends import (
+    IsoWeekStart,
+    _distribution,
+    _float,
+    _with_markers,
+    left_out_json,
+    pearson_r,
+    weekly_markers,
+)
 from backend.workouts import workout_conditions
 
 # ---- per-workout reductions, in SQL -------------------------------------------------------------------
 
 
+def confident() -> ColumnElement[bool]:
+    """The confidence rule of backend.domain, in SQL."""
+    return and_(
+        Segment.rr_bpm.is_not(None),
+        or_(Segment.rr_confidence.is_(None), Segment.rr_confidence >= domain.RR_CONFIDENCE_MIN),
+    )
+
+
 def stage_rr_medians(user_id: int, filters: WorkoutFilter) -> Subquery:
-    """(workout_id, stage, rr_bpm): the median RR of each stage's segments, by the middle row(s)."""
+    """(workout_id, stage, rr_bpm): the median RR of each stage's confident segments, by the middle row(s),
+    for stages with at least MIN_CONFIDENT_READINGS of them."""
     ranked = (
         select(
             Stage.workout_id,
@@ -33,13 +53,13 @@ def stage_rr_medians(user_id: int, filters: WorkoutFilter) -> Subquery:
         )
         .join(Stage, Stage.id == Segment.stage_id)
         .join(Workout, Workout.id == Stage.workout_id)
-        .where(*workout_conditions(user_id, filters))
+        .where(*workout_conditions(user_id, filters), confident())
         .subquery("ranked")
     )
     middle = [(ranked.c.cnt + 1) // 2, (ranked.c.cnt + 2) // 2]  # one row when odd, the two middle when even
     return (
         select(ranked.c.workout_id, ranked.c.stage, func.avg(ranked.c.rr_bpm).label("rr_bpm"))
-        .where(ranked.c.rn.in_(middle))
+        .where(ranked.c.rn.in_(middle), ranked.c.cnt >= domain.MIN_CONFIDENT_READINGS)
         .group_by(ranked.c.workout_id, ranked.c.stage)
         .subquery("stage_rr")
     )
@@ -61,6 +81,47 @@ def stage_pulse_means(user_id: int, filters: WorkoutFilter) -> Subquery:
     )
 
 
+def left_out_by_workout(
+    session: Session, user_id: int, filters: WorkoutFilter
+) -> dict[Any, dict[int, list[int]]]:
+    """{workout id: {stage: [readings without rate, low-confidence rates, 1 if not heard enough]}}, counted
+    in Python from every stored segment."""
+    rows = session.execute(
+        select(Workout.id, Stage.stage, Segment.id, Segment.rr_bpm, Segment.rr_confidence)
+        .join(Stage, Stage.workout_id == Workout.id)
+        .outerjoin(Segment, Segment.stage_id == Stage.id)
+        .where(*workout_conditions(user_id, filters))
+    )
+    readings: dict[Any, dict[int, list[tuple[Any, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for workout_id, stage, segment_id, rr_bpm, rr_confidence in rows:
+        bucket = readings[workout_id][stage]
+        if segment_id is not None:
+            bucket.append((rr_bpm, rr_confidence))
+    result: dict[Any, dict[int, list[int]]] = {}
+    for workout_id, stages in readings.items():
+        result[workout_id] = {}
+        for stage, segs in stages.items():
+            no_rate = sum(1 for rr, _ in segs if rr is None)
+            low = sum(
+                1 for rr, c in segs if rr is not None and c is not None and c < domain.RR_CONFIDENCE_MIN
+            )
+            confident_n = len(segs) - no_rate - low
+            result[workout_id][stage] = [
+                no_rate,
+                low,
+                int(bool(segs) and confident_n < domain.MIN_CONFIDENT_READINGS),
+            ]
+    return result
+
+
+def _summed(per_workout: dict[Any, dict[int, list[int]]], workout_ids: Any, stage: int) -> dict[str, int]:
+    totals = [0, 0, 0]
+    for workout_id in workout_ids:
+        for k, count in enumerate(per_workout.get(workout_id, {}).get(stage, [0, 0, 0])):
+            totals[k] += count
+    return left_out_json(*totals)
+
+
 # ---- endpoints' queries -------------------------------------------------------------------------------
 
 
@@ -80,9 +141,16 @@ def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict
         )
         for workout_uuid, stage, value in rows:
             by_stage[kind][stage].append((workout_uuid, float(value)))
+    left_out = left_out_by_workout(session, user_id, filters)
+    # the trends join workouts to their summaries: a workout with only pulse in other stages still counts
     result = {
         "stages": [
-            {"stage": n, "rr": _distribution(by_stage["rr"][n]), "pulse": _distribution(by_stage["pulse"][n])}
+            {
+                "stage": n,
+                "rr": _distribution(by_stage["rr"][n]),
+                "pulse": _distribution(by_stage["pulse"][n]),
+                "rr_left_out": _summed(left_out, left_out.keys(), n),
+            }
             for n in STAGES
         ]
     }
@@ -163,6 +231,10 @@ def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, 
     w = per_workout.c
     peak = case((w.rr2.is_(None), w.rr3), (w.rr3.is_(None), w.rr2), (w.rr2 >= w.rr3, w.rr2), else_=w.rr3)
     week = IsoWeekStart(w.local_date)
+    left_out = left_out_by_workout(session, user_id, filters)
+    week_workouts: dict[Any, list[Any]] = defaultdict(list)
+    for workout_id, local_date in session.execute(select(w.workout_id, w.local_date)):
+        week_workouts[local_date - timedelta(days=local_date.weekday())].append(workout_id)
     rows = session.execute(
         select(
             week.label("week_start"),
@@ -200,6 +272,7 @@ def weekly(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, 
                         "heavy_share",
                     )
                 },
+                "rr_left_out": [{"stage": n, **_summed(left_out, week_workouts[start], n)} for n in STAGES],
             }
         )
     weeks = _with_markers(weeks, weekly_markers(session, user_id, filters))  # issue 16, unchanged here
