@@ -109,6 +109,22 @@ def torch_chunk_cost(model: RRModel, audio: np.ndarray, method: str) -> float:
     return cpu_seconds(run) / len(chunks)
 
 
+def torch_package_chunk_cost(model: RRModel, audio: np.ndarray, n_chunks: int) -> float:
+    """CPU seconds per chunk of the torch module traced into the package: front-end, model and the
+    rolling estimator (coreml.streaming.ExplicitStreamer, run eagerly), states fed back."""
+    from coreml.verify import TorchStreamer
+
+    streamer = TorchStreamer(model)
+    chunks = audio[: n_chunks * CHUNK_SAMPLES].reshape(-1, CHUNK_SAMPLES)
+
+    def run() -> None:
+        streamer.reset()
+        for chunk in chunks:
+            streamer.push(chunk)
+
+    return cpu_seconds(run) / len(chunks)
+
+
 def interpreter_chunk_cost(package: Path, audio: np.ndarray, n_chunks: int) -> float:
     from coreml.interpreter import load_package
     from coreml.verify import PackageStreamer
@@ -224,6 +240,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
         ),
         "torch, DFT-conv front-end (as in the package) + forward_chunk": torch_chunk_cost(
             model, stream_audio, "dft"
+        ),
+        "torch, the package's module (model + rolling estimator)": torch_package_chunk_cost(
+            model, stream_audio, 100
         ),
         "interpreter, explicit float32 .mlpackage": interpreter_chunk_cost(package, stream_audio, 100),
     }

@@ -116,7 +116,8 @@ def _cost(args: argparse.Namespace) -> int:
     )
     print(
         f"weights in the graph:    {report['n_weights']:,} "
-        f"(model parameters {report['model_parameters']:,}; the rest is the front-end's DFT and mel)"
+        f"(model parameters {report['model_parameters']:,}; the rest: the front-end's and the DSP's DFT, "
+        "the mel and band matrices, the estimator's constants)"
     )
     print(
         f"multiply-adds:           {report['multiply_adds']:,} per call of "

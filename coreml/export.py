@@ -24,7 +24,9 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ from training import __version__
 from training.checkpoint import load_checkpoint
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
 from training.estimator import MAX_RATE_BPM, EstimatorConfig
-from training.frontend import DEFAULT_FRONTEND, check_frontend
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, check_frontend
+from training.models import RRModel
 
 VARIANTS = ("explicit", "stateful")
 PRECISIONS = ("float32", "float16")
@@ -61,7 +64,7 @@ class ExportError(ValueError):
 FP16_OP_TYPES = frozenset({"conv", "linear", "lstm", "matmul", "relu", "softmax"})
 
 
-def _model_op_selector():
+def _model_op_selector() -> Callable[[Any], bool]:
     """fp16 op selector: only the model itself (normalisation, convolution, LSTM, phase head) computes
     in fp16. The front-end (every op up to the mel ``log``: quiet breath energies underflow in fp16)
     and the rolling estimator (sums of hundreds of products, a period picked by argmax) stay float32.
@@ -71,7 +74,7 @@ def _model_op_selector():
     """
     fp16_ops: set[int] | None = None
 
-    def ancestors(op) -> set[int]:
+    def ancestors(op: Any) -> set[int]:
         seen: set[int] = set()
         stack = [op]
         while stack:
@@ -85,7 +88,7 @@ def _model_op_selector():
                         stack.append(v.op)
         return seen
 
-    def selector(op) -> bool:
+    def selector(op: Any) -> bool:
         nonlocal fp16_ops
         if fp16_ops is None:
             block = op.enclosing_block
@@ -265,7 +268,7 @@ INTERFACE_VERSION = "3"
 
 
 def feature_descriptions(
-    model, chunk_samples: int, estimator: EstimatorConfig, cfg=DEFAULT_FRONTEND
+    model: RRModel, chunk_samples: int, estimator: EstimatorConfig, cfg: FrontEndConfig = DEFAULT_FRONTEND
 ) -> dict[str, tuple[str, str]]:
     """Unit and description of every output and state of the streaming wrapper, by name.
 
@@ -360,7 +363,9 @@ def feature_descriptions(
 DSP_BANDS = tuple(zip(DSP_CONFIG.band_edges_hz[:-1], DSP_CONFIG.band_edges_hz[1:], strict=True))
 
 
-def stream_limits(model, chunk_samples: int, precision: str, variant: str, cfg=DEFAULT_FRONTEND) -> dict:
+def stream_limits(
+    model: RRModel, chunk_samples: int, precision: str, variant: str, cfg: FrontEndConfig = DEFAULT_FRONTEND
+) -> dict:
     """How long one stream may run before a reset, and the float16 limits, for the metadata.
 
     Nothing in the graph grows with the stream except ``count_whole`` (``chunks_seen`` stops once the
@@ -393,7 +398,7 @@ def stream_limits(model, chunk_samples: int, precision: str, variant: str, cfg=D
 
 
 def describe(
-    mlmodel, model, variant: str, precision: str, chunk_samples: int, estimator: EstimatorConfig
+    mlmodel: Any, model: RRModel, variant: str, precision: str, chunk_samples: int, estimator: EstimatorConfig
 ) -> dict[str, str]:
     """Write the description of every input, output and state into ``mlmodel``'s spec and return the
     metadata entries that go with them (units, frame/step/chunk, limits, interface version)."""
@@ -446,6 +451,6 @@ def describe(
     }
 
 
-def _weights_sha256(mlmodel) -> str:
+def _weights_sha256(mlmodel: Any) -> str:
     path = Path(mlmodel.weights_dir) / "weight.bin"
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""

@@ -167,7 +167,9 @@ class _Step(nn.Module):
         self.geometry = Geometry(model, chunk_samples, estimator.window_s, cfg)
         self.estimator = estimator
 
-    def step(self, audio, states: dict[str, torch.Tensor]):
+    def step(
+        self, audio: torch.Tensor, states: dict[str, torch.Tensor]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         g, model, est = self.geometry, self.model, self.estimator
         # 1. the model's chunk
         buffer = torch.cat([states["audio_tail"], audio], dim=1)
@@ -272,7 +274,7 @@ class ExplicitStreamer(_Step):
     """Inputs: audio [1, chunk] and the ``*_in`` states (in :data:`STATE_NAMES` order); outputs: the
     results (:data:`OUTPUT_NAMES`) then the ``*_out`` states."""
 
-    def forward(self, audio, *states):
+    def forward(self, audio: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs, new_states = self.step(audio, dict(zip(STATE_NAMES, states, strict=True)))
         return (*outputs, *new_states)
 
@@ -291,7 +293,7 @@ class StatefulStreamer(_Step):
         for name, shape in state_shapes(model, chunk_samples, estimator.window_s, cfg).items():
             self.register_buffer(name, torch.zeros(shape))
 
-    def forward(self, audio):
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs, new_states = self.step(audio, {n: getattr(self, n) for n in STATE_NAMES})
         for name, value in zip(STATE_NAMES, new_states, strict=True):
             # slice assignment over every axis is the in-place form coremltools turns into a state write

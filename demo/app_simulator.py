@@ -9,10 +9,9 @@ package *and* talks HTTP to the service), which none of the shipped packages may
 import neither ``training`` nor ``coreml``, and ``coreml`` should not grow an HTTP client. Tests and
 ``scripts/demo`` import it from the source tree.
 
-The readings are computed by :func:`stream_stage`: one stream through the package per stage, and the one
-estimator (``training.estimator``) over the package's frame-level breath output; when the package carries
-the rolling estimator itself (issue 13), that function is the one place to change. Every reading is
-uploaded as the estimator answered it (issue 19): a rate with its ``rr_confidence``, or ``rr_bpm`` null
+The readings are computed by :func:`stream_stage`: one stream through the package per stage, whose
+outputs are the rolling estimator's answers (the estimator is in the graph). Every reading is
+uploaded as the package answered it (issue 19): a rate with its ``rr_confidence``, or ``rr_bpm`` null
 with the ``reason`` ("no_breathing", "too_noisy") and the confidence it had; the backend decides what
 counts toward the trends (docs/api.md, "Confidence").
 
@@ -139,73 +138,56 @@ def in_real_noise(audio, clean, stage: int, noise_dir: str, rng):
 
 
 def stream_stage(audio, chunk: int = 1600) -> list[dict]:
-    """One stream through the package for the whole stage (docs/ios.md), then the one estimator
-    (:mod:`training.estimator`) over the package's frame-level breath output: the rolling rate of the
-    window ending every 5 s (the calibrated window, or the whole stage when it is shorter).
+    """One stream through the package for the whole stage (docs/ios.md), read as the app reads it:
+    every 5 s once the rolling window is full (or at the end of a stage shorter than the window), the
+    package's own answer for the window that ends there. No app-side arithmetic: the rate, its
+    confidence, the reason when there is none, the breathing class and the noise probability are the
+    package's outputs (the rolling estimator is in the graph, issue 13), and the window's breath count
+    is the difference of the package's ``respiration_count`` across the window.
 
-    The package gives each chunk's ``phase_probs`` (P(inhale), P(exhale), P(other) per 50 ms step);
-    laid end to end they are the phase track the estimator reads offline (equal within 1e-4, tested).
-    The DSP side of the estimator is computed from the stage audio. Until the package carries the
-    rolling estimator itself (issue 13), this is the app-side arithmetic the v2 package removes.
-    Every window gives a reading, as the estimator answered it (``WindowEstimate.to_json``): a rate and
-    its confidence, or a null rate with the reason and the confidence it had. A reading without a rate
-    has no breath count (none the estimator would stand behind) and is "none" or unclassified.
+    Every window gives a reading, as the package answered it: a rate and its confidence, or a null rate
+    with the reason and the confidence it had (issue 19). A reading without a rate has no breath count
+    (none the estimator would stand behind) and a class only when it is "none".
     """
     import numpy as np
 
+    from coreml.streaming import BREATHING_CLASSES, REASONS
     from coreml.verify import PackageStreamer
-    from training.dsp_baseline import DEFAULT_CONFIG, band_envelopes
-    from training.estimator import (
-        BREATH_CLASSES,
-        EstimatorConfig,
-        PhaseTrack,
-        breath_class_of,
-        count_breaths,
-        timeline_ends,
-        window_estimate,
-    )
     from training.frontend import SAMPLE_RATE_HZ
 
     meta = _PACKAGE.user_defined_metadata
-    cfg = EstimatorConfig.from_dict(json.loads(meta.get("respira.estimator") or "{}"))
-    steps_per_second = 1000.0 / float(meta["respira.step_ms"])
+    window_s = float(meta["respira.window_s"])
+    chunk_s = chunk / SAMPLE_RATE_HZ
     stream = PackageStreamer(_PACKAGE)
-    phase, heard = [], []  # per chunk: its steps' phase probabilities; the package's readings so far
     chunks = len(audio) // chunk
-    for index in range(chunks):
-        out = stream.push(audio[index * chunk : (index + 1) * chunk])
-        phase.append(np.asarray(out["phase_probs"], np.float64).reshape(-1, 3))
-        heard.append(
-            ([float(p) for p in np.ravel(out["breath_probs"])], float(np.ravel(out["noise_prob"])[0]))
-        )
-    audio = np.asarray(audio[: chunks * chunk], np.float32)
-    duration_s = len(audio) / SAMPLE_RATE_HZ
-    envelopes, env_rate = band_envelopes(audio, SAMPLE_RATE_HZ, DEFAULT_CONFIG)
-    probs = np.concatenate(phase)
-    track = PhaseTrack(probs, steps_per_second, np.array(heard[-1][0]), heard[-1][1], envelopes, env_rate)
-    window_s = min(cfg.window_s, duration_s)
+    duration_s = chunks * chunk_s
+    counts = [0.0]  # respiration_count after each chunk (0 before the first)
     readings = []
-    for end_s in timeline_ends(duration_s, READING_HOP_S):
-        if end_s + 1e-6 < window_s:
+    for index in range(chunks):
+        out = {k: np.ravel(v) for k, v in stream.push(audio[index * chunk : (index + 1) * chunk]).items()}
+        counts.append(float(out["respiration_count"][0]))
+        end_s = round((index + 1) * chunk_s, 3)
+        full = end_s + 1e-6 >= min(window_s, duration_s)
+        on_hop = abs(end_s / READING_HOP_S - round(end_s / READING_HOP_S)) < 1e-6
+        if not full or not (on_hop or index == chunks - 1):
             continue
-        start_s = round(end_s - window_s, 3)
-        w = window_estimate(audio, track, start_s, end_s, cfg)
-        lo, hi = round(start_s * steps_per_second), round(end_s * steps_per_second)
-        breath_probs, noise_prob = heard[min(round(end_s * SAMPLE_RATE_HZ / chunk), chunks) - 1]
-        answer = w.to_json()  # rr_bpm (rounded) or None, rr_confidence, reason
-        count = None if w.rr_bpm is None else count_breaths(track.phase[lo:hi], steps_per_second, w.rr_bpm)
-        breath_class = breath_class_of(w)
+        start_s = round(max(0.0, end_s - window_s), 3)
+        reason = REASONS[round(float(out["rr_reason"][0]))]
+        if reason == "warming_up":
+            continue
+        has_rate = reason == "rate"
+        breathing = BREATHING_CLASSES[round(float(out["breathing"][0]))]
+        first_chunk = round(start_s / chunk_s)
         readings.append(
             {
                 "start_s": start_s,
                 "duration_s": round(end_s - start_s, 3),
-                "rr_bpm": None if answer["rr_bpm"] is None else float(answer["rr_bpm"]),
-                "rr_confidence": answer["rr_confidence"],
-                **({"reason": answer["reason"]} if answer["reason"] is not None else {}),
-                "respiration_count": None if count is None else float(count),
-                "breath_class": breath_class if breath_class in BREATH_CLASSES else None,  # not "unknown"
-                "breath_probs": [round(p, 4) for p in breath_probs],
-                "noise_prob": round(noise_prob, 4),
+                "rr_bpm": round(float(out["rr_bpm"][0]), 2) if has_rate else None,
+                "rr_confidence": round(float(out["rr_confidence"][0]), 3),
+                **({} if has_rate else {"reason": reason}),
+                "respiration_count": round(counts[-1] - counts[first_chunk], 2) if has_rate else None,
+                "breath_class": breathing if breathing != "unknown" else None,
+                "noise_prob": round(float(out["noise_prob"][0]), 4),
             }
         )
     return readings

@@ -74,9 +74,9 @@ def test_replaying_through_the_interpreter_matches(vectors, tmp_path, mode):
     package, folder, _ = vectors
     checks = replay(folder, load_package(package), mode=mode)
     assert checks and all(c.passed for c in checks), [c for c in checks if not c.passed]
-    # and a package with the RR head's weights off does not: 1 % fails the step bounds; the free run's
+    # and a package with the phase head's weights off does not: 1 % fails the step bounds; the free run's
     # bounds are loose (round-off accumulates there), so it is shown a factor of 3
-    _, where, locator = next(t for t in weight_tensors(package) if "rr_head" in t[0] and t[1] == "blob")
+    _, where, locator = next(t for t in weight_tensors(package) if "phase_head" in t[0] and t[1] == "blob")
     factor = 1.01 if mode == "step" else 3.0
     drifted = perturbed_copy(package, tmp_path / "d.mlpackage", where, locator, factor)
     assert not all(c.passed for c in replay(folder, load_package(drifted), mode=mode))
@@ -87,14 +87,14 @@ def test_replaying_a_stateful_package_sets_its_states(tmp_path):
     wav = tmp_path / "breath.wav"
     sf.write(wav, breath_like(1.0, 16.0, 22), 16000)
     document = write_vectors(package, wav, tmp_path / "v", DEFAULT_CHECKPOINT, seconds=1.0)
-    assert document["rule"] == "psnr" and set(document["states"]) >= {"lstm_c", "pool_count"}
+    assert document["rule"] == "psnr" and set(document["states"]) >= {"lstm_c", "band_window", "count_whole"}
     for mode in ("step", "run"):
         assert all(c.passed for c in replay(tmp_path / "v", load_package(package), mode=mode))
 
 
 def test_vectors_are_refused_for_a_package_that_fails(vectors, tmp_path):
     package, _, wav = vectors
-    blob = next(t for t in weight_tensors(package) if t[1] == "blob" and "rr_head" in t[0])
+    blob = next(t for t in weight_tensors(package) if t[1] == "blob" and "phase_head" in t[0])
     drifted = perturbed_copy(package, tmp_path / "d.mlpackage", *blob[1:])
     with pytest.raises(VerifyError, match="no vectors written"):
         write_vectors(drifted, wav, tmp_path / "out", DEFAULT_CHECKPOINT, seconds=3.0)
