@@ -129,9 +129,9 @@ def test_the_simulated_app_reads_rates_with_the_one_estimator(shipped_package: P
         assert all(abs(r["rr_bpm"] - rate) < 1.5 for r in readings), readings
         # the package counts breaths once it answers (from 4 s on): the first window misses its first 4 s
         heard_s = [r["duration_s"] - max(0.0, 4.0 - r["start_s"]) for r in readings]
-        assert all(abs(r["respiration_count"] - rate * s / 60) <= 2 for r, s in zip(readings, heard_s)), (
-            readings
-        )
+        assert all(
+            abs(r["respiration_count"] - rate * s / 60) <= 2 for r, s in zip(readings, heard_s, strict=True)
+        ), readings
     # a stage without breathing: every window answered "no breathing", uploaded as such (issue 19)
     silent = synth_recording(person, None, 45.0, np.random.default_rng(9), rate_bpm=0.0)
     readings = sim.stream_stage(silent.audio)
