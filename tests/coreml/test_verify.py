@@ -218,10 +218,15 @@ def test_every_weight_tensor_changed_by_one_percent_fails(explicit, session, sho
     assert len(all_zero) <= 1, all_zero
 
 
-def test_how_much_a_chunk_adds_to_the_breath_count_is_checked(explicit, session, short_stream, tmp_path):
+def test_how_much_a_chunk_adds_to_the_breath_count_is_checked(explicit, session, tmp_path):
     """respiration_count adds up the rolling rate (rate x chunk / 60 s per chunk): tripling that
-    factor in the package fails verify on respiration_count."""
-    chunks, reference = short_stream
+    factor in the package fails verify on respiration_count (12 s of breathing: rates from 4 s on)."""
+    from training.synth import make_participant, synth_recording
+
+    rec = synth_recording(make_participant("count", seed=4), 1, 12.0, np.random.default_rng(4), rate_bpm=15.0)
+    chunks = rec.audio[: 120 * session.chunk_samples].astype(np.float32).reshape(-1, session.chunk_samples)
+    reference = stream_values(session.reference(), chunks)
+    assert (reference["rr_reason"] == 0).sum() > 20  # the stream has rates to add up
     pkg = load_package(explicit)
     factor = 1600 / 16000 / 60.0
     found = [
@@ -261,10 +266,10 @@ def test_every_output_and_state_is_compared_after_every_chunk(session, short_str
 def test_a_change_in_one_late_chunk_of_one_state_fails(session, short_stream):
     chunks, reference = short_stream
     got = {k: v.copy() for k, v in reference.items()}
-    got["count_whole"][-1] += 1.0  # one chunk, one state, one element
+    got["chunks_seen"][-1] += 1.0  # one chunk, one state, one element
     checks = {c.name: c for c in compare(reference, got, session.kinds(), True, "step")}
-    assert not checks["count_whole"].passed and checks["count_whole"].worst_chunk == len(chunks) - 1
-    assert all(c.passed for n, c in checks.items() if n != "count_whole")
+    assert not checks["chunks_seen"].passed and checks["chunks_seen"].worst_chunk == len(chunks) - 1
+    assert all(c.passed for n, c in checks.items() if n != "chunks_seen")
     del got["lstm_c"]  # a state the package does not return is a failure, not a skip
     for mode in ("step", "run"):
         assert not {c.name: c for c in compare(reference, got, session.kinds(), True, mode)}["lstm_c"].passed
@@ -396,10 +401,10 @@ def test_core_ml_state_mismatch_fails_for_stateful_packages(tmp_path):
     honest = FakeCoreML(load_package(stateful))
     _, coreml_checks = verify_chunks(session, chunks, coreml=honest)
     assert coreml_checks and all(c.passed for c in coreml_checks)
-    lying = FakeCoreML(load_package(stateful), alter_state="pool_mean")
+    lying = FakeCoreML(load_package(stateful), alter_state="lstm_window")
     _, coreml_checks = verify_chunks(session, chunks, coreml=lying)
     failed = {(c.name, c.mode) for c in coreml_checks if not c.passed}
-    assert {("pool_mean", "step"), ("pool_mean", "run")} <= failed
+    assert {("lstm_window", "step"), ("lstm_window", "run")} <= failed
 
 
 def test_core_ml_runs_on_the_cpu_for_float32_on_macos_only(monkeypatch, explicit):
@@ -432,3 +437,22 @@ def test_check_rules():
     assert not check(float("nan"), 0.0).passed
     assert not check(0.1, 0.1, "psnr", 34.9, 35.0).passed
     assert check(0.1, 0.1, "psnr", 35.0, 35.0).passed
+
+
+def test_the_breath_count_parts_are_compared_as_the_count_they_make(session, short_stream):
+    """A cycle carried one call earlier (whole +1, fraction -1) is the same count and passes; a count
+    that is off fails both parts."""
+    _, reference = short_stream
+    n = len(reference["count_whole"])
+    base = {k: v.copy() for k, v in reference.items()}
+    base["count_whole"] = np.full_like(reference["count_whole"], 3.0)
+    base["count_fraction"] = np.full_like(reference["count_fraction"], 0.9999)
+    carried = {k: v.copy() for k, v in base.items()}
+    carried["count_whole"][n // 2] = 4.0
+    carried["count_fraction"][n // 2] = -0.0001  # 4 - 0.0001 = 3 + 0.9999: the same count
+    checks = {c.name: c for c in compare(base, carried, session.kinds(), True, "step")}
+    assert checks["count_whole"].passed and checks["count_fraction"].passed
+    off = {k: v.copy() for k, v in base.items()}
+    off["count_whole"][n // 2] = 4.0  # one cycle more, fraction unchanged
+    checks = {c.name: c for c in compare(base, off, session.kinds(), True, "step")}
+    assert not checks["count_whole"].passed and not checks["count_fraction"].passed

@@ -12,6 +12,7 @@ from coreml.export import feature_descriptions, stream_limits
 from coreml.interpreter import load_package
 from coreml.streaming import OUTPUT_NAMES, STATE_NAMES
 from training.checkpoint import load_checkpoint
+from training.estimator import EstimatorConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -31,15 +32,20 @@ def test_no_input_output_or_state_lacks_a_description(variant):
 
 
 def test_descriptions_state_the_models_own_step_and_frame_lengths():
-    model, _ = load_checkpoint(None)
-    table = feature_descriptions(model, 1600)
+    model, meta = load_checkpoint(None)
+    estimator = EstimatorConfig.from_dict(meta["estimator"])
+    table = feature_descriptions(model, 1600, estimator)
     assert model.frame_stride == 5
-    assert "50 ms" in table["pool_count"][1] and "2 per chunk" in table["pool_count"][1]
+    assert "50 ms" in table["phase_probs"][1] and "2 LSTM steps" in table["phase_probs"][1]
     assert "10 ms" in table["norm_count"][1] and "10 per chunk" in table["norm_count"][1]
-    assert "10 ms frames" not in table["pool_count"][1]
+    assert (
+        "600 LSTM steps" in table["phase_window"][1] and "1198 frames every 25 ms" in table["band_window"][1]
+    )
+    assert "30 s" in table["rr_bpm"][1] and "301" in table["chunks_seen"][1]
     package = load_package(shipped_package("explicit", "float32"))
     described = {f.name: f.description for f in package.outputs}
-    assert "50 ms" in described["pool_count_out"] and "[LSTM steps]" in described["pool_count_out"]
+    assert "1198 frames" in described["band_window_out"] and "[ln power]" in described["band_window_out"]
+    assert "no_breathing" in described["rr_reason"] and "[code]" in described["rr_reason"]
 
 
 @pytest.mark.parametrize("variant", ["explicit", "stateful"])
@@ -47,13 +53,20 @@ def test_metadata_says_units_window_chunk_limits_and_version(variant):
     meta = load_package(shipped_package(variant, "float32")).user_defined_metadata
     units = json.loads(meta["respira.units"])
     assert set(units) == set(OUTPUT_NAMES) | set(STATE_NAMES)
-    assert units["rr_bpm"] == "breaths/min" and units["pool_count"] == "LSTM steps"
+    assert units["rr_bpm"] == "breaths/min" and units["chunks_seen"] == "chunks"
     assert (
         meta["respira.chunk_ms"] == "100"
         and meta["respira.step_ms"] == "50"
         and meta["respira.frame_ms"] == "10"
+        and meta["respira.window_s"] == "30"
     )
-    assert meta["respira.window"] and meta["respira.interface_version"] and meta["respira.package_version"]
+    assert json.loads(meta["respira.rr_reasons"]) == ["rate", "no_breathing", "too_noisy", "warming_up"]
+    assert json.loads(meta["respira.estimator"])["min_confidence"] > 0
+    assert (
+        meta["respira.window"]
+        and meta["respira.interface_version"] == "3"
+        and meta["respira.package_version"]
+    )
     limits = json.loads(meta["respira.limits"])
     assert float(meta["respira.max_stream_s"]) == limits["max_stream_s"] > 0
     assert limits["state_arithmetic"] == ("float16" if variant == "stateful" else "float32")
@@ -61,12 +74,11 @@ def test_metadata_says_units_window_chunk_limits_and_version(variant):
 
 
 def test_stream_limits_follow_float16_counting():
+    """Only the breath count grows with the stream: a float16 state holds whole cycles to 2048, which
+    at the fastest rate reported (60 breaths/min) is 2048 s; float32 to 2^24 cycles."""
     model, _ = load_checkpoint(None)
     fp32 = stream_limits(model, 1600, "float32", "explicit")
     fp16 = stream_limits(model, 1600, "float32", "stateful")
-    # a float16 counter adding 2 steps per chunk is exact to 4096 steps (then its spacing is 4): 204.8 s
-    assert fp16["pool_count_exact_s"] == 204.8 and fp16["max_stream_s"] == 204.8
-    # adding 10 frames per chunk: exact to 4100 frames (4110 is not a multiple of the spacing 4)
-    assert fp16["norm_count_exact_s"] == 41.0 and fp16["norm_count_matters_s"] == 4.0
-    # float32: 2^24 / 2 steps per chunk, in hours
-    assert fp32["max_stream_s"] / 3600 > 40
+    assert fp16["respiration_count_exact_cycles"] == 2048 and fp16["max_stream_s"] == 2048.0
+    assert fp16["norm_count_matters_s"] == 4.0
+    assert fp32["respiration_count_exact_cycles"] == 2**24 and fp32["max_stream_s"] / 86400 > 100
