@@ -35,6 +35,7 @@ from coreml.streaming import (
     BREATHING_CLASSES,
     OUTPUT_NAMES,
     REASONS,
+    SPLIT_STATES,
     STATE_NAMES,
     ExplicitStreamer,
     Geometry,
@@ -284,7 +285,7 @@ def feature_descriptions(
     warmup = round(1.0 / model.norm_alpha)
     reasons = ", ".join(f"{i} {name}" for i, name in enumerate(REASONS))
     classes = ", ".join(f"{i} {name}" for i, name in enumerate(BREATHING_CLASSES))
-    return {
+    table = {
         "rr_bpm": (
             "breaths/min",
             f"respiratory rate of {window}; 0 when there is none (rr_reason says why)",
@@ -318,8 +319,14 @@ def feature_descriptions(
             f"last {model.conv_kernel - 1} normalised feature frames ({hop_ms:g} ms each), the causal time "
             "convolution's left context [1, bands, frames]",
         ),
-        "lstm_h": ("unitless", f"LSTM hidden state ({model.units} units, in [-1, 1])"),
-        "lstm_c": ("unitless", f"LSTM cell state ({model.units} units, unbounded; reaches the hundreds)"),
+        "lstm_h": (
+            "unitless",
+            f"LSTM hidden state ({model.units} units, in [-1, 1])",
+        ),
+        "lstm_c": (
+            "unitless",
+            f"LSTM cell state ({model.units} units, reaches the hundreds)",
+        ),
         "norm_mean": (
             "ln energy",
             f"running mean of each of the {model.n_mels} log-mel bands (streaming normalisation, time "
@@ -358,6 +365,14 @@ def feature_descriptions(
         "count_whole": ("breath cycles", "whole breath cycles of respiration_count"),
         "count_fraction": ("breath cycles", "the fraction of a cycle of respiration_count, in [0, 1)"),
     }
+    for name in SPLIT_STATES:  # each measurement is kept as its fp16 rounding plus the rest
+        unit, words = table[name]
+        table[name] = (unit, f"{words}; rounded to fp16, the rest in {name}_residual")
+        table[f"{name}_residual"] = (
+            unit,
+            f"{name}'s value minus its fp16 rounding: the state is {name} + this",
+        )
+    return table
 
 
 DSP_BANDS = tuple(zip(DSP_CONFIG.band_edges_hz[:-1], DSP_CONFIG.band_edges_hz[1:], strict=True))
@@ -388,8 +403,10 @@ def stream_limits(
             "counting whole cycles exactly; rr_bpm and the other outputs read only the rolling window and "
             "hold however long the stream runs. "
             + (
-                "fp16: integers are exact only up to 2048, the largest value is 65504, and the LSTM cell "
-                "state (which reaches the hundreds) is held to 1/16 near 120 and 1/4 near 300."
+                "fp16: integers are exact only up to 2048 and the largest value is 65504; every state that "
+                "holds a measurement (the LSTM state, which reaches the hundreds, the running mean, the "
+                "window buffers, the audio tails) is kept as two fp16 states, its rounding and the rest "
+                "(NAME_residual), about 22 bits together."
                 if fp16
                 else "float32: integers are exact up to 2^24."
             )

@@ -143,7 +143,6 @@ TOLERANCES: dict[str, Tolerance] = {
     "lstm_h": Tolerance(5e-02, 2e-05, "step max 2.6e-03 (gated), median 3.0e-07; scale 1"),
     "lstm_c": Tolerance(5e-02, 2e-04, "step max 3.8e-03 (gated), median 7.6e-06; scale 797"),
     "norm_mean": Tolerance(2e-03, 1e-05, "step max 1.4e-04, median 9.5e-07; scale 13.8"),
-    "norm_count": Tolerance(0e00, 0e00, "step max 0, median 0 (a count)"),
     "dsp_tail": Tolerance(0e00, 0e00, "step max 0, median 0 (a copy of the audio)"),
     "phase_window": Tolerance(2e-02, 2e-06, "step max 1.5e-03 (gated), median 1.2e-07; scale 0.999"),
     "lstm_window": Tolerance(5e-02, 5e-06, "step max 2.6e-03 (gated), median 3.6e-07; scale 1"),
@@ -156,6 +155,15 @@ TOLERANCES: dict[str, Tolerance] = {
         5e-05, 2e-06, "compared as count_whole + count_fraction: see respiration_count"
     ),
 }
+# a residual state is compared joined with its value (SPLIT_PAIRS): the bounds of the state it completes
+TOLERANCES.update(
+    {
+        f"{name}_residual": dataclasses.replace(
+            TOLERANCES[name], measured=f"compared as {name} + its residual"
+        )
+        for name in streaming.SPLIT_STATES
+    }
+)
 # An output or state not in the table yet (the graph grew): compared at these bounds, and the report
 # flags it as "unmeasured" so that someone measures it and adds a row.
 DEFAULT_TOLERANCE = Tolerance(1e-4, 1e-6, "not measured: default for a name missing from the table")
@@ -169,7 +177,7 @@ MIN_CHUNKS = 30
 # nepers and means nothing (the estimator floors every band at 1e-6 of the loudest, 13.8 nepers down).
 # They are compared with every value below LOG_POWER_FLOOR_NEPERS under the chunk's largest clamped
 # there, in both the reference and the package, so what is compared is what the estimator can see.
-LOG_POWER_STATES = frozenset({"band_window"})
+LOG_POWER_STATES = frozenset({"band_window", "band_window_residual"})
 LOG_POWER_FLOOR_NEPERS = 20.0
 
 
@@ -182,15 +190,19 @@ def _above_floor(reference: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, n
 # The breath count is kept as whole cycles plus a fraction (so an fp16 state counts exactly): when one
 # side carries a cycle a call before the other, the parts differ by 1 while the count agrees. Both parts
 # are compared as the count they make together.
-SPLIT_COUNT = ("count_whole", "count_fraction")
+# The same for the recurrent states kept as an fp16-rounded value plus its residual
+# (coreml.streaming.SPLIT_STATES): when the two sides round to neighbouring fp16 values, the parts differ
+# by an fp16 step and the state they make agrees.
+SPLIT_PAIRS = (("count_whole", "count_fraction"), *((n, f"{n}_residual") for n in streaming.SPLIT_STATES))
 
 
 def _joined_counts(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = dict(values)
-    whole, fraction = (values.get(n) for n in SPLIT_COUNT)
-    if whole is not None and fraction is not None and np.shape(whole) == np.shape(fraction):
-        total = np.asarray(whole, np.float64) + np.asarray(fraction, np.float64)
-        out.update({n: total for n in SPLIT_COUNT})
+    for pair in SPLIT_PAIRS:
+        first, second = (values.get(n) for n in pair)
+        if first is not None and second is not None and np.shape(first) == np.shape(second):
+            total = np.asarray(first, np.float64) + np.asarray(second, np.float64)
+            out.update({n: total for n in pair})
     return out
 
 
