@@ -231,26 +231,37 @@ def choose_resolution(requested: str, workouts: int, max_points: int) -> Resolut
     return "week" if requested == "week" else "workout"
 
 
-def week_start(day: date) -> date:
-    """The Monday of the ISO week of `day` (the same rule as IsoWeekStart in SQL)."""
-    return day - timedelta(days=day.weekday())
+class WeekGroups:
+    """The documented down-sampling (docs/api.md, "Resolution"): workouts grouped by the ISO week of their
+    local date, weeks oldest first; per week and series, the number of values present and their mean
+    (`statistics.fmean`: an exactly rounded sum, so the order of the values cannot change it).
 
+    The rows are grouped once per request; each series then only gathers its values week by week."""
 
-def week_means(
-    days: Sequence[date], *series: Sequence[float]
-) -> tuple[list[date], list[int], list[list[float]]]:
-    """The documented down-sampling (docs/api.md, "Resolution"): the values grouped by the ISO week of
-    their workout's local date, weeks oldest first; per week the number of values and, per series, their
-    mean (`statistics.fmean`: an exactly rounded sum, so the order of the values cannot change it)."""
-    buckets: dict[date, list[list[float]]] = {}
-    for day, *values in zip(days, *series, strict=True):
-        bucket = buckets.setdefault(week_start(day), [[] for _ in series])
-        for held, value in zip(bucket, values, strict=True):
-            held.append(value)
-    weeks = sorted(buckets)
-    counts = [len(buckets[w][0]) for w in weeks]
-    means = [[statistics.fmean(buckets[w][k]) for w in weeks] for k in range(len(series))]
-    return weeks, counts, means
+    def __init__(self, days: Sequence[date]) -> None:
+        groups: dict[date, list[int]] = {}
+        for j, day in enumerate(days):
+            groups.setdefault(day - timedelta(days=day.weekday()), []).append(j)
+        self.weeks = sorted(groups)
+        self.rows = [groups[w] for w in self.weeks]
+
+    def means(self, *series: Sequence[float | None]) -> tuple[list[str], list[int], list[list[float]]]:
+        """Per week with a row where every series has a value: its Monday, how many such rows, and the
+        mean of each series over them."""
+        weeks, counts = [], []
+        means: list[list[float]] = [[] for _ in series]
+        first, *others = series
+        for week, rows in zip(self.weeks, self.rows, strict=True):
+            kept = [j for j in rows if first[j] is not None]
+            for values in others:
+                kept = [j for j in kept if values[j] is not None]
+            if not kept:
+                continue
+            weeks.append(week.isoformat())
+            counts.append(len(kept))
+            for out, values in zip(means, series, strict=True):
+                out.append(statistics.fmean([values[j] for j in kept]))  # type: ignore[misc]
+        return weeks, counts, means
 
 
 def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
@@ -263,22 +274,17 @@ def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
 
 
 def _distribution_at(
-    ids: Sequence[str], days: Sequence[date], values: Sequence[float | None], resolution: Resolution
+    ids: Sequence[str], groups: WeekGroups | None, values: Sequence[float | None]
 ) -> dict[str, Any]:
-    """A Distribution document: box statistics over every workout's value, the points at `resolution`."""
+    """A Distribution document: box statistics over every workout's value, the points one per workout, or
+    per week when `groups` is given."""
     present = [v is not None for v in values]
-    if resolution == "workout":
+    if groups is None:
         pairs = list(zip(compress(ids, present), compress(values, present), strict=True))
         return {**_distribution(pairs), "weeks": None, "counts": None}  # type: ignore[arg-type]
     points: list[float] = list(compress(values, present))  # type: ignore[arg-type]
-    weeks, counts, (means,) = week_means(list(compress(days, present)), points)
-    return {
-        **box_stats(points),
-        "points": means,
-        "workout_ids": [],
-        "weeks": [w.isoformat() for w in weeks],
-        "counts": counts,
-    }
+    weeks, counts, (means,) = groups.means(values)
+    return {**box_stats(points), "points": means, "workout_ids": [], "weeks": weeks, "counts": counts}
 
 
 def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Any]]:
@@ -308,6 +314,7 @@ def stage_trends(
     chosen = choose_resolution(resolution, len(rows), max_points)
     k = len(STAGES)
     ids, days, *columns = _transposed(rows, 2 + _KINDS * k)
+    groups = WeekGroups(days) if chosen == "week" else None
 
     def column(kind: int, i: int) -> Sequence[Any]:
         return columns[kind * k + i]
@@ -318,8 +325,8 @@ def stage_trends(
         stages.append(
             {
                 "stage": n,
-                "rr": _distribution_at(ids, days, column(RR, i), chosen),
-                "pulse": _distribution_at(ids, days, column(PULSE, i), chosen),
+                "rr": _distribution_at(ids, groups, column(RR, i)),
+                "pulse": _distribution_at(ids, groups, column(PULSE, i)),
                 "rr_left_out": left_out_json(*left_out),
             }
         )
@@ -354,6 +361,7 @@ def rr_vs_pulse(
     chosen = choose_resolution(resolution, len(rows), max_points)
     k = len(STAGES)
     ids, starts, offsets, days, *columns = _transposed(rows, 4 + _KINDS * k)
+    groups = WeekGroups(days) if chosen == "week" else None
     local_starts: dict[int, str] = {}
 
     def local_start(j: int) -> str:
@@ -371,7 +379,7 @@ def rr_vs_pulse(
         pulse = [pulse_all[j] for j in keep]
         entry: dict[str, Any] = {"stage": n, "n": len(keep), "pairs": [], "pearson_r": pearson_r(rr, pulse)}
         entry["weeks"] = entry["columns"] = None
-        if chosen == "workout":
+        if groups is None:
             workout_ids = [ids[j] for j in keep]
             started = [local_start(j) for j in keep]
             if format == "objects":
@@ -387,8 +395,7 @@ def rr_vs_pulse(
                     "pulse_bpm": pulse,
                 }
         else:
-            weeks, counts, (rr_means, pulse_means) = week_means([days[j] for j in keep], rr, pulse)
-            week_text = [w.isoformat() for w in weeks]
+            week_text, counts, (rr_means, pulse_means) = groups.means(rr_all, pulse_all)
             if format == "objects":
                 fields = zip(week_text, counts, rr_means, pulse_means, strict=True)
                 entry["weeks"] = [
