@@ -331,7 +331,9 @@ def hot_queries(conn: Any) -> dict[str, Any]:
     page = [row.id for row in conn.execute(newest.limit(50))]
     return {
         "GET /trends/rr-vs-pulse (/trends/stages: the same without the two workout columns)": (
-            stage_values_query(user_id, everything, Workout.started_at, Workout.utc_offset_min)
+            stage_values_query(
+                user_id, everything, Workout.started_at, Workout.utc_offset_min, Workout.local_date
+            )
         ),
         "GET /trends/weekly": weekly_query(user_id, everything),
         "GET /workouts (first page)": select(Workout)
