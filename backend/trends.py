@@ -397,9 +397,9 @@ def rr_vs_pulse(
         else:
             week_text, counts, (rr_means, pulse_means) = groups.means(rr_all, pulse_all)
             if format == "objects":
-                fields = zip(week_text, counts, rr_means, pulse_means, strict=True)
+                by_week = zip(week_text, counts, rr_means, pulse_means, strict=True)
                 entry["weeks"] = [
-                    {"week_start": w, "n": c, "rr_bpm": r, "pulse_bpm": p} for w, c, r, p in fields
+                    {"week_start": w, "n": c, "rr_bpm": r, "pulse_bpm": p} for w, c, r, p in by_week
                 ]
             else:
                 entry["columns"] = {

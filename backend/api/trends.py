@@ -37,7 +37,8 @@ def cacheable(document: dict[str, Any]) -> Response:
     response = current_app.response_class(body, mimetype="application/json")
     response.set_etag(hashlib.blake2b(body, digest_size=16).hexdigest())
     response.headers["Cache-Control"] = "private, no-cache"  # keep it, but ask before reusing it
-    return response.make_conditional(request)
+    response.make_conditional(request)  # 304 and no body when If-None-Match names this answer
+    return response
 
 
 @bp.get("/trends/stages")
