@@ -18,6 +18,7 @@ most extreme points within 1.5 IQR of the box. A single point is its own median,
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -252,15 +253,17 @@ class WeekGroups:
         means: list[list[float]] = [[] for _ in series]
         first, *others = series
         for week, rows in zip(self.weeks, self.rows, strict=True):
-            kept = [j for j in rows if first[j] is not None]
-            for values in others:
-                kept = [j for j in kept if values[j] is not None]
-            if not kept:
+            if others:
+                kept = [j for j in rows if first[j] is not None and all(v[j] is not None for v in others)]
+                gathered = [[values[j] for j in kept] for values in series]
+            else:
+                gathered = [[value for j in rows if (value := first[j]) is not None]]
+            if not gathered[0]:
                 continue
             weeks.append(week.isoformat())
-            counts.append(len(kept))
-            for out, values in zip(means, series, strict=True):
-                out.append(statistics.fmean([values[j] for j in kept]))  # type: ignore[misc]
+            counts.append(len(gathered[0]))
+            for out, values in zip(means, gathered, strict=True):
+                out.append(math.fsum(values) / len(values))  # type: ignore[arg-type]  # fmean: fsum / n
         return weeks, counts, means
 
 
