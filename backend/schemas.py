@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -231,6 +231,37 @@ class WorkoutListQuery(WorkoutFilter):
 
 # ---- trends -------------------------------------------------------------------------------------------
 
+TRENDS_MAX_POINTS_DEFAULT = 200  # a year of workouts three or four times a week, one point each
+
+
+class TrendsQuery(WorkoutFilter):
+    """How finely /trends/stages and /trends/rr-vs-pulse send their points (docs/api.md, "Resolution").
+    The statistics (box, n, Pearson's r, what was left out) are always over every workout."""
+
+    resolution: Literal["auto", "workout", "week"] = Field(
+        default="auto",
+        description="`workout`: one point per workout; `week`: one point per ISO week of the workouts' "
+        "local dates, the mean of that week's per-workout values; `auto`: `workout` while the filtered "
+        "workouts number at most `max_points`, else `week`",
+    )
+    max_points: int = Field(
+        default=TRENDS_MAX_POINTS_DEFAULT,
+        ge=1,
+        le=100_000,
+        description="With resolution=auto: the most workouts sent one point each",
+    )
+
+
+class RrVsPulseQuery(TrendsQuery):
+    format: Literal["objects", "columns"] = Field(
+        default="objects",
+        description="`objects`: `pairs` (or `weeks`) as one object per point; `columns`: `columns`, one "
+        "array per field, aligned (`pairs` then empty)",
+    )
+
+
+Resolution = Literal["workout", "week"]
+
 
 class Distribution(BaseModel):
     """A box plot: quartiles by linear interpolation (Hyndman-Fan type 7), Tukey whiskers (1.5 IQR)."""
@@ -241,8 +272,20 @@ class Distribution(BaseModel):
     whisker_low: float | None
     whisker_high: float | None
     n: int
-    points: list[float] = Field(description="One value per workout, oldest first")
-    workout_ids: list[uuid.UUID] = Field(description="The workout of each point, aligned with `points`")
+    points: list[float] = Field(
+        description="One value per workout, oldest first; with resolution=week one per ISO week, the mean "
+        "of the week's per-workout values"
+    )
+    workout_ids: list[uuid.UUID] = Field(
+        description="The workout of each point, aligned with `points` (empty with resolution=week)"
+    )
+    weeks: list[date] | None = Field(
+        default=None,
+        description="resolution=week: the Monday of each point's ISO week, aligned with `points`",
+    )
+    counts: list[int] | None = Field(
+        default=None, description="resolution=week: the workouts averaged into each point"
+    )
 
 
 class RrLeftOut(BaseModel):
@@ -267,6 +310,7 @@ class StageTrend(BaseModel):
 
 
 class StageTrends(BaseModel):
+    resolution: Resolution = Field(default="workout", description="How the points were sent")
     stages: list[StageTrend]
 
 
@@ -277,14 +321,32 @@ class RrPulsePair(BaseModel):
     pulse_bpm: float
 
 
+class WeekPair(BaseModel):
+    """One ISO week of (median RR, pulse) pairs: the means of the week's per-workout pairs."""
+
+    week_start: date
+    n: int = Field(description="Workouts (pairs) in the week")
+    rr_bpm: float
+    pulse_bpm: float
+
+
 class StagePairs(BaseModel):
     stage: int
-    n: int
-    pearson_r: float | None = Field(description="Null with fewer than 2 pairs or no variation")
-    pairs: list[RrPulsePair]
+    n: int = Field(description="Per-workout pairs, whatever the resolution")
+    pearson_r: float | None = Field(
+        description="Over the per-workout pairs; null with fewer than 2 or no variation"
+    )
+    pairs: list[RrPulsePair] = Field(description="Empty with resolution=week or format=columns")
+    weeks: list[WeekPair] | None = Field(default=None, description="resolution=week, format=objects")
+    columns: dict[str, list[str | float | int]] | None = Field(
+        default=None,
+        description="format=columns: the fields of `pairs` (resolution=workout) or of `weeks` "
+        "(resolution=week), one aligned array each",
+    )
 
 
 class RrVsPulse(BaseModel):
+    resolution: Resolution = Field(default="workout", description="How the pairs were sent")
     stages: list[StagePairs]
 
 

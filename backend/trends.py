@@ -18,10 +18,12 @@ most extreme points within 1.5 IQR of the box. A single point is its own median,
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
+from itertools import compress
 from typing import Any
 
 from sqlalchemy import (
@@ -47,7 +49,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from backend.db import as_utc
 from backend.domain import STAGES
 from backend.models import FitnessMarker, PulseReading, StageSummary, Workout
-from backend.schemas import WeeklyTrends, WorkoutFilter
+from backend.schemas import TRENDS_MAX_POINTS_DEFAULT, Resolution, WeeklyTrends, WorkoutFilter
 from backend.workouts import workout_conditions
 
 WHISKER_IQR = 1.5
@@ -141,12 +143,6 @@ def not_heard() -> Any:
     return case((and_(s.segment_count > 0, s.rr_median_bpm.is_(None)), 1), else_=0)
 
 
-def _stage_values(session: Session, user_id: int, filters: WorkoutFilter, *columns: Any) -> Iterable[Any]:
-    """Rows of `stage_values_query`: (workout id as text, *columns, rr1..rr4, pulse1..pulse4, no_rate1..4,
-    low_confidence1..4, not_heard1..4)."""
-    return session.execute(stage_values_query(user_id, filters, *columns)).tuples()
-
-
 # ---- statistics over the returned points --------------------------------------------------------------
 
 
@@ -224,7 +220,55 @@ def pearson_r(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         return None
 
 
+# ---- resolution: one point per workout, or per ISO week -------------------------------------------------
+
+
+def choose_resolution(requested: str, workouts: int, max_points: int) -> Resolution:
+    """ "workout" or "week": what `auto` means for a history of `workouts` filtered workouts."""
+    if requested == "auto":
+        return "workout" if workouts <= max_points else "week"
+    if requested not in ("workout", "week"):
+        raise ValueError(f"unknown resolution {requested!r}")
+    return "week" if requested == "week" else "workout"
+
+
+class WeekGroups:
+    """The documented down-sampling (docs/api.md, "Resolution"): workouts grouped by the ISO week of their
+    local date, weeks oldest first; per week and series, the number of values present and their mean
+    (`statistics.fmean`: an exactly rounded sum, so the order of the values cannot change it).
+
+    The rows are grouped once per request; each series then only gathers its values week by week."""
+
+    def __init__(self, days: Sequence[date]) -> None:
+        groups: dict[date, list[int]] = {}
+        for j, day in enumerate(days):
+            groups.setdefault(day - timedelta(days=day.weekday()), []).append(j)
+        self.weeks = sorted(groups)
+        self.rows = [groups[w] for w in self.weeks]
+
+    def means(self, *series: Sequence[float | None]) -> tuple[list[str], list[int], list[list[float]]]:
+        """Per week with a row where every series has a value: its Monday, how many such rows, and the
+        mean of each series over them."""
+        weeks, counts = [], []
+        means: list[list[float]] = [[] for _ in series]
+        first, *others = series
+        for week, rows in zip(self.weeks, self.rows, strict=True):
+            if others:
+                kept = [j for j in rows if first[j] is not None and all(v[j] is not None for v in others)]
+                gathered = [[values[j] for j in kept] for values in series]
+            else:
+                gathered = [[value for j in rows if (value := first[j]) is not None]]
+            if not gathered[0]:
+                continue
+            weeks.append(week.isoformat())
+            counts.append(len(gathered[0]))
+            for out, values in zip(means, gathered, strict=True):
+                out.append(math.fsum(values) / len(values))  # type: ignore[arg-type]  # fmean: fsum / n
+        return weeks, counts, means
+
+
 def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
+    """Box statistics and one point per workout, from (workout id, value) pairs."""
     return {
         **box_stats([v for _, v in points]),
         "points": [v for _, v in points],
@@ -232,36 +276,64 @@ def _distribution(points: list[tuple[Any, float]]) -> dict[str, Any]:
     }
 
 
+def _distribution_at(
+    ids: Sequence[str], groups: WeekGroups | None, values: Sequence[float | None]
+) -> dict[str, Any]:
+    """A Distribution document: box statistics over every workout's value, the points one per workout, or
+    per week when `groups` is given."""
+    present = [v is not None for v in values]
+    if groups is None:
+        pairs = list(zip(compress(ids, present), compress(values, present), strict=True))
+        return {**_distribution(pairs), "weeks": None, "counts": None}  # type: ignore[arg-type]
+    points: list[float] = list(compress(values, present))  # type: ignore[arg-type]
+    weeks, counts, (means,) = groups.means(values)
+    return {**box_stats(points), "points": means, "workout_ids": [], "weeks": weeks, "counts": counts}
+
+
+def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Any]]:
+    """Rows as columns (one tuple per column): the per-stage work then runs over whole columns in C."""
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
 # ---- endpoints' queries -------------------------------------------------------------------------------
 
+# stage_values_query's per-stage kinds, each len(STAGES) columns wide, in order
+RR, PULSE, NO_RATE, LOW_CONFIDENCE, NOT_HEARD = range(5)
+_KINDS = 5
 
-def stage_trends(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
+
+def stage_trends(
+    session: Session,
+    user_id: int,
+    filters: WorkoutFilter,
+    resolution: str = "workout",
+    max_points: int = TRENDS_MAX_POINTS_DEFAULT,
+) -> dict[str, Any]:
     """The StageTrends document, built JSON-ready (validating our own thousands of points would cost more
-    than the query; tests/backend/test_stage_summaries.py checks it against the validated reference)."""
-    rr: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
-    pulse: dict[int, list[tuple[str, float]]] = {n: [] for n in STAGES}
-    left_out = {n: [0, 0, 0] for n in STAGES}
-    for workout_id, *values in _stage_values(session, user_id, filters):
-        # values: rr, pulse, no_rate, low_confidence, not_heard, each for stages 1-4
-        by_kind = (values[i : i + len(STAGES)] for i in range(0, len(values), len(STAGES)))
-        for n, rr_bpm, pulse_bpm, *counts in zip(STAGES, *by_kind, strict=True):
-            if rr_bpm is not None:
-                rr[n].append((workout_id, rr_bpm))
-            if pulse_bpm is not None:
-                pulse[n].append((workout_id, pulse_bpm))
-            for k, count in enumerate(counts):
-                left_out[n][k] += count or 0
-    return {
-        "stages": [
+    than the query; tests/backend/test_stage_summaries.py checks it against the validated reference).
+    Box statistics and counts are over every filtered workout; `resolution` only decides how the points
+    are sent (choose_resolution)."""
+    rows = session.execute(stage_values_query(user_id, filters, Workout.local_date)).all()
+    chosen = choose_resolution(resolution, len(rows), max_points)
+    k = len(STAGES)
+    ids, days, *columns = _transposed(rows, 2 + _KINDS * k)
+    groups = WeekGroups(days) if chosen == "week" else None
+
+    def column(kind: int, i: int) -> Sequence[Any]:
+        return columns[kind * k + i]
+
+    stages = []
+    for i, n in enumerate(STAGES):
+        left_out = (sum(filter(None, column(kind, i))) for kind in (NO_RATE, LOW_CONFIDENCE, NOT_HEARD))
+        stages.append(
             {
                 "stage": n,
-                "rr": _distribution(rr[n]),
-                "pulse": _distribution(pulse[n]),
-                "rr_left_out": left_out_json(*left_out[n]),
+                "rr": _distribution_at(ids, groups, column(RR, i)),
+                "pulse": _distribution_at(ids, groups, column(PULSE, i)),
+                "rr_left_out": left_out_json(*left_out),
             }
-            for n in STAGES
-        ]
-    }
+        )
+    return {"resolution": chosen, "stages": stages}
 
 
 def left_out_json(without_rate: int, low_confidence: int, not_enough_heard: int) -> dict[str, int]:
@@ -273,39 +345,74 @@ def left_out_json(without_rate: int, low_confidence: int, not_enough_heard: int)
     }
 
 
-def rr_vs_pulse(session: Session, user_id: int, filters: WorkoutFilter) -> dict[str, Any]:
-    """The RrVsPulse document, built JSON-ready like `stage_trends`."""
+def rr_vs_pulse(
+    session: Session,
+    user_id: int,
+    filters: WorkoutFilter,
+    resolution: str = "workout",
+    max_points: int = TRENDS_MAX_POINTS_DEFAULT,
+    format: str = "objects",
+) -> dict[str, Any]:
+    """The RrVsPulse document, built JSON-ready like `stage_trends`; n and Pearson's r are over every
+    per-workout pair, `resolution` and `format` only decide how the pairs are sent."""
+    if format not in ("objects", "columns"):
+        raise ValueError(f"unknown format {format!r}")
     # The start is read as the driver gives it and made a UTC instant in Python, once per workout.
     raw_start = type_coerce(Workout.started_at, DateTime(timezone=True))
-    rows = _stage_values(session, user_id, filters, raw_start, Workout.utc_offset_min)
-    pairs: dict[int, list[dict[str, Any]]] = {n: [] for n in STAGES}
-    for workout_id, started_at, offset_min, *values in rows:
-        local_start = None
-        for n, rr_bpm, pulse_bpm in zip(STAGES, values[:4], values[4:8], strict=True):
-            if rr_bpm is None or pulse_bpm is None:
-                continue
-            if local_start is None:
-                moment = as_utc(started_at).astimezone(timezone(timedelta(minutes=offset_min)))
-                local_start = json_datetime(moment)
-            pairs[n].append(
-                {
-                    "workout_id": workout_id,
-                    "started_at": local_start,
-                    "rr_bpm": rr_bpm,
-                    "pulse_bpm": pulse_bpm,
+    query = stage_values_query(user_id, filters, raw_start, Workout.utc_offset_min, Workout.local_date)
+    rows = session.execute(query).all()
+    chosen = choose_resolution(resolution, len(rows), max_points)
+    k = len(STAGES)
+    ids, starts, offsets, days, *columns = _transposed(rows, 4 + _KINDS * k)
+    groups = WeekGroups(days) if chosen == "week" else None
+    local_starts: dict[int, str] = {}
+
+    def local_start(j: int) -> str:
+        if j not in local_starts:
+            moment = as_utc(starts[j]).astimezone(timezone(timedelta(minutes=offsets[j])))
+            local_starts[j] = json_datetime(moment)
+        return local_starts[j]
+
+    stages = []
+    for i, n in enumerate(STAGES):
+        rr_all, pulse_all = columns[RR * k + i], columns[PULSE * k + i]
+        both = zip(rr_all, pulse_all, strict=True)
+        keep = [j for j, (a, b) in enumerate(both) if a is not None and b is not None]
+        rr = [rr_all[j] for j in keep]
+        pulse = [pulse_all[j] for j in keep]
+        entry: dict[str, Any] = {"stage": n, "n": len(keep), "pairs": [], "pearson_r": pearson_r(rr, pulse)}
+        entry["weeks"] = entry["columns"] = None
+        if groups is None:
+            workout_ids = [ids[j] for j in keep]
+            started = [local_start(j) for j in keep]
+            if format == "objects":
+                fields = zip(workout_ids, started, rr, pulse, strict=True)
+                entry["pairs"] = [
+                    {"workout_id": w, "started_at": t, "rr_bpm": r, "pulse_bpm": p} for w, t, r, p in fields
+                ]
+            else:
+                entry["columns"] = {
+                    "workout_id": workout_ids,
+                    "started_at": started,
+                    "rr_bpm": rr,
+                    "pulse_bpm": pulse,
                 }
-            )
-    return {
-        "stages": [
-            {
-                "stage": n,
-                "n": len(pairs[n]),
-                "pairs": pairs[n],
-                "pearson_r": pearson_r([p["rr_bpm"] for p in pairs[n]], [p["pulse_bpm"] for p in pairs[n]]),
-            }
-            for n in STAGES
-        ]
-    }
+        else:
+            week_text, counts, (rr_means, pulse_means) = groups.means(rr_all, pulse_all)
+            if format == "objects":
+                by_week = zip(week_text, counts, rr_means, pulse_means, strict=True)
+                entry["weeks"] = [
+                    {"week_start": w, "n": c, "rr_bpm": r, "pulse_bpm": p} for w, c, r, p in by_week
+                ]
+            else:
+                entry["columns"] = {
+                    "week_start": week_text,
+                    "n": counts,
+                    "rr_bpm": rr_means,
+                    "pulse_bpm": pulse_means,
+                }
+        stages.append(entry)
+    return {"resolution": chosen, "stages": stages}
 
 
 def json_datetime(moment: datetime) -> str:

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, machine, table
 from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from backend import migrate
@@ -76,6 +77,23 @@ POINT_STAGE = {"before_1": 1, "before_2": 2, "before_3": 3, "after_3": 3, "befor
 def postgres_database(server_url: str):
     """A fresh database on the server for one bench run, dropped afterwards."""
     return scratch_postgres_database(server_url, prefix="respira_bench")
+
+
+@contextmanager
+def named_or_scratch_database(args: argparse.Namespace) -> Iterator[str]:
+    """The PostgreSQL database of this run: a scratch one dropped afterwards, or a named one kept."""
+    name = args.keep_postgres_db or args.reuse_postgres_db
+    if name is None:
+        with postgres_database(args.pg_server) as url:
+            yield url
+        return
+    admin_url = make_url(normalize_database_url(args.pg_server))
+    if args.keep_postgres_db:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
 
 
 def postgres_available(server_url: str) -> str | None:
@@ -313,7 +331,9 @@ def hot_queries(conn: Any) -> dict[str, Any]:
     page = [row.id for row in conn.execute(newest.limit(50))]
     return {
         "GET /trends/rr-vs-pulse (/trends/stages: the same without the two workout columns)": (
-            stage_values_query(user_id, everything, Workout.started_at, Workout.utc_offset_min)
+            stage_values_query(
+                user_id, everything, Workout.started_at, Workout.utc_offset_min, Workout.local_date
+            )
         ),
         "GET /trends/weekly": weekly_query(user_id, everything),
         "GET /workouts (first page)": select(Workout)
@@ -595,19 +615,48 @@ LIST = "/api/v1/workouts?limit=50"
 EXPORT = "/api/v1/export?format=json"  # a user's whole history, streamed
 
 
+def reuse(url: str, n_users: int) -> list[str]:
+    """A database seeded by an earlier run (--keep-postgres-db): migrated to the head revision, and a new
+    token for each of its first ``n_users`` users (the earlier run's tokens were never stored in clear)."""
+    db = Database(url)
+    migrate.upgrade(db)
+    tokens = []
+    with db.engine.execution_options(respira_write=True).begin() as conn:
+        user_ids = conn.execute(select(User.id).order_by(User.id).limit(n_users)).scalars().all()
+        for user_id in user_ids:
+            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+            conn.execute(
+                insert(ApiToken.__table__).values(
+                    user_id=user_id, label="bench", token_hash=hash_token(token), prefix=token[:12]
+                )
+            )
+            tokens.append(token)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
+    db.dispose()
+    if len(tokens) < n_users:
+        raise ValueError(f"the database holds {len(tokens)} users, fewer than --users {n_users}")
+    return tokens
+
+
 def run_database(
     name: str, url: str, args: argparse.Namespace, log_dir: Path, client: ProcessPoolExecutor
 ) -> list[list[str]]:
-    print(f"[{name}] seeding {args.users} users x {args.workouts_per_user} workouts ...", flush=True)
-    t0 = time.monotonic()
-    in_database = args.seed_in_database and name == "PostgreSQL"
-    tokens, counts = seed(url, args.users, args.workouts_per_user, in_database=in_database)
-    print(
-        f"[{name}] seeded {counts['workouts']:,} workouts, {counts['segments']:,} segments, "
-        f"{counts['pulse']:,} pulse readings in {time.monotonic() - t0:.1f} s "
-        f"(bulk inserts {counts['insert_s']:.1f} s, migrations after seeding {counts['upgrade_s']:.1f} s)",
-        flush=True,
-    )
+    if name == "PostgreSQL" and args.reuse_postgres_db:
+        print(f"[{name}] reusing the seeded database {args.reuse_postgres_db}", flush=True)
+        tokens = reuse(url, args.users)
+    else:
+        print(f"[{name}] seeding {args.users} users x {args.workouts_per_user} workouts ...", flush=True)
+        t0 = time.monotonic()
+        in_database = args.seed_in_database and name == "PostgreSQL"
+        tokens, counts = seed(url, args.users, args.workouts_per_user, in_database=in_database)
+        print(
+            f"[{name}] seeded {counts['workouts']:,} workouts, {counts['segments']:,} segments, "
+            f"{counts['pulse']:,} pulse readings in {time.monotonic() - t0:.1f} s "
+            f"(bulk inserts {counts['insert_s']:.1f} s, "
+            f"migrations after seeding {counts['upgrade_s']:.1f} s)",
+            flush=True,
+        )
     if args.explain:
         print(f"[{name}] query plans:\n{explain(url)}", flush=True)
     rows = []
@@ -616,14 +665,14 @@ def run_database(
         upload = Phase(tokens, bodies=[workout_body(rng) for _ in range(min(args.uploads, 500))])
         # warm-up: connections, caches, first requests of each worker
         client.submit(drive, port, replace(upload, bodies=upload.bodies[:10]), 2, 10, 30).result()
-        for path in (*TRENDS, LIST, EXPORT):
+        reads = args.paths or [*TRENDS, LIST]
+        for path in (*reads, EXPORT):
             client.submit(drive, port, Phase(tokens, path), 2, 4, 30).result()
         workers = CpuMeter(lambda: children(master))
         database = CpuMeter(postgres_backends(url)) if name == "PostgreSQL" else None
         phases = [("PUT /workouts/{id} (whole workout)", upload, args.uploads)]
-        for path in TRENDS:
+        for path in reads:
             phases.append((f"GET {path.removeprefix('/api/v1')}", Phase(tokens, path), args.queries))
-        phases.append((f"GET {LIST.removeprefix('/api/v1')}", Phase(tokens, LIST), args.queries))
         if args.exports:
             phases.append((f"GET {EXPORT.removeprefix('/api/v1')}", Phase(tokens, EXPORT), args.exports))
         for label, phase, count in phases:
@@ -672,6 +721,23 @@ def main() -> None:
         action="store_true",
         help="PostgreSQL: generate the history in the server (SQL), for 1,000 x 1,000",
     )
+    parser.add_argument(
+        "--keep-postgres-db",
+        metavar="NAME",
+        help="PostgreSQL: seed into a new database NAME and keep it afterwards (for --reuse-postgres-db)",
+    )
+    parser.add_argument(
+        "--reuse-postgres-db",
+        metavar="NAME",
+        help="PostgreSQL: no seeding; run the phases on database NAME, kept by an earlier --keep-postgres-db",
+    )
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        metavar="PATH",
+        help="the read endpoints to time, replacing the trends and list defaults (e.g. "
+        "'/api/v1/trends/stages?format=columns'); repeatable",
+    )
     args = parser.parse_args()
     workers = args.workers or multiprocessing.cpu_count() * 2 + 1
     print(f"machine: {machine()}")
@@ -692,7 +758,7 @@ def main() -> None:
             rows += run_database("SQLite", f"sqlite:///{work / 'bench.sqlite3'}", args, work, client)
         why_not = "--no-postgres given" if args.no_postgres else postgres_available(args.pg_server)
         if why_not is None:
-            with postgres_database(args.pg_server) as url:
+            with named_or_scratch_database(args) as url:
                 rows += run_database("PostgreSQL", url, args, work, client)
         else:
             print(f"[PostgreSQL] skipped: {why_not}")

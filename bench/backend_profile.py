@@ -1,7 +1,7 @@
 """Where a request's CPU goes: uploads and trends run in-process (Flask test client), under cProfile.
 
     .venv/bin/python bench/backend_profile.py [--users 20] [--workouts-per-user 300] [--requests 200]
-                                              [--no-postgres] [--top 25]
+                                              [--no-postgres] [--top 25] [--paths PATH ...]
 
 For each database (a throwaway SQLite file; a fresh database on the local PostgreSQL server when it
 answers), seed like bench/backend_load.py, then send ``--requests`` uploads (PUT of a whole new workout)
@@ -58,7 +58,8 @@ def run(name: str, url: str, args: argparse.Namespace) -> None:
         return get
 
     phases: list[tuple[str, Callable[[int], None]]] = [("PUT /workouts/{id}", upload)]
-    phases += [(f"GET {path.removeprefix('/api/v1')}", getter(path)) for path in (*TRENDS, LIST)]
+    reads = args.paths or [*TRENDS, LIST]
+    phases += [(f"GET {path.removeprefix('/api/v1')}", getter(path)) for path in reads]
     for label, send in phases:
         for n in range(10):  # warm-up: connections, statement caches
             send(n)
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--pg-server", default=PG_SERVER)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument(
+        "--paths", nargs="+", metavar="PATH", help="the GETs to time, replacing the trends and list defaults"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="respira-bench-profile-") as tmp:
