@@ -239,8 +239,9 @@ class TrendsQuery(WorkoutFilter):
     The statistics (box, n, Pearson's r, what was left out) are always over every workout."""
 
     resolution: Literal["auto", "workout", "week"] = Field(
-        default="auto",
-        description="`workout`: one point per workout; `week`: one point per ISO week of the workouts' "
+        default="workout",
+        description="`workout` (the default, as before this option): one point per workout; `week`: one "
+        "point per ISO week of the workouts' "
         "local dates, the mean of that week's per-workout values; `auto`: `workout` while the filtered "
         "workouts number at most `max_points`, else `week`",
     )

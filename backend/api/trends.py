@@ -24,9 +24,9 @@ bp = Blueprint("trends", __name__)
 TAGS = ("trends",)
 NOT_MODIFIED = ("Not modified: the If-None-Match ETag is the current answer's", None)
 RESOLUTION = (
-    " Box statistics, `n` and Pearson's r are over every filtered workout; `resolution` (default `auto`: "
-    "one point per workout up to `max_points` workouts, else one per ISO week) only decides how the points "
-    "are sent."
+    " Box statistics, `n` and Pearson's r are over every filtered workout; `resolution` (default `workout`: "
+    "one point per workout; `auto`: one per workout up to `max_points` workouts, else one per ISO week) only "
+    "decides how the points are sent."
 )
 
 

@@ -125,7 +125,9 @@ def test_auto_sends_workouts_up_to_max_points_then_weeks(alice: Api, history: di
     # the filters count: 24 workouts, but fewer than 20 from the second week on
     since = min(history.values()) + timedelta(days=14)
     later = sum(day >= since for day in history.values())
-    auto = alice.get(f"/api/v1/trends/stages?from={since.isoformat()}&max_points={later}").json
+    auto = alice.get(
+        f"/api/v1/trends/stages?resolution=auto&from={since.isoformat()}&max_points={later}"
+    ).json
     assert auto["resolution"] == "workout" and later < n
 
 
