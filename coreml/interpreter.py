@@ -368,12 +368,24 @@ def _conv(call: Call) -> Any:
     groups = int(call.scalar("groups", 1))
     pads = _conv_padding(call, x.shape[2:], kernel, strides, dilations)
     x = np.pad(x, [(0, 0), (0, 0), *pads])
+    batch, channels = x.shape[:2]
+    if n == 1 and groups == channels == weight.shape[0] and strides == [1] and dilations == [1]:
+        # one input and one output channel per group (the estimator's autocorrelations, whose weight
+        # is the signal itself): a float32 correlation per channel, without the im2col copy
+        out = np.stack(
+            [
+                np.stack([np.correlate(x[b, g], weight[g, 0], "valid") for g in range(groups)])
+                for b in range(batch)
+            ]
+        )
+        if "bias" in call:
+            out = out + _wide(call["bias"]).reshape(1, -1, 1)
+        return out
     span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True))
     windows = sliding_window_view(x, span, axis=tuple(range(2, 2 + n)))
     steps = (*(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilations))
     index = (slice(None), slice(None), *steps)  # (a tuple first: x[a, *b] is 3.11 syntax)
     windows = windows[index]  # [B, C, *out, *kernel]
-    batch, channels = x.shape[:2]
     out_spatial = windows.shape[2 : 2 + n]
     positions = int(np.prod(out_spatial))
     # im2col: [B, G, positions, Cg * taps] @ [G, Cg * taps, Og] -> [B, G, positions, Og]
@@ -479,7 +491,13 @@ def _squeeze(call: Call) -> Any:
 
 @register("expand_dims")
 def _expand_dims(call: Call) -> Any:
-    return np.expand_dims(call["x"], tuple(call.ints("axes")))
+    x = np.asarray(call["x"])
+    rank = x.ndim + len(call.ints("axes"))
+    axes = sorted(_axis(a, rank) for a in call.ints("axes"))
+    shape = list(x.shape)
+    for axis in axes:
+        shape.insert(axis, 1)
+    return x.reshape(shape)
 
 
 def _slice_index(call: Call, shape: tuple[int, ...]) -> tuple[Any, ...]:
@@ -783,6 +801,57 @@ def _check_shape(value: Any, ttype: TensorType, op: Op) -> None:
         raise InterpreterError(f"{op.describe()}: produced shape {list(shape)}, the program declares {ttype}")
 
 
+class _Step:
+    """One op, resolved once when the package is loaded, so that a call does no more than bind, run, cast
+    and check: its implementation, the attributes it binds, where each argument comes from, and for
+    each output the numpy type to cast to and the shape to expect (``None``: a cast or check that
+    needs the general path, as for bf16, strings and shapes with free dimensions)."""
+
+    __slots__ = ("attributes", "bindings", "impl", "op", "outputs")
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.impl = OPS[op.type]
+        # iOS 16 constexpr ops keep their operands as attributes; everything else binds inputs
+        self.attributes = {key: [value] for key, value in op.attributes.items() if value is not None}
+        self.bindings = [
+            (param, [(arg.name, arg.value) for arg in args]) for param, args in op.inputs.items()
+        ]
+        self.outputs = []
+        for name, ttype in op.outputs:
+            fast_dtype = None if ttype.dtype in ("string", "bf16") else numpy_dtype(ttype.dtype)
+            static_shape = None if None in ttype.shape else tuple(ttype.shape)
+            self.outputs.append((name, ttype, fast_dtype, static_shape))
+
+    def execute(self, env: Mapping[str, Any], into: dict[str, Any]) -> None:
+        """Run the op on the values in ``env``; its outputs, cast and checked, go into ``into``."""
+        args = dict(self.attributes)
+        for param, sources in self.bindings:
+            args[param] = [env[name] if name is not None else value for name, value in sources]
+        op = self.op
+        try:
+            result = self.impl(Call(op, args))
+        except (InterpreterError, InputError):
+            raise
+        except Exception as exc:  # a numpy error inside an op: say which op
+            raise InterpreterError(f"{op.describe()} failed: {type(exc).__name__}: {exc}") from exc
+        results = result if isinstance(result, tuple) else (result,)
+        if len(results) != len(self.outputs):
+            raise InterpreterError(
+                f"{op.describe()}: produced {len(results)} outputs, declares {len(self.outputs)}"
+            )
+        for (name, ttype, fast_dtype, static_shape), value in zip(self.outputs, results, strict=True):
+            if fast_dtype is None:
+                value = _cast(value, ttype.dtype)
+            else:
+                value = value if isinstance(value, np.ndarray) else np.asarray(value)
+                if value.dtype != fast_dtype:
+                    value = value.astype(fast_dtype)
+            if static_shape is None or value.shape != static_shape:
+                _check_shape(value, ttype, op)
+            into[name] = value
+
+
 class InterpretedModel:
     """A loaded package, ready to predict. Build it with :func:`load_package`."""
 
@@ -796,7 +865,7 @@ class InterpretedModel:
         self._state_types = {n: t for n, t in package.function_inputs.items() if t.is_state}
         self._refuse_unknown_ops()
         self._consts: dict[str, Any] = {}
-        self._plan: list[Op] = []
+        self._plan: list[_Step] = []
         self._prepare()
 
     def _refuse_unknown_ops(self) -> None:
@@ -821,41 +890,13 @@ class InterpretedModel:
                     raise InterpreterError(f"{op.describe()}: const without a value")
                 self._consts[name] = _cast(value, ttype.dtype)
             elif op.type in CONSTEXPR_OPS:
-                self._consts.update(self._execute(op, self._consts))
+                _Step(op).execute(self._consts, self._consts)
             else:
-                self._plan.append(op)
+                self._plan.append(_Step(op))
             defined.update(name for name, _ in op.outputs)
         missing = [name for name in self.package.block_outputs if name not in defined]
         if missing:
             raise InterpreterError(f"program outputs {missing} are never computed")
-
-    def _execute(self, op: Op, env: Mapping[str, Any]) -> dict[str, Any]:
-        # iOS 16 constexpr ops keep their operands as attributes; everything else binds inputs
-        args = {key: [value] for key, value in op.attributes.items() if value is not None}
-        args.update(
-            {
-                param: [env[arg.name] if arg.name is not None else arg.value for arg in bindings]
-                for param, bindings in op.inputs.items()
-            }
-        )
-        call = Call(op, args)
-        try:
-            result = OPS[op.type](call)
-        except (InterpreterError, InputError):
-            raise
-        except Exception as exc:  # a numpy error inside an op: say which op
-            raise InterpreterError(f"{op.describe()} failed: {type(exc).__name__}: {exc}") from exc
-        results = result if isinstance(result, tuple) else (result,)
-        if len(results) != len(op.outputs):
-            raise InterpreterError(
-                f"{op.describe()}: produced {len(results)} outputs, declares {len(op.outputs)}"
-            )
-        produced = {}
-        for (name, ttype), value in zip(op.outputs, results, strict=True):
-            value = _cast(value, ttype.dtype)
-            _check_shape(value, ttype, op)
-            produced[name] = value
-        return produced
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -904,8 +945,8 @@ class InterpretedModel:
         elif state is not None:
             raise InputError(f"{self.package.path} has no states; do not pass one")
         with np.errstate(all="ignore"):  # fp16 overflow, log(0)...: results to observe, not crashes
-            for op in self._plan:
-                env.update(self._execute(op, env))
+            for step in self._plan:
+                step.execute(env, env)
         return {k: v for k, v in env.items() if not isinstance(v, _StateRef)}
 
     def predict(self, inputs: Mapping[str, Any], state: MLState | None = None) -> dict[str, np.ndarray]:

@@ -223,7 +223,9 @@ def step_export(s: Settings, step: Step) -> str:
 
 
 def verification_audio(s: Settings) -> list[Path]:
-    """A resting and a heavy synthetic stage, plus two real recordings when RRuJO is there."""
+    """A resting and a heavy synthetic stage, plus two real recordings when RRuJO is there; with
+    ``--quick`` the heavy stage alone (each file is streamed for 60 s through both packages, and
+    through torch twice: the step's cost grows with every file)."""
     import numpy as np
     import soundfile as sf
 
@@ -234,7 +236,7 @@ def verification_audio(s: Settings) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     participant = make_participant("verify", seed=7)
-    for stage in (1, 2):
+    for stage in (2,) if s.quick else (1, 2):
         path = folder / f"synthetic-stage{stage}.wav"
         if not path.is_file():
             rec = synth_recording(participant, stage, 20.0, np.random.default_rng(stage))

@@ -159,7 +159,7 @@ def test_quick_demo_ends_serving_the_uploaded_workouts(quick_demo):
     assert all(re.search(r"\(\d+ s, \d+ s CPU\)$", line) for line in steps.values()), steps
     assert not [line for line in lines if any(n in line for n in NOISE)], lines
     assert len(lines) <= 24, lines
-    assert "2 of 2 files within tolerance; 2 of 2 files within tolerance" in steps["verify"]
+    assert "1 of 1 files within tolerance; 1 of 1 files within tolerance" in steps["verify"]
     # while they ran, the long steps each drew one progress bar (redrawn in place, gone afterwards)
     for bar in (r"\[data\] synth +\d+%\|", r"\[train\] epoch \d+ +\d+%\|", r"\[simulate\] workouts +\d+%\|"):
         assert re.search(bar, proc.stdout), bar
@@ -232,10 +232,10 @@ def test_readme_commands_work_as_written_on_the_demo_outputs(quick_demo, tmp_pat
     # commands run in coreml/, beside the package, as the README writes them
     shutil.copytree(workdir / "coreml", here / "coreml")
     shutil.copytree(workdir / "model", here / "model")
-    shutil.copy(workdir / "verify-audio" / "synthetic-stage1.wav", here / "breath.wav")
+    shutil.copy(workdir / "verify-audio" / "synthetic-stage2.wav", here / "breath.wav")
     shutil.copy(here / "breath.wav", here / "coreml" / "breath.wav")
     shutil.copy(workdir / "verify-audio" / "synthetic-stage2.wav", here / "folder" / "heavy.wav")
-    shutil.copy(workdir / "verify-audio" / "synthetic-stage1.wav", here / "folder" / "rest.wav")
+    shutil.copy(workdir / "verify-audio" / "synthetic-stage2.wav", here / "folder" / "rest.wav")
     (here / "data").symlink_to(workdir / "data")
     (here / "password.txt").write_text("readme password\n")
     recording = "recording.wav"

@@ -104,8 +104,16 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from training.evaluate import evaluate
     from training.recording_report import recording_report
+
+    # The estimator runs the model 100 ms at a time, as the package does (training.estimator.phase_track):
+    # ops that small gain nothing from a second thread, which only waits for a busy core (measured on
+    # the 2-core machine with a test worker beside it: the quick demo's evaluation took over 10 minutes
+    # with two threads)
+    torch.set_num_threads(1)
 
     out = Path(args.out)
     if not args.recordings_only:

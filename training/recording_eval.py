@@ -33,6 +33,7 @@ from training.dsp_baseline import estimate_rr_dsp
 from training.estimator import (
     DEFAULT_ESTIMATOR,
     EstimatorConfig,
+    PhaseTrack,
     WindowEvidence,
     decide,
     decide_many,
@@ -142,9 +143,12 @@ class RecordingEvidence:
     segment_rr_bpm: float
 
 
-def recording_evidence(rec: EvalRecording, model: RRModel, with_segments: bool = True) -> RecordingEvidence:
+def recording_evidence(
+    rec: EvalRecording, model: RRModel, with_segments: bool = True, track: PhaseTrack | None = None
+) -> RecordingEvidence:
+    """``track``: the recording's phase track when the caller has it already (it is the costly part)."""
     features = log_mel(rec.audio)
-    track = phase_track(model, rec.audio)
+    track = phase_track(model, rec.audio) if track is None else track
     duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
@@ -164,11 +168,17 @@ def method_answers(evidence: RecordingEvidence, cfg: EstimatorConfig) -> dict[st
 
 
 def rolling_errors(
-    rec: EvalRecording, model: RRModel, cfg: EstimatorConfig, windows_s: Sequence[float], hop_s: float = 5.0
+    rec: EvalRecording,
+    model: RRModel,
+    cfg: EstimatorConfig,
+    windows_s: Sequence[float],
+    hop_s: float = 5.0,
+    track: PhaseTrack | None = None,
 ) -> dict[float, list[float]]:
     """Per window length: |rolling rate - truth| at every instant a full window is available
-    (a rolling window that answers nothing counts as missing, not as an error)."""
-    track = phase_track(model, rec.audio)
+    (a rolling window that answers nothing counts as missing, not as an error). ``track``: as for
+    :func:`recording_evidence`."""
+    track = phase_track(model, rec.audio) if track is None else track
     duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     out: dict[float, list[float]] = {}
     for window_s in windows_s:

@@ -36,7 +36,7 @@ def _one_seed(checkpoint: str, corpus_dirs: Sequence[str], split: str, noise_dir
     import torch
 
     from training.checkpoint import load_checkpoint
-    from training.estimator import EstimatorConfig, decide
+    from training.estimator import EstimatorConfig, decide, phase_track
     from training.real_noise import load_noise_bank
     from training.recording_eval import evaluation_set, method_answers, recording_evidence, rolling_errors
 
@@ -50,14 +50,17 @@ def _one_seed(checkpoint: str, corpus_dirs: Sequence[str], split: str, noise_dir
     rolling: dict[float, list[float]] = {w: [] for w in ROLLING_WINDOWS_S}
     agree: list[bool] = []
     for rec in recordings:
-        evidence = recording_evidence(rec, model)
+        track = phase_track(model, rec.audio)  # once per recording: the costly part, shared below
+        evidence = recording_evidence(rec, model, track=track)
         answers.append((rec, method_answers(evidence, cfg)))
         if rec.steady and rec.group.startswith("RRuJO"):
-            for w, errors in rolling_errors(rec, model, cfg, ROLLING_WINDOWS_S).items():
+            for w, errors in rolling_errors(rec, model, cfg, ROLLING_WINDOWS_S, track=track).items():
                 rolling[w].extend(errors)
             whole = decide(evidence.whole, cfg).rr_bpm
             if whole is not None:
-                rates = rolling_errors(dataclasses.replace(rec, rr_bpm=whole), model, cfg, (30.0,))[30.0]
+                rates = rolling_errors(
+                    dataclasses.replace(rec, rr_bpm=whole), model, cfg, (30.0,), track=track
+                )[30.0]
                 agree.extend(e <= 1.0 for e in rates)
     from training.recording_eval import summarise
 

@@ -87,12 +87,15 @@ def normalise_sequence(
 def normalise_chunk(
     x: torch.Tensor, mean: torch.Tensor, count: torch.Tensor, alpha: float, cfg: RunningNormConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The same rule frame by frame, unrolled over the chunk's frames (the form traced into Core ML)."""
-    outputs = []
+    """The same rule frame by frame, unrolled over the chunk's frames (the form traced into Core ML).
+
+    Only the mean is sequential; the outputs are computed once for the chunk from the stacked means
+    (the same arithmetic per element, with fewer ops per call in torch and in the package)."""
+    means = []
     for i in range(x.shape[1]):
-        frame = x[:, i]
         count = count + 1.0
         rate = torch.clamp(1.0 / count, min=alpha)
-        mean = mean + rate * (frame - mean)
-        outputs.append(torch.clamp((frame - mean) / cfg.scale, -cfg.clip, cfg.clip))
-    return torch.stack(outputs, dim=1), mean, count
+        mean = mean + rate * (x[:, i] - mean)
+        means.append(mean)
+    y = torch.clamp((x - torch.stack(means, dim=1)) / cfg.scale, -cfg.clip, cfg.clip)
+    return y, mean, count

@@ -329,6 +329,9 @@ class SequenceLayers(nn.Module):
         self.bi = nn.LSTM(6, 5, bidirectional=True)
         self.same = nn.Conv1d(6, 4, 4, padding="same")
         self.grouped = nn.Conv1d(4, 4, 3, groups=2, dilation=2, padding=2)
+        # one channel in and out per group: the interpreter's per-channel correlation (the estimator's
+        # autocorrelations are convolutions of this kind)
+        self.depthwise = nn.Conv1d(4, 4, 5, groups=4, padding=2)
         self.image = nn.Conv2d(2, 4, 3, stride=(2, 1), padding=1, groups=2)
         self.norm = nn.LayerNorm(6)
 
@@ -339,10 +342,10 @@ class SequenceLayers(nn.Module):
         conv = self.grouped(self.same(channels))
         padded = nn.functional.pad(channels, (2, 1), mode="reflect")
         gelu = nn.functional.gelu(self.norm(x))
-        return out, h2, c2, bi, conv, self.image(img), padded, gelu
+        return out, h2, c2, bi, conv, self.image(img), padded, gelu, self.depthwise(conv)
 
 
-LAYER_OUTPUTS = ["out", "h_out", "c_out", "bi", "conv", "image", "padded", "gelu"]
+LAYER_OUTPUTS = ["out", "h_out", "c_out", "bi", "conv", "image", "padded", "gelu", "depthwise"]
 # iOS 16 keeps LSTMs in fp32 even in fp16 programs (casts around them); iOS 17+ emits fp16 LSTMs
 LAYER_VARIANTS = {"float32": ct.target.iOS16, "float16": ct.target.iOS16, "float16_ios18": ct.target.iOS18}
 
@@ -370,7 +373,7 @@ def test_sequence_layers_match_torch(layer_packages, variant):
     module, packages = layer_packages
     model = packages[variant]
     histogram = op_histogram(model.package)
-    assert histogram["lstm"] == 2 and histogram["conv"] == 3
+    assert histogram["lstm"] == 2 and histogram["conv"] == 4
     assert {"pad", "layer_norm", "gelu", "transpose"} <= set(histogram)
     lstm_dtypes = {op.outputs[0][1].dtype for op in model.package.operations if op.type == "lstm"}
     assert lstm_dtypes == {"fp16" if variant == "float16_ios18" else "fp32"}

@@ -9,6 +9,7 @@ window that ends where the chunk ends (the last 30 s, or everything since the st
 
 from __future__ import annotations
 
+import functools
 import glob
 
 import numpy as np
@@ -38,6 +39,7 @@ def shipped():
     return model, EstimatorConfig.from_dict(meta["estimator"])
 
 
+@functools.cache
 def _recordings() -> dict[str, np.ndarray]:
     """Two real chest recordings (both stethoscopes), a synthetic one, and the synthetic one in real
     noise at 5 dB: 40 s each."""
@@ -48,23 +50,31 @@ def _recordings() -> dict[str, np.ndarray]:
     gain = np.std(synthetic) / max(np.std(noise), 1e-9) * 10 ** (-5 / 20)
     return {
         "rrinervas 12/min": load_audio(sorted(glob.glob(f"{RRUJO}/rrinervas/12/*.flac"))[0])[: 40 * SR],
-        "thinklabs 18/min": load_audio(sorted(glob.glob(f"{RRUJO}/thinklabs/18/*.flac"))[0])[: 40 * SR],
+        # the second 18/min recording: on the first, the estimator finds a rate in only 49 of the 361
+        # windows (a weakly periodic recording that mostly answers "too noisy")
+        "thinklabs 18/min": load_audio(sorted(glob.glob(f"{RRUJO}/thinklabs/18/*.flac"))[1])[: 40 * SR],
         "synthetic 24/min": synthetic.astype(np.float32),
         "synthetic in exercise-bike noise, 5 dB": (synthetic + gain * noise).astype(np.float32),
     }
 
 
-def _answers(package_path, audio, model, cfg, every: int = 1):
+# the offline side of each recording (the same whichever package is compared with it), computed once
+_OFFLINE: dict[tuple[str, int], list] = {}
+
+
+def _answers(package_path, name: str, audio: np.ndarray, model, cfg, every: int = 1):
     """(package outputs, offline WindowEstimate) after every ``every``-th chunk from 4 s on."""
-    track = phase_track(model, audio)
+    ends_s = [(k + 1) * CHUNK / SR for k in range(len(audio) // CHUNK)]
+    answered = [k for k, end_s in enumerate(ends_s) if end_s >= 4.0 and (k + 1) % every == 0]
+    if (name, every) not in _OFFLINE:
+        track = phase_track(model, audio)
+        _OFFLINE[name, every] = [
+            window_estimate(audio, track, max(0.0, ends_s[k] - cfg.window_s), ends_s[k], cfg)
+            for k in answered
+        ]
     streamer = PackageStreamer(load_package(package_path))
-    pairs = []
-    for k in range(len(audio) // CHUNK):
-        out = streamer.push(audio[k * CHUNK : (k + 1) * CHUNK])
-        end_s = (k + 1) * CHUNK / SR
-        if end_s >= 4.0 and (k + 1) % every == 0:
-            pairs.append((out, window_estimate(audio, track, max(0.0, end_s - cfg.window_s), end_s, cfg)))
-    return pairs, streamer
+    outputs = {k: streamer.push(audio[k * CHUNK : (k + 1) * CHUNK]) for k in range(len(ends_s))}
+    return list(zip([outputs[k] for k in answered], _OFFLINE[name, every], strict=True)), streamer
 
 
 def _reason(out) -> str:
@@ -79,7 +89,7 @@ def test_float32_package_rolling_rate_equals_the_offline_estimator(shipped):
     model, cfg = shipped
     package = shipped_package("explicit", "float32")
     for name, audio in _recordings().items():
-        pairs, _ = _answers(package, audio, model, cfg)
+        pairs, _ = _answers(package, name, audio, model, cfg)
         errors = np.array([abs(_rate(out) - (w.rr_bpm or 0.0)) for out, w in pairs])
         assert all(_reason(out) == (w.reason or "rate") for out, w in pairs), name
         # The contract is 1e-3 breaths/min at every instant. Measured: worst 2.1e-5 on rrinervas, but
@@ -105,7 +115,7 @@ def test_float16_packages_rolling_rate_reaches_35_db(shipped, variant, precision
     model, cfg = shipped
     package = shipped_package(variant, precision)
     for name, audio in _recordings().items():
-        pairs, _ = _answers(package, audio, model, cfg)
+        pairs, _ = _answers(package, name, audio, model, cfg)
         got = np.array([_rate(out) for out, _ in pairs])
         ref = np.array([w.rr_bpm or 0.0 for _, w in pairs])
         assert psnr_db(ref, got) >= 35.0, (name, psnr_db(ref, got))
@@ -120,7 +130,9 @@ def test_stateful_fp16_package_holds_for_ten_minutes(shipped):
     audio = synth_recording(person, 1, 600.0, np.random.default_rng(11), rate_bpm=15.0).audio.astype(
         np.float32
     )
-    pairs, streamer = _answers(shipped_package("stateful", "float32"), audio, model, cfg, every=300)
+    pairs, streamer = _answers(
+        shipped_package("stateful", "float32"), "ten minutes", audio, model, cfg, every=300
+    )
     assert len(pairs) == 20
     got = np.array([_rate(out) for out, _ in pairs])
     ref = np.array([w.rr_bpm or 0.0 for _, w in pairs])

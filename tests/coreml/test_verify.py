@@ -284,9 +284,11 @@ def test_run_mode_is_judged_by_psnr(session, short_stream):
     checks = compare(reference, drifted, session.kinds(), True, "run")
     assert all(c.rule == "psnr" and c.limit == RUN_MIN_PSNR_DB and c.passed for c in checks)
     assert not all(c.passed for c in compare(reference, drifted, session.kinds(), True, "step"))
-    restarted = {k: np.zeros_like(v) if k in ("lstm_c", "chunks_seen") else v for k, v in reference.items()}
+    # the cell state is two states (its fp16 rounding and the residual), compared joined: both restart
+    lost = ("lstm_c", "lstm_c_residual", "chunks_seen")
+    restarted = {k: np.zeros_like(v) if k in lost else v for k, v in reference.items()}
     failed = {c.name for c in compare(reference, restarted, session.kinds(), True, "run") if not c.passed}
-    assert failed == {"lstm_c", "chunks_seen"}
+    assert failed == set(lost)
 
 
 def test_short_files_are_looped_to_sixty_seconds():
