@@ -841,14 +841,15 @@ class _Step:
                 f"{op.describe()}: produced {len(results)} outputs, declares {len(self.outputs)}"
             )
         for (name, ttype, fast_dtype, static_shape), value in zip(self.outputs, results, strict=True):
-            if fast_dtype is None:
+            if fast_dtype is None:  # bf16, strings: the general cast and check
                 value = _cast(value, ttype.dtype)
+                _check_shape(value, ttype, op)
             else:
                 value = value if isinstance(value, np.ndarray) else np.asarray(value)
                 if value.dtype != fast_dtype:
                     value = value.astype(fast_dtype)
-            if static_shape is None or value.shape != static_shape:
-                _check_shape(value, ttype, op)
+                if static_shape is None or value.shape != static_shape:
+                    _check_shape(value, ttype, op)
             into[name] = value
 
 
