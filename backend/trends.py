@@ -383,34 +383,28 @@ def rr_vs_pulse(
         entry: dict[str, Any] = {"stage": n, "n": len(keep), "pairs": [], "pearson_r": pearson_r(rr, pulse)}
         entry["weeks"] = entry["columns"] = None
         if groups is None:
-            workout_ids = [ids[j] for j in keep]
-            started = [local_start(j) for j in keep]
-            if format == "objects":
-                fields = zip(workout_ids, started, rr, pulse, strict=True)
-                entry["pairs"] = [
-                    {"workout_id": w, "started_at": t, "rr_bpm": r, "pulse_bpm": p} for w, t, r, p in fields
-                ]
-            else:
-                entry["columns"] = {
-                    "workout_id": workout_ids,
-                    "started_at": started,
-                    "rr_bpm": rr,
-                    "pulse_bpm": pulse,
-                }
+            key = "pairs"
+            by_field: dict[str, list[Any]] = {
+                "workout_id": [ids[j] for j in keep],
+                "started_at": [local_start(j) for j in keep],
+                "rr_bpm": rr,
+                "pulse_bpm": pulse,
+            }
         else:
             week_text, counts, (rr_means, pulse_means) = groups.means(rr_all, pulse_all)
-            if format == "objects":
-                by_week = zip(week_text, counts, rr_means, pulse_means, strict=True)
-                entry["weeks"] = [
-                    {"week_start": w, "n": c, "rr_bpm": r, "pulse_bpm": p} for w, c, r, p in by_week
-                ]
-            else:
-                entry["columns"] = {
-                    "week_start": week_text,
-                    "n": counts,
-                    "rr_bpm": rr_means,
-                    "pulse_bpm": pulse_means,
-                }
+            key = "weeks"
+            by_field = {
+                "week_start": week_text,
+                "n": counts,
+                "rr_bpm": rr_means,
+                "pulse_bpm": pulse_means,
+            }
+        if format == "objects":  # the same values, one object per point
+            entry[key] = [
+                dict(zip(by_field, row, strict=True)) for row in zip(*by_field.values(), strict=True)
+            ]
+        else:
+            entry["columns"] = by_field
         stages.append(entry)
     return {"resolution": chosen, "stages": stages}
 
