@@ -242,40 +242,63 @@ def _any_of(*conditions: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_max(r: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Highest value of each row of ``r`` over lags ``lo..hi`` (inclusive) and its first index."""
-    lags = _arange(r.shape[-1])[None, :]
-    inside = _all_of(lags >= lo[:, None], lags <= hi[:, None])
-    masked = torch.where(inside, r, torch.full_like(r, -1e9))
+    """Highest value of each row of ``r`` ``[batch, lags]`` over lags ``lo..hi`` (inclusive) and its first
+    index, for ``K`` ranges at once: ``lo`` and ``hi`` are ``[batch, K]``, the results ``[batch, K]``.
+    One broadcast mask for every range keeps the traced graph short (each op is a call in the package)."""
+    lags = _arange(r.shape[-1])[None, None, :]
+    inside = torch.logical_and(lags >= lo[..., None], lags <= hi[..., None])
+    masked = torch.where(inside, r[:, None, :], torch.full_like(inside, -1e9, dtype=r.dtype))
     return masked.amax(-1), torch.argmax(masked, -1).to(r.dtype)
 
 
 def _at(r: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """``r`` at lags ``[batch, K]`` (clamped into the row): ``[batch, K]``."""
     index = torch.clamp(lag, 0, MAX_LAG).to(torch.int64)  # every r here has MAX_LAG + 1 lags
-    return torch.gather(r, 1, index[:, None])[:, 0]
+    return torch.gather(r, 1, index)
 
 
-def _peak_near(
-    r: torch.Tensor, num: torch.Tensor, den: torch.Tensor, max_lag: torch.Tensor
+def _around(r: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """``r`` at ``lag - 1``, ``lag`` and ``lag + 1`` ``[batch, 3]`` for lags ``[batch]``."""
+    return _at(r, lag[:, None] + torch.tensor([[-1.0, 0.0, 1.0]], dtype=lag.dtype))
+
+
+def _peaks_near(
+    r: torch.Tensor, num: torch.Tensor, max_lag: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Highest value within ``num/den * (1 +/- 0.15)`` and whether that range lies inside the window.
-    Bounds in integer arithmetic (17/20, 23/20), so float rounding cannot move them."""
-    lo = torch.floor(17.0 * num / (20.0 * den))
-    hi = torch.ceil(23.0 * num / (20.0 * den))
+    """Highest value within ``num * (1 +/- 0.15)`` and whether that range lies inside the window, for
+    ``[batch, K]`` lags ``num`` at once. Bounds in integer arithmetic (17/20, 23/20), so float rounding
+    cannot move them."""
+    lo = torch.floor(17.0 * num / 20.0)
+    hi = torch.ceil(23.0 * num / 20.0)
     value, _ = _masked_max(r, lo, hi)
-    return value, hi <= max_lag
+    return value, hi <= max_lag[:, None]
 
 
 def _local_peak(
-    r: torch.Tensor, num: torch.Tensor, den: torch.Tensor, max_lag: torch.Tensor
+    r: torch.Tensor, num: torch.Tensor, den: float, max_lag: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of the highest value within ``num/den * (1 +/- 0.15)`` (from MIN_LAG) and whether it is
-    a local maximum with a range that exists."""
+    a local maximum with a range that exists; ``[batch]``."""
     lo = torch.clamp(torch.floor(17.0 * num / (20.0 * den)), min=float(max(MIN_LAG, 1)))
     hi = torch.minimum(torch.ceil(23.0 * num / (20.0 * den)), max_lag - 1.0)
-    _, index = _masked_max(r, lo, hi)
-    here = _at(r, index)
-    ok = _all_of(hi >= lo, here >= _at(r, index - 1), here >= _at(r, index + 1))
+    _, index = _masked_max(r, lo[:, None], hi[:, None])
+    index = index[:, 0]
+    before, here, after = _around(r, index).unbind(1)
+    ok = _all_of(hi >= lo, here >= before, here >= after)
     return index, ok
+
+
+def _mean_of_pairs(
+    r: torch.Tensor, lags: torch.Tensor, count2: torch.Tensor, max_lag: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For lags ``[batch, 4]`` read as two pairs: per pair the mean of the peaks near its two lags (the
+    first alone where not ``count2``) and whether the ranges it needs lie in the window: ``[batch, 2]``."""
+    value, ok = _peaks_near(r, lags, max_lag)
+    first, second = value[:, 0::2], value[:, 1::2]
+    ok_first, ok_second = ok[:, 0::2], ok[:, 1::2]
+    both = count2[:, None]
+    mean = torch.where(both, 0.5 * (first + second), first)
+    return mean, torch.logical_and(ok_first, torch.logical_or(ok_second, torch.logical_not(both)))
 
 
 def pick_period(r: torch.Tensor, max_lag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,40 +310,33 @@ def pick_period(r: torch.Tensor, max_lag: torch.Tensor) -> tuple[torch.Tensor, t
     nxt = F.pad(r, (0, 1))[:, 1:]
     is_peak = _all_of(lags >= max(MIN_LAG, 1), lags <= max_lag[:, None] - 1.0, r >= prev, r > nxt)
     any_peak = is_peak.any(-1)
-    _, best_peak = _masked_max(
-        torch.where(is_peak, r, torch.full_like(r, -1e9)), torch.zeros_like(max_lag), max_lag
-    )
-    _, best_any = _masked_max(r, torch.full_like(max_lag, float(MIN_LAG)), max_lag)
-    best = torch.where(any_peak, best_peak, best_any)
-    one = torch.ones_like(best)
+    # the strongest peak, else the highest value from MIN_LAG: both ranges in one masked max
+    candidates = torch.stack([torch.where(is_peak, r, torch.full_like(r, -1e9)), r], 1)  # [batch, 2, lags]
+    lo = torch.stack([torch.zeros_like(max_lag), torch.full_like(max_lag, float(MIN_LAG))], 1)
+    inside = torch.logical_and(lags[:, None, :] >= lo[..., None], lags[:, None, :] <= max_lag[:, None, None])
+    first = torch.argmax(torch.where(inside, candidates, torch.full_like(candidates, -1e9)), -1).to(r.dtype)
+    best = torch.where(any_peak, first[:, 0], first[:, 1])
     length = max_lag + 1.0
     margin_half, margin_double = DSP_CONFIG.halve_margin, DSP_CONFIG.double_margin
-
-    def mean_at(
-        points: list[tuple[torch.Tensor, torch.Tensor]], count2: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean of the peaks near ``points`` (num, den pairs); the second only where ``count2``."""
-        (v1, ok1), (v2, ok2) = (_peak_near(r, n, d, max_lag) for n, d in points)
-        mean = torch.where(count2, 0.5 * (v1 + v2), v1)
-        return mean, torch.logical_and(ok1, torch.logical_or(ok2, torch.logical_not(count2)))
-
     active = best >= 0.0  # all true
     for _ in range(2):  # halve at most twice
-        half, half_ok = _local_peak(r, best, 2.0 * one, max_lag)
+        half, half_ok = _local_peak(r, best, 2.0, max_lag)
         count2 = 23.0 * best < 10.0 * length  # 2 * best * 1.15 < len(r)
-        odd, odd_ok = mean_at([(half, one), (3.0 * half, one)], count2)
-        even, even_ok = mean_at([(best, one), (2.0 * best, one)], count2)
-        take = _all_of(active, half_ok, odd_ok, even_ok, odd >= even - margin_half)
+        # (odd, even): the peaks near half and 3 * half against those near best and 2 * best
+        mean, ok = _mean_of_pairs(r, torch.stack([half, 3.0 * half, best, 2.0 * best], 1), count2, max_lag)
+        odd, even = mean.unbind(1)
+        take = _all_of(active, half_ok, ok[:, 0], ok[:, 1], odd >= even - margin_half)
         best = torch.where(take, half, best)
         active = take
-    double, double_ok = _local_peak(r, 2.0 * best, one, max_lag)
+    double, double_ok = _local_peak(r, 2.0 * best, 1.0, max_lag)
     count2 = 46.0 * best < 10.0 * length  # 4 * best * 1.15 < len(r)
-    even, even_ok = mean_at([(double, one), (4.0 * best, one)], count2)
-    odd, odd_ok = mean_at([(best, one), (3.0 * best, one)], count2)
-    take = _all_of(double_ok, even_ok, odd_ok, even > odd + margin_double)
+    mean, ok = _mean_of_pairs(r, torch.stack([double, 4.0 * best, best, 3.0 * best], 1), count2, max_lag)
+    even, odd = mean.unbind(1)
+    take = _all_of(double_ok, ok[:, 0], ok[:, 1], even > odd + margin_double)
     best = torch.where(take, double, best)
     # parabolic refinement
-    a, b, c = _at(r, best - 1.0), _at(r, best), _at(r, best + 1.0)
+    a, b, c = _around(r, best).unbind(1)
+    one = torch.ones_like(best)
     denom = a - 2.0 * b + c
     interior = _all_of(best > 0, best < max_lag, denom < 0)
     shift = torch.where(interior, 0.5 * (a - c) / torch.where(interior, denom, -one), torch.zeros_like(a))
