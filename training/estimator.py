@@ -132,7 +132,6 @@ def dsp_log_power(audio: np.ndarray, sample_rate: int = DEFAULT_FRONTEND.sample_
 STREAM_CHUNK_FRAMES = 10  # feature frames per call of the package's default 100 ms chunk
 
 
-@torch.no_grad()
 def phase_track(
     model: RRModel,
     audio: np.ndarray,
@@ -150,24 +149,69 @@ def phase_track(
     recording, enough to move a weakly periodic window's rate by 2e-3 breaths/min. Chunked like the
     package, the offline track stays within 1e-4 of the package's (measured 7e-5).
     """
-    features = torch.from_numpy(stream_log_mel(audio, frontend, method="dft"))[None]
-    state = model.initial_state(1)
+    return phase_tracks(model, [audio], frontend, with_dsp)[0]
+
+
+PHASE_TRACK_BATCH = 32  # recordings run side by side in one chunk loop (evaluation, many recordings)
+
+
+@torch.no_grad()
+def phase_tracks(
+    model: RRModel,
+    audios: Sequence[np.ndarray],
+    frontend: FrontEndConfig = DEFAULT_FRONTEND,
+    with_dsp: bool = True,
+    batch: int = PHASE_TRACK_BATCH,
+) -> list[PhaseTrack]:
+    """:func:`phase_track` of several recordings, up to ``batch`` of similar length at once.
+
+    Why: a chunk of one recording is a few hundred tiny tensor ops, so a minute of audio costs about
+    0.6 s of CPU one recording at a time, almost all of it per-op overhead; a batch of recordings pays
+    that overhead once per chunk. Each recording is zero-padded at its end to the batch's longest (the
+    model is causal, so padding changes none of its own steps) and its track is cut back to its own
+    steps. Rows of a batch differ from one recording alone only by float32 round-off (the matrix
+    shapes differ); a single recording is computed exactly as :func:`phase_track` always has.
+    """
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    tracks: list[PhaseTrack | None] = [None] * len(audios)
+    for first in range(0, len(order), batch):
+        group = order[first : first + batch]
+        features = [stream_log_mel(audios[i], frontend, method="dft") for i in group]
+        for i, track in zip(group, _batch_tracks(model, features), strict=True):
+            log_power = dsp_log_power(audios[i], frontend.sample_rate) if with_dsp else None
+            tracks[i] = dataclasses.replace(track, dsp_log_power=log_power)
+    return [t for t in tracks if t is not None]
+
+
+def _batch_tracks(model: RRModel, features: Sequence[np.ndarray]) -> list[PhaseTrack]:
+    """The chunk loop of :func:`phase_tracks` over recordings' features ``[frames, n_mels]``."""
+    stride = model.frame_stride
+    usable = [f.shape[0] - f.shape[0] % stride for f in features]
+    longest = max(usable)
+    padded = np.zeros((len(features), longest, model.n_mels), np.float32)
+    for row, (f, n) in enumerate(zip(features, usable, strict=True)):
+        padded[row, :n] = f[:n]
+    x = torch.from_numpy(padded)
+    state = model.initial_state(len(features))
     steps = []
-    for first in range(0, features.shape[1] - features.shape[1] % model.frame_stride, STREAM_CHUNK_FRAMES):
-        chunk = features[:, first : first + STREAM_CHUNK_FRAMES]
-        chunk = chunk[:, : chunk.shape[1] - chunk.shape[1] % model.frame_stride]
-        out, state = model.chunk_steps(chunk, state)
+    for first in range(0, longest, STREAM_CHUNK_FRAMES):
+        out, state = model.chunk_steps(x[:, first : first + STREAM_CHUNK_FRAMES], state)
         steps.append(out)
-    lstm_out = torch.cat(steps, 1) if steps else torch.zeros(1, 0, model.units)
-    pooled = lstm_out.mean(1) if lstm_out.shape[1] else torch.zeros(1, model.units)
-    breath = model.breath_head(model.breath_embedding(pooled))
-    return PhaseTrack(
-        probs=torch.softmax(model.phase_head(lstm_out)[0], -1).numpy(),
-        steps_per_second=model.steps_per_second,
-        breath_probs=torch.softmax(breath[0], -1).numpy().astype(np.float64),
-        noise_prob=float(torch.softmax(model.noise_head(model.noise_embedding(pooled))[0], -1)[1]),
-        dsp_log_power=dsp_log_power(audio, frontend.sample_rate) if with_dsp else None,
-    )
+    lstm_out = torch.cat(steps, 1) if steps else torch.zeros(len(features), 0, model.units)
+    tracks = []
+    for row, n in enumerate(usable):
+        own = lstm_out[row : row + 1, : n // stride]
+        pooled = own.mean(1) if own.shape[1] else torch.zeros(1, model.units)
+        breath = model.breath_head(model.breath_embedding(pooled))
+        tracks.append(
+            PhaseTrack(
+                probs=torch.softmax(model.phase_head(own)[0], -1).numpy(),
+                steps_per_second=model.steps_per_second,
+                breath_probs=torch.softmax(breath[0], -1).numpy().astype(np.float64),
+                noise_prob=float(torch.softmax(model.noise_head(model.noise_embedding(pooled))[0], -1)[1]),
+            )
+        )
+    return tracks
 
 
 def window_frames(
@@ -379,15 +423,19 @@ def estimate_audio(
     model: RRModel,
     cfg: EstimatorConfig = DEFAULT_ESTIMATOR,
     frontend: FrontEndConfig = DEFAULT_FRONTEND,
+    track: PhaseTrack | None = None,
 ) -> dict:
-    """Whole-recording estimate and rolling timeline of 16 kHz mono ``audio`` (the ``estimate`` JSON)."""
+    """Whole-recording estimate and rolling timeline of 16 kHz mono ``audio`` (the ``estimate`` JSON).
+
+    ``track``: the recording's :func:`phase_track`, when the caller computed it already (evaluation
+    computes many recordings' tracks in one batch with :func:`phase_tracks`)."""
     duration_s = len(audio) / frontend.sample_rate
     if duration_s < MIN_DURATION_S:
         raise ValueError(f"audio is {duration_s:.2f} s long; at least {MIN_DURATION_S:g} s is needed")
     features = log_mel(audio, frontend)
     if float(np.std(audio)) < 1e-6:
         raise ValueError("the audio does not vary (a constant or DC signal): there is nothing to hear")
-    track = phase_track(model, audio, frontend)
+    track = phase_track(model, audio, frontend) if track is None else track
     whole = window_estimate(audio, track, 0.0, duration_s, cfg, frontend.sample_rate)
     segments, _ = segment_outputs(features, model, duration_s)
     count = 0

@@ -14,13 +14,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from training.audio import AudioError, load_audio
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.dataset import load_examples
-from training.estimator import MIN_DURATION_S, EstimatorConfig, estimate_audio
+from training.estimator import (
+    MIN_DURATION_S,
+    PHASE_TRACK_BATCH,
+    EstimatorConfig,
+    estimate_audio,
+    phase_tracks,
+)
 from training.frontend import SAMPLE_RATE_HZ
 from training.manifest import Segment, audio_path, read_manifest
 from training.models import RRModel
@@ -64,18 +71,33 @@ def recording_estimates(
             path = audio_path(corpus, seg)
             _, start_s, end_s = spans.get(seg.recording, (path, seg.start_s, seg.end_s))
             spans[seg.recording] = (path, min(start_s, seg.start_s), max(end_s, seg.end_s))
-    estimates = {}
+    loaded: list[tuple[str, np.ndarray]] = []
+    estimates: dict[str, float] = {}
     for recording, (path, start_s, end_s) in tqdm(
         spans.items(), desc=f"recordings [{split}]", disable=not progress, leave=False
     ):
         if end_s - start_s < MIN_DURATION_S:
             continue
         try:
-            audio = load_audio(path, SAMPLE_RATE_HZ, start_s=start_s, end_s=end_s)
+            loaded.append((recording, load_audio(path, SAMPLE_RATE_HZ, start_s=start_s, end_s=end_s)))
         except AudioError:
             continue
+        if len(loaded) == PHASE_TRACK_BATCH:
+            estimates.update(_batch_estimates(model, loaded, estimator))
+            loaded = []
+    estimates.update(_batch_estimates(model, loaded, estimator))
+    return estimates
+
+
+def _batch_estimates(
+    model: RRModel, recordings: Sequence[tuple[str, np.ndarray]], estimator: dict
+) -> dict[str, float]:
+    """Whole-recording rates of recordings (id, audio), their phase tracks computed in one batch."""
+    tracks = phase_tracks(model, [audio for _, audio in recordings])
+    estimates = {}
+    for (recording, audio), track in zip(recordings, tracks, strict=True):
         try:
-            answer = estimate_audio(audio, model, EstimatorConfig.from_dict(estimator))["rr_bpm"]
+            answer = estimate_audio(audio, model, EstimatorConfig.from_dict(estimator), track=track)["rr_bpm"]
         except ValueError:  # e.g. a constant signal: nothing to estimate
             answer = None
         # "no breathing" / "too noisy" is no number: counted as missing, like the DSP's flat audio

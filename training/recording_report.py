@@ -36,7 +36,7 @@ def _one_seed(checkpoint: str, corpus_dirs: Sequence[str], split: str, noise_dir
     import torch
 
     from training.checkpoint import load_checkpoint
-    from training.estimator import EstimatorConfig, decide, phase_track
+    from training.estimator import EstimatorConfig, decide, phase_tracks
     from training.real_noise import load_noise_bank
     from training.recording_eval import evaluation_set, method_answers, recording_evidence, rolling_errors
 
@@ -49,8 +49,9 @@ def _one_seed(checkpoint: str, corpus_dirs: Sequence[str], split: str, noise_dir
     answers = []
     rolling: dict[float, list[float]] = {w: [] for w in ROLLING_WINDOWS_S}
     agree: list[bool] = []
-    for rec in recordings:
-        track = phase_track(model, rec.audio)  # once per recording: the costly part, shared below
+    # once per recording, in batches (the costly part), shared below
+    tracks = phase_tracks(model, [rec.audio for rec in recordings])
+    for rec, track in zip(recordings, tracks, strict=True):
         evidence = recording_evidence(rec, model, track=track)
         answers.append((rec, method_answers(evidence, cfg)))
         if rec.steady and rec.group.startswith("RRuJO"):

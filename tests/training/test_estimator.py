@@ -140,3 +140,27 @@ def test_windows_read_the_recordings_band_powers_on_one_grid():
     assert first * hop_s >= start_s
     assert (stop - 1) * hop_s + DEFAULT_CONFIG.frame_s <= end_s + 1e-9
     assert stop - first >= own.shape[1] - 1
+
+
+def test_batched_phase_tracks_equal_one_recording_at_a_time():
+    """Evaluation runs recordings side by side (``phase_tracks``): each keeps its own length, padding
+    reaches none of its steps, and rows differ from the one-at-a-time track by round-off alone."""
+    from training.checkpoint import load_checkpoint
+    from training.estimator import phase_track, phase_tracks
+
+    model, _ = load_checkpoint(None)
+    torch.manual_seed(0)
+    audios = [
+        _breathing(seconds, rate, seed=i)[0]
+        for i, (seconds, rate) in enumerate([(9.3, 14), (4.05, 30), (6.0, 20)])
+    ]
+    audios.append(_breathing(1.0, 40, seed=3)[0])
+    batched = phase_tracks(model, audios, batch=3)  # two batches, the longest recordings together
+    for audio, got in zip(audios, batched, strict=True):
+        alone = phase_track(model, audio)
+        assert got.probs.shape == alone.probs.shape
+        np.testing.assert_allclose(got.probs, alone.probs, atol=1e-5)
+        np.testing.assert_allclose(got.breath_probs, alone.breath_probs, atol=1e-5)
+        assert abs(got.noise_prob - alone.noise_prob) < 1e-5
+        np.testing.assert_array_equal(got.dsp_log_power, alone.dsp_log_power)
+    assert len({t.probs.shape[0] for t in batched}) == len(audios)  # every row was cut to its own length
