@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -102,31 +102,36 @@ class Step:
         """Run ``cmd`` from the repository root with stdout and stderr captured; its tqdm bars move this
         step's bar. Returns what it printed; a non-zero exit fails the step."""
         self.keep(f"$ {shown(cmd)}\n")
-        proc = subprocess.Popen(
-            [str(c) for c in cmd],
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        if stdin is not None:
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
-            feeder.start()
-        printed: list[str] = []
-        assert proc.stdout is not None
-        pending = ""
-        for raw in iter(lambda: proc.stdout.read1(65536), b""):
-            text = raw.decode("utf-8", errors="replace")
-            printed.append(text)
-            pending = self._follow_bars(pending + text)
-        code = proc.wait()
-        out = "".join(printed)
-        # the log keeps the final state of each progress bar, not every redraw
-        self.keep("\n".join(line.split("\r")[-1] for line in out.split("\n")))
+        code, out = _capture(cmd, env, stdin, self._follow_bars)
+        self.keep(_final_bars(out))
         if code != 0:
             raise self.fail(f"{shown(cmd)} exited with status {code}")
         return out
+
+    def run_together(
+        self, cmds: Sequence[Sequence[object]], what: Sequence[str], env: dict[str, str] | None = None
+    ) -> list[str]:
+        """Run independent ``cmds`` at the same time, as many as there are cores, each on one thread
+        (``OMP_NUM_THREADS=1``: two commands with two threads each would contend on two cores). The bar
+        counts the commands finished (``what`` names each); the log keeps each command with its output.
+        Returns what each printed, in order; any non-zero exit fails the step."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        one_thread = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+        self.progress(0, len(cmds), ", ".join(what))
+        results: list[tuple[int, str]] = []
+        with ThreadPoolExecutor(max(1, min(len(cmds), os.cpu_count() or 1))) as pool:
+            futures = [pool.submit(_capture, cmd, one_thread, None, None) for cmd in cmds]
+            for done, future in enumerate(futures, 1):
+                results.append(future.result())
+                self.progress(done, len(cmds), what[done - 1])
+        for cmd, (_, out) in zip(cmds, results, strict=True):
+            self.keep(f"$ {shown(cmd)}\n")
+            self.keep(_final_bars(out))
+        for cmd, (code, _) in zip(cmds, results, strict=True):
+            if code != 0:
+                raise self.fail(f"{shown(cmd)} exited with status {code}")
+        return [out for _, out in results]
 
     def _follow_bars(self, text: str) -> str:
         """Move the bar to the child's latest tqdm state; return the unfinished tail to parse later."""
@@ -161,6 +166,41 @@ class Step:
                 os.close(saved[1])
                 sink.seek(0)
                 self.keep(sink.read().decode("utf-8", errors="replace"))
+
+
+def _capture(
+    cmd: Sequence[object],
+    env: dict[str, str] | None,
+    stdin: str | None,
+    follow: Callable[[str], str] | None,
+) -> tuple[int, str]:
+    """Run ``cmd`` from the repository root: its exit status and everything it printed (stdout and
+    stderr together). ``follow`` sees the output as it comes and returns the unparsed tail."""
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    if stdin is not None:
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True)
+        feeder.start()
+    printed: list[str] = []
+    assert proc.stdout is not None
+    pending = ""
+    for raw in iter(lambda: proc.stdout.read1(65536), b""):
+        text = raw.decode("utf-8", errors="replace")
+        printed.append(text)
+        if follow is not None:
+            pending = follow(pending + text)
+    return proc.wait(), "".join(printed)
+
+
+def _final_bars(out: str) -> str:
+    """What a command printed, for the log: the final state of each progress bar, not every redraw."""
+    return "\n".join(line.split("\r")[-1] for line in out.split("\n"))
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:

@@ -207,11 +207,13 @@ def step_export(s: Settings, step: Step) -> str:
     key = fingerprint("export", s.checkpoint, ROOT / "coreml" / "export.py", ROOT / "coreml" / "streaming.py")
     if up_to_date(s, "export", key, list(s.packages.values())):
         return SKIPPED
-    for done, (variant, path) in enumerate(s.packages.items()):
-        step.progress(done, len(s.packages), variant)
-        step.run(
+    step.run_together(
+        [
             [PY, "-m", "coreml", "export", "--checkpoint", s.checkpoint, "--out", path, "--variant", variant]
-        )
+            for variant, path in s.packages.items()
+        ],
+        list(s.packages),
+    )
     cost = step.run([PY, "-m", "coreml", "cost", s.packages["explicit"], "--json"])
     report = json.loads(cost[cost.index("{") :])
     mark_done(s, "export", key)
@@ -254,11 +256,14 @@ def step_verify(s: Settings, step: Step) -> str:
         return SKIPPED
     with step.quiet():
         audio = verification_audio(s)
-    verdicts = []
-    for done, path in enumerate(s.packages.values()):
-        step.progress(done, len(s.packages), path.name)
-        out = step.run([PY, "-m", "coreml", "verify", path, "--checkpoint", s.checkpoint, "--audio", *audio])
-        verdicts.append(re.search(r"(\d+) of (\d+) files within tolerance", out)[0])
+    outs = step.run_together(
+        [
+            [PY, "-m", "coreml", "verify", path, "--checkpoint", s.checkpoint, "--audio", *audio]
+            for path in s.packages.values()
+        ],
+        [path.name for path in s.packages.values()],
+    )
+    verdicts = [re.search(r"(\d+) of (\d+) files within tolerance", out)[0] for out in outs]
     mark_done(s, "verify", key)
     return "streamed through both packages like torch: " + "; ".join(verdicts)
 

@@ -147,13 +147,12 @@ def recording_evidence(
     rec: EvalRecording, model: RRModel, with_segments: bool = True, track: PhaseTrack | None = None
 ) -> RecordingEvidence:
     """``track``: the recording's phase track when the caller has it already (it is the costly part)."""
-    features = log_mel(rec.audio)
     track = phase_track(model, rec.audio) if track is None else track
     duration_s = len(rec.audio) / SAMPLE_RATE_HZ
     return RecordingEvidence(
         window_evidence(rec.audio, track, 0.0, duration_s),
         estimate_rr_dsp(rec.audio).rr_bpm if with_segments else math.nan,
-        segment_outputs(features, model, duration_s)[1] if with_segments else math.nan,
+        segment_outputs(log_mel(rec.audio), model, duration_s)[1] if with_segments else math.nan,
     )
 
 

@@ -117,12 +117,17 @@ def calibrate_estimator(
 ) -> tuple[EstimatorConfig, dict]:
     """The estimator's settings for this model, chosen on the validation recordings (see
     :func:`training.recording_eval.calibrate`): its whole-recording answers, not its segments."""
+    from training.estimator import phase_tracks
     from training.recording_eval import calibrate, evaluation_set, recording_evidence
 
     recordings = evaluation_set(corpus_dirs, "val", load_noise_bank("val", cfg.noise_dir or None), cfg.seed)
     if not recordings:  # nothing to calibrate on: the documented defaults
         return EstimatorConfig(), {"recordings": 0, "chosen": EstimatorConfig().to_dict()}
-    evidence = [recording_evidence(rec, model, with_segments=False).whole for rec in recordings]
+    tracks = phase_tracks(model, [rec.audio for rec in recordings])  # in batches: the costly part
+    evidence = [
+        recording_evidence(rec, model, with_segments=False, track=track).whole
+        for rec, track in zip(recordings, tracks, strict=True)
+    ]
     chosen, loss = calibrate(recordings, evidence)
     dsp_only = dataclasses.replace(chosen, learned_weight=0.0)
     from training.recording_eval import calibration_loss
