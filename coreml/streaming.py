@@ -4,7 +4,7 @@ The app hands the package one chunk of 16 kHz mono audio (default 1600 samples =
 reads the answer; there is no app-side arithmetic. Inside the graph, per chunk:
 
 1. **Model.** The audio tail kept from the previous call is put in front of the chunk, framed and
-   transformed by the front-end's DFT-as-convolution form (:class:`training.logmel.LogMel`), and the
+   transformed by the front-end's DFT as matrix products (:class:`training.logmel.LogMel`), and the
    new frames go through the model's chunk forward (:meth:`training.models.RRModel.chunk_steps`): the
    chunk's LSTM outputs and their breath phase, ``phase_probs`` (inhale / exhale / other every 50 ms).
 2. **DSP.** The chunk, behind its own longer tail, gives the DSP's band powers of the 25 ms-hop frames

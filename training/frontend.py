@@ -154,14 +154,3 @@ def hann_window(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
     pad_left = (cfg.n_fft - cfg.win_length) // 2
     return np.pad(window, (pad_left, cfg.n_fft - cfg.win_length - pad_left)).astype(np.float32)
-
-
-def dft_kernels(cfg: FrontEndConfig = DEFAULT_FRONTEND) -> np.ndarray:
-    """Windowed real-DFT kernels [2 * n_bins, 1, n_fft]: cosines then sines, for a strided Conv1d."""
-    n_bins = cfg.n_fft // 2 + 1
-    n = np.arange(cfg.n_fft)
-    k = np.arange(n_bins)[:, None]
-    angle = 2.0 * np.pi * k * n / cfg.n_fft
-    window = hann_window(cfg).astype(np.float64)
-    kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window], axis=0)
-    return kernels[:, None, :].astype(np.float32)

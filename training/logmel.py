@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, dft_kernels, hann_window, mel_matrix
+from training.framed_dft import FramedPowerSpectrum
+from training.frontend import DEFAULT_FRONTEND, FrontEndConfig, hann_window, mel_matrix
 
 
 class LogMel(nn.Module):
@@ -20,7 +21,6 @@ class LogMel(nn.Module):
 
     mel: torch.Tensor  # buffers, declared so they type as tensors
     window: torch.Tensor
-    kernels: torch.Tensor  # method="dft" only
 
     def __init__(self, cfg: FrontEndConfig = DEFAULT_FRONTEND, method: str = "fft") -> None:
         super().__init__()
@@ -31,16 +31,14 @@ class LogMel(nn.Module):
         self.n_bins = cfg.n_fft // 2 + 1
         self.register_buffer("mel", torch.from_numpy(mel_matrix(cfg)).T.contiguous(), persistent=False)
         self.register_buffer("window", torch.from_numpy(hann_window(cfg)), persistent=False)
-        if method == "dft":
-            self.register_buffer("kernels", torch.from_numpy(dft_kernels(cfg)), persistent=False)
+        if method == "dft":  # the DFT as matrix products (the package's form: no FFT op for iOS 16)
+            self.dft = FramedPowerSpectrum(cfg.n_fft, cfg.hop_length, hann_window(cfg), self.n_bins)
 
     def power_spectrum(self, audio: torch.Tensor) -> torch.Tensor:
         """[batch, samples] -> |DFT|^2 [batch, frames, n_bins]."""
         cfg = self.cfg
         if self.method == "dft":
-            spec = nn.functional.conv1d(audio.unsqueeze(1), self.kernels, stride=cfg.hop_length)
-            real, imag = spec[:, : self.n_bins], spec[:, self.n_bins :]
-            return (real * real + imag * imag).transpose(1, 2)
+            return self.dft(audio)
         frames = audio.unfold(-1, cfg.n_fft, cfg.hop_length) * self.window
         spec = torch.fft.rfft(frames, n=cfg.n_fft)
         return spec.real.square() + spec.imag.square()
@@ -81,7 +79,7 @@ def stream_log_mel(
     padded = np.concatenate([pad, np.asarray(audio, dtype=np.float32)])
     if method == "fft":
         return log_mel(padded, cfg)
-    with torch.no_grad():  # the package's DFT-as-convolution form (equal to float32 round-off)
+    with torch.no_grad():  # the package's DFT as matrix products (equal to float32 round-off)
         return LogMel(cfg, method=method)(torch.from_numpy(padded)[None])[0].numpy()
 
 

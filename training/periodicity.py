@@ -402,34 +402,23 @@ def decide(
 
 
 class BandPowers(torch.nn.Module):
-    """The DSP's band powers as a strided convolution (the form a Core ML graph holds): ``[B, samples]``
-    -> ``[B, bands, frames]``, frame ``j`` starting at sample ``j * hop``; equal to
-    :func:`training.dsp_baseline.band_powers` (numpy's FFT) to float32 round-off. Only the DFT bins
-    inside the bands are computed (25 Hz-6.4 kHz: 408 of 513)."""
+    """The DSP's band powers in tensor ops (the form a Core ML graph holds): ``[B, samples]`` ->
+    ``[B, bands, frames]``, frame ``j`` starting at sample ``j * hop``; equal to
+    :func:`training.dsp_baseline.band_powers` (numpy's FFT) to float32 round-off. The DFT is
+    :class:`training.framed_dft.FramedPowerSpectrum`, up to the top band's edge (6.4 kHz)."""
 
-    basis: torch.Tensor
     to_bands: torch.Tensor
 
     def __init__(self, sample_rate: int, cfg: DspConfig = DSP_CONFIG) -> None:
         super().__init__()
-        import numpy as np
-
         from training.dsp_baseline import band_matrix
+        from training.framed_dft import FramedPowerSpectrum
 
         frame = round(cfg.frame_s * sample_rate)
-        self.hop = round(cfg.hop_s * sample_rate)
-        self.frame = frame
-        matrix = band_matrix(sample_rate, cfg)
-        bins = np.flatnonzero(matrix.any(1))
-        n = np.arange(frame)
-        window = np.hanning(frame)
-        angle = 2.0 * np.pi * np.outer(bins, n) / frame
-        basis = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])  # [2 * bins, frame]
-        self.register_buffer("basis", torch.tensor(basis[:, None, :], dtype=torch.float32))
-        self.register_buffer("to_bands", torch.tensor(matrix[bins], dtype=torch.float32))  # [bins, bands]
-        self.n_bins = len(bins)
+        matrix = band_matrix(sample_rate, cfg)  # [frame // 2 + 1, bands]
+        n_bins = int(np.flatnonzero(matrix.any(1)).max()) + 1
+        self.spectrum = FramedPowerSpectrum(frame, round(cfg.hop_s * sample_rate), np.hanning(frame), n_bins)
+        self.register_buffer("to_bands", torch.tensor(matrix[:n_bins], dtype=torch.float32))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = F.conv1d(audio[:, None, :], self.basis, stride=self.hop)  # [B, 2 * bins, frames]
-        power = spec[:, : self.n_bins] ** 2 + spec[:, self.n_bins :] ** 2
-        return torch.matmul(power.transpose(1, 2), self.to_bands).transpose(1, 2)
+        return torch.matmul(self.spectrum(audio), self.to_bands).transpose(1, 2)

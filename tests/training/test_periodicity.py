@@ -2,7 +2,7 @@
 
 What must hold for the package's rolling rate to equal the offline one: a window that sits at the end
 of a longer buffer (a stream not yet 30 s old) gives the window's own answer; the traced forms (the
-spectral autocorrelation, the DSP's DFT as a convolution) equal the eager ones; and the tensor form of
+spectral autocorrelation, the DSP's DFT as matrix products) equal the eager ones; and the tensor form of
 the period picking agrees with the DSP baseline's numpy one.
 """
 
@@ -50,7 +50,7 @@ def test_lagged_products_traced_form_equals_the_eager_one():
     assert ((traced - eager).abs() / scale).max() < 1e-5
 
 
-def test_band_powers_as_a_convolution_equal_numpys_fft():
+def test_band_powers_as_matrix_products_equal_numpys_fft():
     rng = np.random.default_rng(1)
     audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
     expected, _ = band_powers(audio, 16000, DEFAULT_CONFIG)
