@@ -799,3 +799,42 @@ def test_missing_parts_are_reported(weights_copy, tmp_path):
     (tmp_path / "empty.mlpackage").mkdir()
     with pytest.raises(PackageError, match=r"no Manifest\.json"):
         load_package(tmp_path / "empty.mlpackage")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fast_op_forms_compute_what_the_implementations_compute(
+    elementwise_packages, streaming_packages, precision
+):
+    """Most ops run in a form with their constant arguments read once (``_FAST``); the same program run
+    through the op implementations alone gives bit-identical results, fp16 rounding included."""
+    rng = np.random.default_rng(4)
+    stream_model = load_package(streaming_packages[1][precision])
+    cases = [
+        (
+            elementwise_packages[1][precision],
+            {"x": rng.uniform(-1, 1, (6, 4)).astype(np.float32), "idx": np.array([6, -1, 2], np.int32)},
+        ),
+        (
+            stream_model,
+            {
+                "x": rng.standard_normal((1, 10, 8)).astype(np.float32),
+                **{n: rng.standard_normal(s).astype(np.float32) for n, s in STREAM_STATES.items()},
+            },
+        ),
+    ]
+    for model, inputs in cases:
+        fast = model.predict(inputs)
+        steps = model._plan
+        assert sum(step.fast is not None for step in steps) >= len(steps) // 2
+        saved = [step.fast for step in steps]
+        for step in steps:
+            step.fast = None
+        try:
+            general = model.predict(inputs)
+        finally:
+            for step, form in zip(steps, saved, strict=True):
+                step.fast = form
+        assert fast.keys() == general.keys()
+        for name in fast:
+            assert fast[name].dtype == general[name].dtype
+            np.testing.assert_array_equal(fast[name], general[name], err_msg=name)
