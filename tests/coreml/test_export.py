@@ -300,3 +300,28 @@ def test_cost_command(packages, capsys):
     # the DFT conv alone: 10 frames x 402 kernels x 400 taps per call
     assert report["multiply_adds"] >= 10 * 402 * 400
     assert report["op_histogram"]["lstm"] == 1 and report["package_bytes"] > 0
+
+
+@pytest.mark.parametrize("variant", [("explicit", "float16"), ("stateful", "float32")])
+def test_the_interpreters_fast_op_forms_stream_the_package_bit_for_bit(packages, variant):
+    """The interpreter runs most of the package's ops in forms that read constant arguments once
+    (``coreml.interpreter._FAST``: slices, reshapes, pads, reductions, elementwise ops); streaming
+    through the op implementations alone gives the same outputs and states, bit for bit."""
+    audio = _breath_like(3.0, 20.0, seed=5)
+    model = load_package(packages[variant])
+    fast_forms = [step.fast for step in model._plan]
+    kinds = {step.op.type for step in model._plan if step.fast is not None}
+    assert {"pad", "slice_by_index", "expand_dims", "mul", "select", "reduce_sum"} <= kinds
+    streams = []
+    for forms in (fast_forms, [None] * len(fast_forms)):
+        for step, form in zip(model._plan, forms, strict=True):
+            step.fast = form
+        streamer = PackageStreamer(model)
+        values = []
+        for i in range(0, len(audio), 1600):
+            streamer.push(audio[i : i + 1600])
+            values.append({**streamer.outputs(), **streamer.states()})
+        streams.append(values)
+    for fast, general in zip(*streams, strict=True):
+        for name in fast:
+            np.testing.assert_array_equal(fast[name], general[name], err_msg=name)
