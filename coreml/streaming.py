@@ -331,6 +331,23 @@ class StatefulStreamer(_Step):
         return outputs
 
 
+def traced_streamer(
+    model: RRModel, chunk_samples: int = 1600, estimator: EstimatorConfig = DEFAULT_ESTIMATOR
+) -> torch.jit.ScriptModule:
+    """:class:`ExplicitStreamer` traced with ``torch.jit.trace``: what the converter reads, and what
+    torch-side streaming runs (the same ops as eager, without Python's dispatch of each)."""
+    import warnings
+
+    wrapper = ExplicitStreamer(model, chunk_samples, estimator).eval()
+    shapes = state_shapes(model, chunk_samples, estimator.window_s)
+    example = (torch.zeros(1, chunk_samples), *(torch.zeros(shapes[n]) for n in STATE_NAMES))
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns about every numpy-built constant, which is what those constants are for
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced: torch.jit.ScriptModule = torch.jit.trace(wrapper, example, check_trace=False)
+    return traced
+
+
 def zero_states(
     model: RRModel, chunk_samples: int = 1600, window_s: float = DEFAULT_ESTIMATOR.window_s
 ) -> dict[str, np.ndarray]:

@@ -307,6 +307,10 @@ class PackageStreamer:
 class TorchStreamer:
     """The reference: the torch streaming wrapper run chunk by chunk in float32, its states fed back.
 
+    The wrapper runs traced (``torch.jit.trace``, the graph the converter reads): the same torch ops
+    with the same results as running it eagerly (bit for bit, measured), at about two thirds of the
+    time per chunk, since a chunk is some 900 small ops whose Python dispatch dominates.
+
     ``state_dtypes`` (name -> numpy dtype) rounds a state between calls as the package stores it (fp16
     for Core ML states), so the reference sees the same storage as the package.
     """
@@ -318,8 +322,8 @@ class TorchStreamer:
         chunk_samples: int = 1600,
         estimator: EstimatorConfig = DEFAULT_ESTIMATOR,
     ) -> None:
-        self.wrapper = streaming.ExplicitStreamer(model, chunk_samples, estimator).eval()
         self.shapes = streaming.state_shapes(model, chunk_samples, estimator.window_s)
+        self.wrapper = streaming.traced_streamer(model, chunk_samples, estimator)
         self.output_names = list(streaming.OUTPUT_NAMES)
         self.state_names = list(streaming.STATE_NAMES)
         self.state_dtypes = dict(state_dtypes or {})
