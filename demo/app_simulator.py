@@ -289,7 +289,10 @@ def upload(base_url: str, token: str, workout_id: str, body: dict) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Who works out when: ``weeks`` of ``workouts_per_week`` for each user, stages of ``stage_s``."""
+    """Who works out when: ``weeks`` of ``workouts_per_week`` for the first user (the one who logs in
+    to the dashboard), stages of ``stage_s``; the other users the last ``others_weeks`` of them (all of
+    them when None: they are there to show that accounts are kept apart, and every workout costs
+    ``4 * stage_s`` seconds of audio streamed through the package)."""
 
     users: tuple[str, ...]
     weeks: int
@@ -298,11 +301,13 @@ class Plan:
     model_version: str
     first_day: dt.date
     real_noise_dir: str | None = None  # ../shared/data/noise when it is there: some workouts in it
+    others_weeks: int | None = None
 
     def jobs(self) -> list[dict[str, Any]]:
         jobs = []
         for user_index, user in enumerate(self.users):
-            for week in range(self.weeks):
+            weeks = self.weeks if user_index == 0 or self.others_weeks is None else self.others_weeks
+            for week in range(self.weeks - min(weeks, self.weeks), self.weeks):
                 for workout in range(self.workouts_per_week):
                     jobs.append(
                         {

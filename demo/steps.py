@@ -47,6 +47,7 @@ class Settings:
     weeks: int
     workouts_per_week: int
     stage_s: float
+    others_weeks: int | None  # weeks of workouts of the users other than 'demo' (None: as many)
 
     @classmethod
     def make(cls, quick: bool, workdir: Path | None, port: int) -> Settings:
@@ -61,6 +62,7 @@ class Settings:
                 weeks=2,
                 workouts_per_week=1,
                 stage_s=30.0,
+                others_weeks=None,
             )
         return cls(
             False,
@@ -69,9 +71,12 @@ class Settings:
             segments=3000,
             epochs=8,  # the shipped model's recipe (scripts/train-default-model)
             users=USERS,
-            weeks=6,
+            # 'demo' (who logs in): eight weeks, so the dashboard's period comparison has two whole
+            # four-week periods; the two others a week each (they show that accounts are kept apart)
+            weeks=8,
             workouts_per_week=2,
             stage_s=60.0,
+            others_weeks=1,
         )
 
     @property
@@ -388,6 +393,7 @@ def step_simulate(s: Settings, step: Step) -> str:
         model_version="respira-tclstm32@" + fingerprint(s.checkpoint)[:12],
         first_day=dt.date.today() - dt.timedelta(weeks=s.weeks),
         real_noise_dir=real_noise,
+        others_weeks=s.others_weeks,
     )
     tokens = json.loads(s.path("tokens.json").read_text())
     step.progress(0, len(plan.jobs()), "workouts")

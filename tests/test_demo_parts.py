@@ -4,6 +4,7 @@ simulated app's plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -94,6 +95,11 @@ def test_the_simulated_people_get_fitter_and_the_plan_is_stable() -> None:
     jobs = plan.jobs()
     assert len(jobs) == 12 and len({j["id"] for j in jobs}) == 12
     assert [j["id"] for j in jobs] == [j["id"] for j in plan.jobs()]  # ids are stable: uploads are idempotent
+    # the others join for the plan's last weeks only (the full demo: 'demo' 8 weeks, the others 1)
+    short = dataclasses.replace(plan, users=("demo", "alex", "sam"), others_weeks=1)
+    weeks = {(j["user"], j["week"]) for j in short.jobs()}
+    assert len(short.jobs()) == 3 * 2 + 2 * 2
+    assert weeks == {("demo", 0), ("demo", 1), ("demo", 2), ("alex", 2), ("sam", 2)}
     first, last = fitness(0, 0, 0), fitness(0, 5, 0)
     assert last[0][1] < first[0][1] and last[0][3] < first[0][3]  # lower resting and cooling-down RR
     assert last[1]["after_4"] < first[1]["after_4"]
