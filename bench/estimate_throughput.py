@@ -109,20 +109,33 @@ def torch_chunk_cost(model: RRModel, audio: np.ndarray, method: str) -> float:
     return cpu_seconds(run) / len(chunks)
 
 
-def torch_package_chunk_cost(model: RRModel, audio: np.ndarray, n_chunks: int) -> float:
+def torch_package_chunk_cost(model: RRModel, audio: np.ndarray, n_chunks: int, traced: bool = True) -> float:
     """CPU seconds per chunk of the torch module traced into the package: front-end, model and the
-    rolling estimator (coreml.streaming.ExplicitStreamer, run eagerly), states fed back."""
+    rolling estimator (coreml.streaming.ExplicitStreamer), states fed back; traced (what coreml verify
+    runs as its reference, coreml.verify.TorchStreamer) or eagerly, op by op from Python."""
+    from coreml.streaming import STATE_NAMES, ExplicitStreamer, zero_states
     from coreml.verify import TorchStreamer
 
-    streamer = TorchStreamer(model)
     chunks = audio[: n_chunks * CHUNK_SAMPLES].reshape(-1, CHUNK_SAMPLES)
+    if traced:
+        streamer = TorchStreamer(model)
 
-    def run() -> None:
-        streamer.reset()
+        def run() -> None:
+            streamer.reset()
+            for chunk in chunks:
+                streamer.push(chunk)
+
+        return cpu_seconds(run) / len(chunks)
+    eager = ExplicitStreamer(model).eval()
+    zeros = zero_states(model)
+
+    @torch.no_grad()
+    def run_eagerly() -> None:
+        states = [torch.from_numpy(zeros[n]) for n in STATE_NAMES]
         for chunk in chunks:
-            streamer.push(chunk)
+            states = list(eager(torch.from_numpy(chunk)[None], *states)[-len(STATE_NAMES) :])
 
-    return cpu_seconds(run) / len(chunks)
+    return cpu_seconds(run_eagerly) / len(chunks)
 
 
 def interpreter_chunk_cost(package: Path, audio: np.ndarray, n_chunks: int) -> float:
@@ -238,10 +251,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
         "torch, FFT front-end (StreamingLogMel) + forward_chunk": torch_chunk_cost(
             model, stream_audio, "fft"
         ),
-        "torch, DFT-conv front-end (as in the package) + forward_chunk": torch_chunk_cost(
+        "torch, two-stage DFT front-end (as in the package) + forward_chunk": torch_chunk_cost(
             model, stream_audio, "dft"
         ),
-        "torch, the package's module (model + rolling estimator)": torch_package_chunk_cost(
+        "torch, the package's module (model + rolling estimator), eager": torch_package_chunk_cost(
+            model, stream_audio, 100, traced=False
+        ),
+        "torch, the package's module, traced (verify's reference)": torch_package_chunk_cost(
             model, stream_audio, 100
         ),
         "interpreter, explicit float32 .mlpackage": interpreter_chunk_cost(package, stream_audio, 100),
