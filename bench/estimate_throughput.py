@@ -40,10 +40,12 @@ from common import ROOT, bench_checkpoint, cpu_seconds, machine, table
 from training.audio import load_audio
 from training.dsp_baseline import DEFAULT_CONFIG as DSP_CONFIG
 from training.dsp_baseline import band_envelopes
+from training.estimate import FILES_PER_BATCH
 from training.estimator import (
     DEFAULT_ESTIMATOR,
     MIN_DURATION_S,
     phase_track,
+    phase_tracks,
     segment_outputs,
     timeline_ends,
     window_evidence,
@@ -173,8 +175,12 @@ def breakdown(files: list[Path], model: RRModel, repeats: int) -> list[list[str]
             load_audio(p, DEFAULT_FRONTEND.sample_rate, min_duration_s=MIN_DURATION_S) for p in files
         ],
         "log-mel features": lambda: [log_mel(a) for a in audios],
-        "model phase track (whole recording, one call)": lambda: [
+        "model phase track, one recording at a time": lambda: [
             phase_track(model, a, with_dsp=False) for a in audios
+        ],
+        f"model phase tracks, {FILES_PER_BATCH} recordings at a time (the command's way)": lambda: [
+            phase_tracks(model, audios[i : i + FILES_PER_BATCH], with_dsp=False)
+            for i in range(0, len(audios), FILES_PER_BATCH)
         ],
         "DSP band envelopes (whole recording, once)": lambda: [
             band_envelopes(a, DEFAULT_FRONTEND.sample_rate, DSP_CONFIG) for a in audios
