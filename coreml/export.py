@@ -5,7 +5,7 @@
 
 Path: ``torch.jit.trace`` of a float32 streaming wrapper (:mod:`coreml.streaming`), then
 ``ct.convert(convert_to="mlprogram")`` (``torch.export``, ``LSTMCell`` and ``jit.script`` fail with
-coremltools 9). The front-end (framing, Hann, DFT as convolution, power, mel, log) always computes in
+coremltools 9). The front-end (framing, Hann, the DFT as matrix products, power, mel, log) always computes in
 float32, also in a float16 package: quiet breath energies underflow in fp16.
 
 Reproducibility: everything in the package derives from the checkpoint and the arguments, except the
