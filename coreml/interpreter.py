@@ -20,6 +20,7 @@ are refused with the op named when it runs.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -832,6 +833,8 @@ def _operand(step: _Step, param: str) -> Callable[[Mapping[str, Any]], Any] | No
     if sources is None or len(sources) != 1 or sources[0][0] is None:
         return None
     name = sources[0][0]
+    if step.var_types.get(name) in ("fp32", "int32", "bool"):  # nothing to widen: a plain lookup
+        return operator.itemgetter(name)
     return lambda env: _wide(env[name])
 
 
@@ -958,10 +961,13 @@ class _Step:
     each output the numpy type to cast to and the shape to expect (``None``: a cast or check that
     needs the general path, as for bf16, strings and shapes with free dimensions)."""
 
-    __slots__ = ("attributes", "bindings", "fast", "impl", "op", "outputs")
+    __slots__ = ("attributes", "bindings", "fast", "impl", "op", "outputs", "plain", "var_types")
 
-    def __init__(self, op: Op, consts: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, op: Op, consts: Mapping[str, Any] | None = None, var_types: Mapping[str, str] | None = None
+    ) -> None:
         consts = consts or {}
+        self.var_types = var_types or {}  # declared MIL type of each variable, by name (when known)
         self.op = op
         self.impl = OPS[op.type]
         # iOS 16 constexpr ops keep their operands as attributes; everything else binds inputs
@@ -979,9 +985,31 @@ class _Step:
             self.outputs.append((name, ttype, fast_dtype, static_shape))
         builder = _FAST.get(op.type)
         self.fast = builder(self) if builder is not None and len(self.outputs) == 1 else None
+        # a fast form with one output of a fixed numeric type and shape: the shortest way through execute
+        self.plain = self.fast is not None and None not in self.outputs[0][2:]
+
+    def _execute_plain(self, fast: FastFn, env: Mapping[str, Any], into: dict[str, Any]) -> None:
+        """:meth:`execute` for a fast form with one output of a fixed numeric type and shape."""
+        name, ttype, dtype, shape = self.outputs[0]
+        try:
+            value = fast(env)
+        except (InterpreterError, InputError):
+            raise
+        except Exception as exc:  # a numpy error inside an op: say which op
+            raise InterpreterError(f"{self.op.describe()} failed: {type(exc).__name__}: {exc}") from exc
+        if type(value) is not np.ndarray:
+            value = np.asarray(value)
+        if value.dtype != dtype:
+            value = value.astype(dtype)
+        if value.shape != shape:
+            _check_shape(value, ttype, self.op)
+        into[name] = value
 
     def execute(self, env: Mapping[str, Any], into: dict[str, Any]) -> None:
         """Run the op on the values in ``env``; its outputs, cast and checked, go into ``into``."""
+        if self.plain and self.fast is not None:
+            self._execute_plain(self.fast, env, into)
+            return
         op = self.op
         try:
             if self.fast is not None:
@@ -1038,6 +1066,9 @@ class InterpretedModel:
     def _prepare(self) -> None:
         """Materialise const and constexpr ops once; check every variable is defined before use."""
         defined = set(self.package.function_inputs)
+        var_types = {name: ttype.dtype for name, ttype in self.package.function_inputs.items()}
+        for op in self.package.operations:
+            var_types.update((name, ttype.dtype) for name, ttype in op.outputs)
         for op in self.package.operations:
             for param, args in op.inputs.items():
                 for arg in args:
@@ -1053,7 +1084,7 @@ class InterpretedModel:
             elif op.type in CONSTEXPR_OPS:
                 _Step(op).execute(self._consts, self._consts)
             else:
-                self._plan.append(_Step(op, self._consts))
+                self._plan.append(_Step(op, self._consts, var_types))
             defined.update(name for name, _ in op.outputs)
         missing = [name for name in self.package.block_outputs if name not in defined]
         if missing:
