@@ -45,7 +45,8 @@ from training.models import RRModel
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 
 
-FILES_PER_BATCH = 8  # files decoded and run through the model side by side (a few minutes of audio each)
+FILES_PER_BATCH = 8  # files estimated together: their phase tracks run side by side
+BATCH_AUDIO_S = 1800.0  # but at most this much audio held at once (long recordings: memory, not speed)
 
 
 def estimate_files(
@@ -53,29 +54,37 @@ def estimate_files(
     model: RRModel,
     cfg: EstimatorConfig = DEFAULT_ESTIMATOR,
     frontend: FrontEndConfig = DEFAULT_FRONTEND,
+    max_batch_s: float = BATCH_AUDIO_S,
 ) -> list[dict | Exception]:
     """Each file's ``estimate`` JSON, or the error that stopped it, in the order given.
 
     The files' phase tracks are computed together (:func:`training.estimator.phase_tracks`): run 100 ms
-    at a time as the package runs, one recording alone is mostly per-op overhead, which a batch shares."""
-    results: list[dict | Exception] = []
-    loaded: list[tuple[int, str, np.ndarray]] = []
+    at a time as the package runs, one recording alone is mostly per-op overhead, which a batch shares.
+    Decoded files wait for their batch until ``max_batch_s`` of audio is held, then run."""
+    results: list[dict | Exception] = [AudioError("not estimated")] * len(paths)
+    pending: list[tuple[int, str, np.ndarray]] = []
+
+    def run_pending() -> None:
+        tracks = phase_tracks(model, [audio for _, _, audio in pending], frontend)
+        for (index, path, audio), track in zip(pending, tracks, strict=True):
+            try:
+                results[index] = {"path": path, **estimate_audio(audio, model, cfg, frontend, track=track)}
+            except ValueError as exc:  # e.g. a constant signal: nothing to estimate
+                results[index] = exc
+        pending.clear()
+
     for index, path in enumerate(paths):
         try:
             if Path(path).is_dir():
                 raise AudioError(f"{path}: a folder with no audio files in it")
-            loaded.append(
-                (index, str(path), load_audio(path, frontend.sample_rate, min_duration_s=MIN_DURATION_S))
-            )
-            results.append({})
+            audio = load_audio(path, frontend.sample_rate, min_duration_s=MIN_DURATION_S)
         except (AudioError, ValueError) as exc:
-            results.append(exc)
-    tracks = phase_tracks(model, [audio for _, _, audio in loaded], frontend)
-    for (index, path, audio), track in zip(loaded, tracks, strict=True):
-        try:
-            results[index] = {"path": path, **estimate_audio(audio, model, cfg, frontend, track=track)}
-        except ValueError as exc:
             results[index] = exc
+            continue
+        pending.append((index, str(path), audio))
+        if sum(len(a) for _, _, a in pending) >= max_batch_s * frontend.sample_rate:
+            run_pending()
+    run_pending()
     return results
 
 

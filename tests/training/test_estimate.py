@@ -180,3 +180,31 @@ def test_shipped_model_gives_no_rate_for_recordings_of_only_noise(capsys):
     assert [a["rr_bpm"] for a in answers] == [None] * len(files)
     assert {a["reason"] for a in answers} <= {"no_breathing", "too_noisy"}
     assert sum(a["reason"] == "no_breathing" for a in answers) >= 5
+
+
+def test_files_estimated_in_batches_answer_as_one_at_a_time(tmp_path, checkpoint):
+    """``estimate_files`` runs the files' phase tracks side by side, holding at most ``max_batch_s`` of
+    audio: any batch size gives the one-file-at-a-time answers (to round-off), errors in their places."""
+    from training.checkpoint import load_checkpoint
+    from training.estimate import estimate_files
+
+    model, _ = load_checkpoint(checkpoint)
+    paths = [
+        _breathing(tmp_path / "a.wav", 12.0, 15),
+        tmp_path / "missing.wav",
+        _breathing(tmp_path / "b.wav", 7.0, 30, sample_rate=8000),
+        _breathing(tmp_path / "c.flac", 21.0, 12),
+    ]
+    alone = [estimate_files([p], model)[0] for p in paths]
+    for max_batch_s in (1.0, 15.0, 1000.0):  # every file alone; two batches; one batch
+        together = estimate_files(paths, model, max_batch_s=max_batch_s)
+        assert isinstance(together[1], Exception) and "missing.wav" in str(together[1])
+        for one, batched in zip(alone, together, strict=True):
+            if isinstance(one, Exception):
+                assert type(batched) is type(one)
+                continue
+            assert batched["path"] == one["path"] and batched["reason"] == one["reason"]
+            assert batched["rr_bpm"] == pytest.approx(one["rr_bpm"], abs=1e-3)
+            assert [w["rr_bpm"] for w in batched["timeline"]] == pytest.approx(
+                [w["rr_bpm"] for w in one["timeline"]], abs=1e-3
+            )
